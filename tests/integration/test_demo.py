@@ -1,0 +1,86 @@
+"""`wit-builder demo` end to end on the test session's Spark: every stage, the report, training, eval."""
+
+import json
+
+import pytest
+
+from wit_builder import demo, stages
+from wit_builder.cli import main
+
+TRAIN_STEPS = 20  # the demo's default is 300; a few steps prove the shards feed the trainer
+
+
+@pytest.fixture(scope="module")
+def demo_run(spark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    lines = []
+    paths = demo.run(out, train_steps=TRAIN_STEPS, spark=spark, log=lines.append)
+    return out, paths, lines
+
+
+def _manifest(out, stage):
+    return json.loads((out / stage / stages.MANIFEST).read_text())
+
+
+def test_every_stage_finishes_and_accounts_for_every_row(demo_run):
+    out, paths, _ = demo_run
+    for stage in demo.CURATION:
+        assert (out / stage / stages.SUCCESS).exists(), stage
+        m = _manifest(out, stage)
+        assert m["rows_out"] > 0, stage
+        assert m["rows_in"] == m["rows_out"] + sum(m["drops"].values()), stage
+        assert paths[stage] == str(out / stage)
+
+
+def test_the_planted_noise_is_dropped_where_it_belongs(demo_run):
+    out, _, _ = demo_run
+    drops = {stage: _manifest(out, stage)["drops"] for stage in demo.CURATION}
+    assert drops["extract"].get("non_http", 0) >= 2  # data: and javascript: images
+    assert drops["extract"].get("empty_text", 0) >= 1
+    assert drops["match"].get("no_match", 0) >= 2
+    assert drops["filter"].get("language", 0) >= 2  # the German and French captions
+    assert drops["filter"].get("duplicate", 0) >= 8  # the images shown on two pages
+    assert drops["balance"].get("balanced_out", 0) > 0  # t=30 on ~350 rows
+    # 404, not an image, truncated, noai opt-out, redirect to the metadata address
+    assert sum(drops["download"].values()) >= 5
+    assert sum(drops["finalize"].values()) >= 6  # near-duplicate copies, tiny, banner, eval copy
+
+
+def test_shards_report_and_eval(demo_run):
+    import webdataset as wds
+
+    out, paths, lines = demo_run
+    sizes = json.loads((out / "finalize" / "sizes.json").read_text())
+    tars = sorted((out / "finalize").glob("*.tar"))
+    assert sorted(sizes) == [t.name for t in tars] and len(tars) >= 2
+    samples = list(wds.WebDataset([str(t) for t in tars], shardshuffle=False))
+    assert len(samples) == sum(sizes.values()) == _manifest(out, "finalize")["rows_out"]
+    assert all({"jpg", "txt", "json"} <= set(s) for s in samples)
+
+    report = (out / "report.html").read_text()
+    assert report.count("<img") >= 3 and "balance" in report
+
+    results = json.loads((out / "eval.json").read_text())
+    assert results["train"]["step"] == TRAIN_STEPS
+    for task, classes in (("colour", 6), ("shape", 4)):
+        z = results[task]["zeroshot"]
+        assert z["classes"] == classes and z["images"] == 48 and 0 <= z["top1"] <= 1
+    assert results["colour"]["retrieval"]["captions"] == 96
+    assert (out / "train" / "LATEST.pt").exists()
+
+    text = "\n".join(lines)
+    assert str(out / "report.html") in text and "wit-builder curate --input" in text
+    assert "spark-submit" in text
+
+
+def test_rerun_skips_every_stage(demo_run, spark):
+    out, _, _ = demo_run
+    lines = []
+    demo.run(out, skip_train=True, spark=spark, log=lines.append)
+    for stage in demo.CURATION:
+        assert any(line.startswith(f"{stage}: up to date, skipped") for line in lines), (stage, lines)
+
+
+def test_cli_rejects_zero_training_steps(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--train-steps", "0"]) == 2
+    assert "--train-steps" in capsys.readouterr().err

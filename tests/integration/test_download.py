@@ -1,0 +1,162 @@
+"""The download stage end to end on the local image server, in the test session's Spark."""
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from wit_builder import stages
+from wit_builder.config import load_config
+
+GOOD_PHOTOS = 20
+SETTINGS = ["download.allow_networks=127.0.0.0/8", "download.samples_per_shard=8",
+            "download.threads=4", "download.timeout=5", "download.total_timeout=10"]
+EXPECTED_DROPS = {"http_404": 1, "not_an_image": 1, "truncated_image": 1, "too_many_pixels": 1,
+                  "robots_optout": 1, "blocked_address": 2, "too_many_redirects": 1,
+                  "bad_scheme": 1, "http_503": 1, "missing_url": 1, "duplicate_pair": 1}
+ACCEPTED_CASES = ["noai_other_bot", "redirect_ok", "duplicate_a", "duplicate_b", "original",
+                  "variant_small", "variant_lowq"]
+
+
+def _flaky(n):
+    """503 on the first request, the photo afterwards: what --retry-failed is for."""
+    if n == 1:
+        return 503, {}, b"busy"
+    return 200, {"Content-Type": "image/jpeg"}, _flaky.photo
+
+
+@pytest.fixture(scope="module")
+def candidates(image_server, shared_data, tmp_path_factory):
+    _flaky.photo = (shared_data / "images/coco_mini/skimage_rocket.jpg").read_bytes()
+    flaky = image_server.route("/special/flaky.jpg", handler=_flaky)
+    urls = image_server.photo_urls[:GOOD_PHOTOS]
+    urls += [image_server.catalog[c] for c in sorted(image_server.catalog)]
+    urls += [flaky, "ftp://127.0.0.1/photo.jpg", None]
+    texts = [f"caption  number {i}\n" for i in range(len(urls))]
+    urls.append(urls[0])  # the same pair twice: one candidate
+    texts.append(texts[0])
+    path = tmp_path_factory.mktemp("cands") / "candidates.parquet"
+    pq.write_table(pa.table({"URL": urls, "TEXT": texts}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def downloaded(spark, candidates, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    cfg = load_config(None, SETTINGS)
+    run = stages.execute("download", spark, cfg, [str(candidates)], str(out))
+    return out / "download", run.manifest
+
+
+def _samples(folder: Path):
+    tars = sorted(str(p) for p in folder.glob("*.tar"))
+    return list(wds.WebDataset(tars, shardshuffle=False))
+
+
+def test_counts_and_reasons(downloaded, candidates):
+    folder, manifest = downloaded
+    assert manifest["rows_in"] == pq.read_metadata(candidates).num_rows
+    assert manifest["drops"] == EXPECTED_DROPS
+    assert manifest["rows_out"] == GOOD_PHOTOS + len(ACCEPTED_CASES)
+    assert manifest["rows_in"] == manifest["rows_out"] + sum(manifest["drops"].values())
+    assert (folder / "_SUCCESS").exists()
+
+
+def test_shards_read_back_and_agree_with_stats(downloaded):
+    folder, manifest = downloaded
+    samples = _samples(folder)
+    assert len(samples) == manifest["rows_out"]
+    assert all({"jpg", "txt", "json"} <= set(s) for s in samples)
+    stats = [json.loads(p.read_text()) for p in sorted(folder.glob("*_stats.json"))]
+    assert len(stats) == len(list(folder.glob("*.tar"))) == manifest["shards"] == 5
+    assert sum(s["successes"] for s in stats) == len(samples)
+    for stat, tar in zip(stats, sorted(folder.glob("*.tar"))):
+        in_tar = sum(1 for s in samples if s["__url__"] == str(tar))
+        assert stat["successes"] == in_tar
+        assert stat["count"] == pq.read_metadata(tar.with_suffix(".parquet")).num_rows
+
+
+def test_sample_content(downloaded, image_server):
+    folder, _ = downloaded
+    photo_sha = hashlib.sha256(image_server.near_dup_photo.read_bytes()).hexdigest()
+    same_photo = 0
+    for sample in _samples(folder):
+        meta = json.loads(sample["json"])
+        assert {"uid", "url", "text", "entry_ids", "entries", "page_url", "source", "width",
+                "height", "original_width", "original_height", "sha256", "status"} <= set(meta)
+        assert "caption" not in meta
+        assert meta["status"] == "success" and meta["entry_ids"] == [] == meta["entries"]
+        assert sample["txt"].decode() == meta["text"] and "  " not in meta["text"]
+        assert meta["source"].endswith("candidates.parquet")
+        with Image.open(io.BytesIO(sample["jpg"])) as img:
+            assert img.format == "JPEG" and img.size == (meta["width"], meta["height"])
+        if min(meta["original_width"], meta["original_height"]) >= 256:
+            assert min(img.size) == 256  # keep_ratio: shortest side to 256
+        same_photo += meta["sha256"] == photo_sha
+    assert same_photo == 5  # original, duplicate_a/_b, noai_other_bot, redirect_ok's target
+
+
+def test_stage_input_with_entries(spark, image_server, tmp_path):
+    """A stage folder as input: entry ids become entry strings from the query list."""
+    balance = tmp_path / "run" / "balance"
+    balance.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "uid": ["a1", "b2", "c3"], "url": image_server.photo_urls[-3:],
+        "text": ["a red bus", "two dogs", "a dog on a red bus"],
+        "page_url": ["http://example.org/p", None, None], "source": ["crawl.warc.gz"] * 3,
+        "kind": ["alt"] * 3, "entry_ids": pa.array([[0], [1], [0, 1]], pa.list_(pa.int32()))}),
+        balance / "part-0.parquet")
+    (balance / "manifest.json").write_text("{}")
+    (balance / "_SUCCESS").write_text("")
+    queries = tmp_path / "metadata.json"
+    queries.write_text(json.dumps(["red bus", "dog"]))
+    cfg = load_config(None, SETTINGS + [f"match.queries={queries}"])
+    run = stages.execute("download", spark, cfg, [str(balance)], str(tmp_path / "run"))
+    assert (run.manifest["rows_in"], run.manifest["rows_out"]) == (3, 3)
+    metas = {m["uid"]: m for m in
+             (json.loads(s["json"]) for s in _samples(tmp_path / "run" / "download"))}
+    assert metas["c3"]["entries"] == ["red bus", "dog"] and metas["c3"]["entry_ids"] == [0, 1]
+    assert metas["a1"]["page_url"] == "http://example.org/p"
+    assert metas["b2"]["entries"] == ["dog"] and metas["b2"]["source"] == "crawl.warc.gz"
+
+
+def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
+    """Runs after the tests above (same module): it changes the download folder."""
+    folder, manifest = downloaded
+    out = str(folder.parent)
+    last = sorted(folder.glob("*_stats.json"))[-1]
+    last_rows = pq.read_table(str(last).replace("_stats.json", ".parquet")).to_pylist()
+    done_rows = [r for p in sorted(folder.glob("*.parquet"))[:-1] for r in pq.read_table(p).to_pylist()]
+    hits = dict(image_server.requests)
+    last.unlink()  # as if the run had stopped while writing the last shard
+    (folder / "_SUCCESS").unlink()
+
+    cfg = load_config(None, SETTINGS)
+    again = stages.execute("download", spark, cfg, [str(candidates)], out).manifest
+    assert {k: again[k] for k in ("rows_in", "rows_out", "drops")} == \
+        {k: manifest[k] for k in ("rows_in", "rows_out", "drops")}
+    path_of = lambda url: "/" + url.split("/", 3)[3]  # noqa: E731
+    fetched_again = {path_of(r["url"]) for r in last_rows if r["url"].startswith("http")}
+    photos = {path_of(u) for u in image_server.photo_urls}  # fetched by their own row only
+    done_photos = {path_of(r["url"]) for r in done_rows if r["url"]} & photos
+    assert done_photos and all(image_server.hits(p) == hits[p] for p in done_photos)
+    assert all(image_server.hits(p) > hits.get(p, 0) for p in fetched_again
+               if not p.startswith("/special/to-"))
+
+    hits = dict(image_server.requests)
+    retry = load_config(None, SETTINGS + ["download.retry_failed=true"])
+    retried = stages.execute("download", spark, retry, [str(candidates)], out).manifest
+    assert retried["rows_out"] == manifest["rows_out"] + 1  # the flaky URL
+    assert "http_503" not in retried["drops"]
+    assert retried["rows_in"] == retried["rows_out"] + sum(retried["drops"].values())
+    assert image_server.hits("/special/flaky.jpg") == hits["/special/flaky.jpg"] + 1
+    assert image_server.hits("/special/noai.jpg") == hits["/special/noai.jpg"] + 1  # failed: retried
+    good = path_of(image_server.catalog["original"])
+    assert image_server.hits(good) == hits[good]  # succeeded: not fetched again
+    assert len(_samples(folder)) == retried["rows_out"]

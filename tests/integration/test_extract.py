@@ -1,0 +1,162 @@
+"""The extract stage on a real local Spark session and the real crawl data in ../shared/data."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from crawl_helpers import read_pages_tsv, write_warc, write_wat
+from wit_builder import cli, stages
+from wit_builder.candidates.urls import uid
+from wit_builder.config import load_config
+
+
+def _extract(spark, inputs, out, *overrides, force=False):
+    cfg = load_config(None, list(overrides))
+    return stages.execute("extract", spark, cfg, [str(p) for p in inputs], str(out), force=force,
+                          log=lambda _msg: None)
+
+
+def _rows(run) -> list[dict]:
+    return [row for part in sorted(Path(run.path).glob("*.parquet"))
+            for row in pq.read_table(part).to_pylist()]
+
+
+def _accounting_holds(m: dict):
+    assert m["rows_in"] == m["rows_out"] + sum(m["drops"].values())
+    assert sum(m["records_skipped"].values()) <= m["records_read"]
+
+
+def test_every_warc_file_counted_not_crashed(spark, shared_data, tmp_path):
+    run = _extract(spark, [shared_data / "crawl/warc"], tmp_path)
+    m = run.manifest
+    _accounting_holds(m)
+    assert m["files"] == 12 and m["formats"] == {"warc": 12}
+    assert m["drops"]["corrupt_record"] == 2  # the truncated and the bit-flipped copy
+    assert m["records_read"] == 484
+    assert m["records_skipped"]["not_response"] == 400
+    assert {"not_html", "no_images", "not_ok"} <= set(m["records_skipped"])
+    rows = _rows(run)
+    assert len(rows) == m["rows_out"] == 32
+    assert all(r["url"].startswith(("http://", "https://")) for r in rows)
+    assert all(r["uid"] == uid(r["url"], r["text"]) for r in rows)
+    assert {r["kind"] for r in rows} <= {"alt", "title"}
+    cc = [r for r in rows if r["source"].endswith("cc_whirlwind.warc.gz")]
+    assert {r["page_url"] for r in cc} == {"https://an.wikipedia.org/wiki/Escopete"}
+    assert any(r["url"].startswith("https://upload.wikimedia.org/") for r in cc)  # from //...
+    assert any(r["url"].startswith("https://an.wikipedia.org/static/") for r in cc)  # from /...
+    # the truncated copy's cut record (/protocols) gives nothing; its intact records do
+    truncated = [r for r in rows if r["source"].endswith("truncated_pywb_iana.warc.gz")]
+    assert len(truncated) == 3
+    assert [r for r in rows if "corrupt_" in r["source"]] == []
+    assert {r["text"] for r in rows if r["source"].endswith("warcat_at.warc")} == \
+           {r["text"] for r in rows if r["source"].endswith("warcat_at.warc.gz")}
+    assert list((tmp_path / "extract").glob("_SUCCESS"))
+
+
+def test_saved_pages_with_listing(spark, shared_data, tmp_path):
+    run = _extract(spark, [shared_data / "crawl/html"], tmp_path)
+    m = run.manifest
+    _accounting_holds(m)
+    assert m["files"] == 84 and m["records_read"] == 84
+    assert m["drops"]["non_http"] >= 228  # data: placeholders of lazy-loaded images
+    assert m["drops"]["relative_url"] > 0  # relative src on the 4 pages without a known URL
+    rows = _rows(run)
+    assert 2500 < len(rows) == m["rows_out"]
+    urls = read_pages_tsv(shared_data / "crawl/html")
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(r["source"].rsplit("/", 1)[1], []).append(r)
+    for name, page_rows in by_file.items():
+        assert {r["page_url"] for r in page_rows} == {urls.get(name)}
+    # <base href="https://auto-presse.de/">: relative images resolve against it
+    assert all(r["url"].startswith("https://") for r in by_file["auto-presse.de-minisuv.html"])
+    texts = {r["text"] for r in rows}
+    assert "Michał Kolanko" in texts  # windows-1250 page decoded
+    assert not any("\ufffd" in t or "\n" in t or "  " in t for t in texts)
+
+
+def test_tabular_candidate_list(spark, shared_data, tmp_path):
+    run = _extract(spark, [shared_data / "candidates/img2dataset_10k.parquet"], tmp_path)
+    m = run.manifest
+    _accounting_holds(m)
+    assert m["rows_in"] == m["records_read"] == 10_000
+    assert m["drops"]["relative_url"] == 1  # URL="UNLIKELY"
+    rows = _rows(run)
+    assert {r["kind"] for r in rows} == {"tabular"}
+    assert "UNLIKELY" not in {r["url"] for r in rows}
+    with pytest.raises(Exception, match="lack the url/text columns"):
+        _extract(spark, [shared_data / "candidates/img2dataset_10k.parquet"], tmp_path / "b",
+                 "extract.url_column=image")
+
+
+def test_wat_and_warc_give_the_same_candidates(spark, shared_data, tmp_path):
+    """The helper writes WARC responses from the saved pages, and WATs (Common Crawl's layout,
+    links found by html.parser) from those and from the real WARC files."""
+    html_dir = shared_data / "crawl/html"
+    pages = [(url, (html_dir / name).read_bytes()) for name, url in sorted(read_pages_tsv(html_dir).items())]
+    warcs, wats = tmp_path / "warc", tmp_path / "wat"
+    warcs.mkdir(), wats.mkdir()
+    write_warc(warcs / "pages.warc.gz", pages)
+    for name in ("cc_whirlwind.warc.gz", "pywb_iana.warc.gz", "warcat_at.warc"):
+        shutil.copy(shared_data / "crawl/warc" / name, warcs / name)
+    for path in warcs.iterdir():
+        write_wat(path, wats / (path.name.split(".")[0] + ".warc.wat.gz"))
+
+    warc_run = _extract(spark, [warcs], tmp_path / "a")
+    wat_run = _extract(spark, [wats], tmp_path / "b")
+    assert wat_run.manifest["formats"] == {"wat": 4}
+
+    def candidates(run):
+        return sorted((r["uid"], r["url"], r["text"], r["page_url"], r["kind"]) for r in _rows(run))
+
+    assert len(candidates(warc_run)) > 2500
+    assert candidates(warc_run) == candidates(wat_run)
+    assert warc_run.manifest["drops"] == wat_run.manifest["drops"]
+    assert warc_run.manifest["rows_in"] == wat_run.manifest["rows_in"]
+
+    # and the same pages as saved files (the html format) give the same rows again
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    listing = []
+    for name, url in read_pages_tsv(html_dir).items():
+        shutil.copy(html_dir / name, saved / name)
+        listing.append(f"{name}\t{url}")
+    (saved / "pages.tsv").write_text("file\toriginal_url\n" + "\n".join(listing) + "\n")
+    html_rows = set(candidates(_extract(spark, [saved], tmp_path / "c")))
+    warc_page_rows = {c for c in candidates(warc_run) if c[3] in set(u for _, u in pages)}
+    assert html_rows == warc_page_rows
+
+
+def _cli(*args) -> int:
+    return cli.main(list(args))
+
+
+def test_cli_run_skip_force_and_errors(spark, shared_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    inputs = ["--input", str(shared_data / "crawl/warc/pywb_iana.warc.gz"),
+              str(shared_data / "crawl/warc/truncated_pywb_iana.warc.gz")]
+    assert _cli("extract", *inputs, "--format", "warc", "--out", str(out)) == 0
+    stage = out / "extract"
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert (stage / "_SUCCESS").exists() and list(stage.glob("*.parquet"))
+    assert manifest["drops"]["corrupt_record"] == 1
+    assert manifest["config"]["format"] == "warc"
+    capsys.readouterr()
+
+    assert _cli("extract", *inputs, "--format", "warc", "--out", str(out)) == 0
+    assert "up to date, skipped" in capsys.readouterr().out
+    assert json.loads((stage / "manifest.json").read_text()) == manifest
+
+    assert _cli("extract", *inputs, "--format", "warc", "--out", str(out), "--force") == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert json.loads((stage / "manifest.json").read_text())["started"] >= manifest["started"]
+
+    assert _cli("extract", *inputs, "--format", "gif", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: config key extract.format") and err.count("\n") == 1
+    assert _cli("extract", "--input", str(tmp_path / "missing"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: input not found") and err.count("\n") == 1

@@ -1,0 +1,82 @@
+"""The HTML report: self-contained, and rendered by headless Chromium with every plot decoded."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from shard_maker import make_out_root
+from wit_builder import cli
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-default-apps", "--enable-logging=stderr", "--v=0",
+                  "--virtual-time-budget=5000"]
+
+# Appended to a copy of the report: after load, count images that failed to decode.
+PROBE = """<script>window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.dataset.images = imgs.length;
+  document.body.dataset.broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+});</script>"""
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium not installed (apt-get install chromium chromium-driver)")
+    return exe
+
+
+def dump_dom(page, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                           "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def report(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    make_out_root(shared_data / "images", root / "OUT")
+    page = root / "report.html"
+    assert cli.main(["stats", str(root / "OUT"), "--html", str(page)]) == 0
+    return page
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", text)
+    assert "<script" not in text
+    pngs = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', text)
+    for title in ("Rows per stage", "Drops per stage and reason",
+                  "Entry-count distribution before and after balancing", "Head / tail shares",
+                  "Languages", "Caption length", "Image sizes", "Download status",
+                  "Download errors", "Shard sizes"):
+        assert title in pngs, title
+
+
+def test_report_renders_in_chromium(report, tmp_path):
+    plain = dump_dom(report, tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "<h1>wit-builder stats</h1>" in plain.stdout
+    assert not re.search(r"CONSOLE.*(Error|Uncaught)|Failed to load resource", plain.stderr), plain.stderr[-2000:]
+
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    result = dump_dom(probed, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = int(re.search(r'data-images="(\d+)"', result.stdout).group(1))
+    broken = int(re.search(r'data-broken="(\d+)"', result.stdout).group(1))
+    assert images == report.read_text().count("<img ") >= 10
+    assert broken == 0
+
+
+def test_absent_data_is_said_not_plotted(tmp_path, shared_data):
+    out = tmp_path / "OUT"
+    make_out_root(shared_data / "images", out)
+    page = tmp_path / "download.html"
+    assert cli.main(["stats", str(out / "download"), "--html", str(page)]) == 0
+    text = page.read_text()
+    assert "Download errors" in text and "Shard sizes" in text
+    assert "Languages: no data" in text  # download rows carry no lang column

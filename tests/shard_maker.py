@@ -1,0 +1,160 @@
+"""Build download-stage shards (and stage outputs) for the finalize and stats tests.
+
+Shards follow img2dataset's exact layout:
+
+`NNNNN.tar` (KEY.jpg, KEY.txt, KEY.json via webdataset's TarWriter, as img2dataset writes them),
+`NNNNN.parquet` (one row per URL, failures included) and `NNNNN_stats.json`, from real photos of
+../shared/data/images plus variants made here (resized and re-compressed copies, a truncated
+file, a tiny image, a thin strip, byte-identical copies).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from webdataset import TarWriter
+
+META_KEYS = ["url", "caption", "key", "status", "error_message", "width", "height", "original_width",
+             "original_height", "exif", "sha256", "uid", "text", "entry_ids", "entries", "page_url",
+             "source"]
+
+
+def uid_of(url: str, text: str) -> str:
+    return hashlib.blake2b(f"{url}\x00{text}".encode(), digest_size=8).hexdigest()
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def variant(data: bytes, scale: float, quality: int) -> bytes:
+    """A resized and re-compressed copy: a near-duplicate with other bytes."""
+    img = Image.open(io.BytesIO(data))
+    return jpeg(img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))),
+                           Image.LANCZOS), quality)
+
+
+def captions(folder: Path) -> dict[str, str]:
+    with open(folder / "captions.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    first = {}
+    for row in rows:
+        first.setdefault(Path(row["path"]).name, row["caption"])
+    return first
+
+
+def sample(name: str, data: bytes | None, text: str, entry_ids: list[int], error: str | None = None) -> dict:
+    url = f"http://images.test/{name}"
+    return {"url": url, "text": text, "data": data, "entry_ids": entry_ids, "error": error,
+            "uid": uid_of(url, text)}
+
+
+def write_shards(folder: Path, samples: list[dict], per_shard: int) -> list[Path]:
+    """Write `samples` as img2dataset would: failures only in the Parquet and stats."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tars = []
+    for shard_id, start in enumerate(range(0, len(samples), per_shard)):
+        name = f"{shard_id:05d}"
+        rows, status = [], {}
+        with open(folder / f"{name}.tar", "wb") as raw:
+            writer = TarWriter(raw)
+            for i, s in enumerate(samples[start:start + per_shard]):
+                key = f"{shard_id:05d}{i:04d}"
+                ok = s["data"] is not None
+                size = _size(s["data"]) if ok else (None, None)
+                meta = {"url": s["url"], "caption": s["text"], "key": key,
+                        "status": "success" if ok else "failed_to_download",
+                        "error_message": None if ok else s["error"], "width": size[0], "height": size[1],
+                        "original_width": size[0], "original_height": size[1], "exif": None,
+                        "sha256": hashlib.sha256(s["data"]).hexdigest() if ok else None,
+                        "uid": s["uid"], "text": s["text"], "entry_ids": s["entry_ids"],
+                        "entries": [f"entry{e}" for e in s["entry_ids"]], "page_url": None,
+                        "source": "test"}
+                status[meta["status"] if ok else s["error"]] = status.get(meta["status"] if ok else s["error"], 0) + 1
+                rows.append(meta)
+                if ok:
+                    writer.write({"__key__": key, "jpg": s["data"], "txt": s["text"],
+                                  "json": json.dumps(meta, indent=4)})
+            writer.close()
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+        ok_count = sum(r["status"] == "success" for r in rows)
+        (folder / f"{name}_stats.json").write_text(json.dumps({
+            "count": len(rows), "successes": ok_count, "failed_to_download": len(rows) - ok_count,
+            "failed_to_resize": 0, "duration": 1.0, "status_dict": status}, indent=4))
+        tars.append(folder / f"{name}.tar")
+    return tars
+
+
+def _size(data: bytes) -> tuple[int | None, int | None]:
+    try:
+        return Image.open(io.BytesIO(data)).size
+    except Exception:
+        return None, None
+
+
+def make_download(images: Path, out: Path, per_shard: int = 9, n_train: int = 24) -> dict:
+    """A download folder exercising every finalize rule; returns what the tests expect of it.
+
+    Expected: the 6 coco_mini photos also in flickr8k_dev/train and 3 resized+recompressed
+    variants collapse (near_duplicate); one byte-identical copy is a duplicate_image; the coco_mini
+    copy of the val photo 1003163366_44323f5815 is eval_contamination when flickr8k_dev/val is
+    given; one truncated JPEG, one tiny and one thin image are dropped by the image filters.
+    """
+    train, coco = images / "flickr8k_dev" / "train", images / "coco_mini"
+    train_caps, coco_caps = captions(train), captions(coco)
+    overlap = sorted(n for n in coco_caps if (train / n).exists())
+    names = overlap + sorted(n for n in train_caps if n not in overlap)[: n_train - len(overlap)]
+    samples = [sample(f"train/{n}", (train / n).read_bytes(), train_caps[n], [i % 3]) for i, n in enumerate(names)]
+    samples += [sample(f"coco/{n}", (coco / n).read_bytes(), coco_caps[n], [1]) for n in sorted(coco_caps)]
+    base = names[len(overlap):len(overlap) + 3]
+    samples += [sample(f"variant/{n}", variant((train / n).read_bytes(), 0.7, 40), train_caps[n] + " (copy)", [2])
+                for n in base]
+    big = Image.open(train / names[-1])
+    samples += [
+        sample("dup/same-bytes.jpg", (train / names[-2]).read_bytes(), "the same photo again", [0]),
+        sample("bad/truncated.jpg", (train / names[-3]).read_bytes()[:1500], "a truncated photo", [0]),
+        sample("bad/tiny.jpg", jpeg(big.resize((40, 30))), "a tiny photo", [0]),
+        sample("bad/strip.jpg", jpeg(big.resize((600, 400)).crop((0, 0, 600, 120))), "a thin strip", [0]),
+        sample("gone/404.jpg", None, "never fetched", [0], error="HTTP Error 404: Not Found"),
+        sample("gone/timeout.jpg", None, "never fetched either", [1], error="timed out"),
+    ]
+    write_shards(out, samples, per_shard)
+    return {"samples": samples, "fetched": sum(s["data"] is not None for s in samples),
+            "overlap": overlap, "variants_of": base, "val_photo": "1003163366_44323f5815.jpg"}
+
+
+def write_stage(folder: Path, stage: str, rows: int, drops: dict, columns: dict,
+                entry_counts: dict | None = None, t: int | None = None) -> None:
+    """A finished stage output as stages.py writes one: Parquet + manifest.json + _SUCCESS,
+    and for balance the entry_counts/ side table."""
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table(columns), folder / "part-00000.parquet")
+    manifest = {"stage": stage, "config": {"t": t} if t else {}, "rows_in": rows + sum(drops.values()),
+                "rows_out": rows, "drops": drops, "seconds": 1.5}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "_SUCCESS").write_text("")
+    if entry_counts is not None:
+        (folder / "entry_counts").mkdir()
+        pq.write_table(pa.table(entry_counts), folder / "entry_counts" / "part-00000.parquet")
+
+
+def make_out_root(images: Path, root: Path) -> dict:
+    """OUT with filter and balance stage outputs (a Zipf-like entry table, t = 50) and download shards."""
+    made = make_download(images, root / "download")
+    texts = ["a dog runs on the grass", "un chien", "two cats", "x" * 1500]
+    write_stage(root / "filter", "filter", 4, {"language": 3, "too_few_words": 1},
+                {"text": texts, "lang": ["en", "fr", "en", "en"]})
+    counts = {"entry_id": list(range(100)), "count_before": [1000 // (i + 1) for i in range(100)]}
+    counts["count_after"] = [min(c, 50) for c in counts["count_before"]]
+    write_stage(root / "balance", "balance", 4, {"balanced_out": 0}, {"text": texts},
+                entry_counts=counts, t=50)
+    return made

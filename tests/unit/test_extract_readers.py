@@ -1,0 +1,236 @@
+"""Format readers and input planning of the extract stage, without Spark, on the real crawl files."""
+
+import gzip
+import io
+import json
+import shutil
+
+import pytest
+from warcio.warcwriter import WARCWriter
+
+from wit_builder.candidates import extract, html, tabular, warc, wat
+from wit_builder.candidates.records import CORRUPT, Image, Page, Row, Skip
+from wit_builder.errors import UserError
+
+COLUMNS = tabular.Columns("url", "text", "")
+
+
+def _items(path, reader=warc.read):
+    with open(path, "rb") as f:
+        return list(reader(f, 5_000_000))
+
+
+# --- html ---------------------------------------------------------------------------------------
+
+def test_parse_page_base_srcset_and_attributes():
+    base, images = html.parse_page(
+        '<html><head><base href="/cdn/"></head><body>'
+        '<img src="a.jpg" alt=" A &amp; B\n cat " title="T">'
+        '<img src="" srcset=" s1.jpg 1x, s2.jpg 2x" alt="srcset">'
+        '<img alt><IMG SRC="up.png" ALT="Upper">'
+        '<noscript><img src="ns.jpg" alt="noscript"></noscript></body></html>')
+    assert base == "/cdn/"
+    assert images == [Image("a.jpg", " A & B\n cat ", "T"), Image("s1.jpg", "srcset", None),
+                      Image(None, None, None), Image("up.png", "Upper", None),
+                      Image("ns.jpg", "noscript", None)]
+
+
+def test_first_srcset_url_follows_the_spec():
+    assert html.first_srcset_url("a.jpg 1x, b.jpg 2x") == "a.jpg"
+    assert html.first_srcset_url("https://c.org/w_100,h_100/x.jpg 100w") == "https://c.org/w_100,h_100/x.jpg"
+    assert html.first_srcset_url("a.jpg, b.jpg 2x") == "a.jpg"
+    assert html.first_srcset_url("  ") is None
+    assert html.first_srcset_url(None) is None
+
+
+def test_texts_alt_always_title_when_different():
+    assert list(html.texts(Image("x", " a  b ", "c"), True)) == [("alt", "a b"), ("title", "c")]
+    assert list(html.texts(Image("x", "a", " a "), True)) == [("alt", "a")]
+    assert list(html.texts(Image("x", None, ""), True)) == [("alt", "")]
+    assert list(html.texts(Image("x", "a", "c"), False)) == [("alt", "a")]
+
+
+@pytest.mark.parametrize("name, expected, broken", [
+    ("Unijne-fundusze-coraz-blizej.-Sejm-zagosowa-za-Polityka-rp.pl.html", "Michał", 0),  # cp1250
+    # says UTF-8, is UTF-8 but for one cut character: stays UTF-8, that character lost
+    ("Sprzeciw-wobec-atakow-na-Fundacje-Lux-Veritatis-RadioMaryja.pl.html", "Fundację", 1),
+    # says UTF-8, is ISO-8859-2: the legacy encoding of <html lang="pl">
+    ("Ziemniaki-na-szostej-surowka-na-dziesiatej-.-Jak-pomagac-zeby-nie-zasz.html", "szóstej", 0),
+    ("archive.org.he.xinhuanet.com.25340717.html", "新华社", 0),  # says gb2312: GB18030
+    ("cdu-fraktion-erfurt.de.waldorfschule.html", "Übersicht", 0),  # ISO-8859-1
+    ("nmb-media.de.ebay.html", "Auswählen", 0),  # no declaration, not UTF-8
+])
+def test_decode_charset_quirks(shared_data, name, expected, broken):
+    text = html.decode((shared_data / "crawl/html" / name).read_bytes())
+    assert expected in text
+    assert text.count("\ufffd") == broken
+
+
+def test_decode_prefers_http_charset_and_replaces_only_the_hopeless():
+    assert html.decode("café".encode("cp1252"), "iso-8859-1") == "café"
+    assert html.decode("<meta charset=utf-8>café".encode()) == "<meta charset=utf-8>café"
+    assert html.charset_from_content_type('text/html; charset="UTF-8"') == '"UTF-8"'
+    assert html.decode("naïve".encode("utf-16")) == "naïve"
+
+
+def test_read_listing_skips_header_and_pages_without_url():
+    urls = html.read_listing(["file\toriginal_url\tlanguage\n", "a.html\thttp://a.org/\ten\n",
+                              "b.html\t\tde\n", "sub/c.html\thttps://c.org/x\n"])
+    assert urls == {"a.html": "http://a.org/", "c.html": "https://c.org/x"}
+
+
+# --- warc ---------------------------------------------------------------------------------------
+
+def test_warc_pages_of_real_common_crawl_record(shared_data):
+    items = _items(shared_data / "crawl/warc/cc_whirlwind.warc.gz")
+    pages = [i for i in items if isinstance(i, Page)]
+    assert [i.reason for i in items if isinstance(i, Skip)] == ["not_response"] * 3
+    assert len(pages) == 1 and pages[0].page_url == "https://an.wikipedia.org/wiki/Escopete"
+    srcs = [image.src for image in pages[0].images]
+    assert any(s.startswith("//upload.wikimedia.org/") for s in srcs)
+    assert any(s.startswith("/static/") for s in srcs)
+
+
+def test_warc_truncated_gzip_member_is_one_corrupt_record(shared_data):
+    items = _items(shared_data / "crawl/warc/truncated_pywb_iana.warc.gz")
+    assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
+    assert len(items) == 64  # warcio's 64 records, the cut one counted as corrupt
+    assert all(p.page_url != "http://www.iana.org/protocols" for p in items if isinstance(p, Page))
+
+
+def test_warc_flipped_bytes_are_one_corrupt_record(shared_data):
+    items = _items(shared_data / "crawl/warc/corrupt_warcat_at.warc.gz")
+    assert items[-1] == CORRUPT and len(items) == 5
+
+
+def test_warc_cut_inside_gzip_trailer_or_plain_record_is_detected(shared_data, tmp_path):
+    data = (shared_data / "crawl/warc/cc_whirlwind.warc.gz").read_bytes()
+    (tmp_path / "a.warc.gz").write_bytes(data[:-4])  # the last member's gzip footer cut
+    assert _items(tmp_path / "a.warc.gz")[-1] == CORRUPT
+    plain = (shared_data / "crawl/warc/warcat_at.warc").read_bytes()
+    (tmp_path / "b.warc").write_bytes(plain[:-3000])  # inside the last record's block
+    items = _items(tmp_path / "b.warc")
+    assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
+    intact = _items(shared_data / "crawl/warc/warcat_at.warc")
+    assert CORRUPT not in intact and len(intact) == 8
+
+
+def test_warc_wget_target_uri_brackets_are_stripped(shared_data):
+    pages = [i for i in _items(shared_data / "crawl/warc/warcio_example-wget-bad-target-uri.warc.gz")
+             if isinstance(i, Page)]
+    assert pages and all(p.page_url.startswith("http") for p in pages)
+
+
+# --- wat ----------------------------------------------------------------------------------------
+
+def test_wat_real_common_crawl_file_holds_no_candidates(shared_data):
+    items = _items(shared_data / "crawl/commoncrawl/whirlwind.warc.wat.gz", wat.read)
+    assert items == [Skip("not_metadata"), Skip("not_response")]
+
+
+def _wat_file(path, payloads):
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for data in payloads:
+            writer.write_record(writer.create_warc_record(
+                "http://a.org/", "metadata", payload=io.BytesIO(data),
+                warc_content_type="application/json"))
+    return path
+
+
+def test_wat_layout_and_bad_json(tmp_path):
+    envelope = {"Envelope": {
+        "WARC-Header-Metadata": {"WARC-Type": "response", "WARC-Target-URI": "http://a.org/p"},
+        "Payload-Metadata": {"HTTP-Response-Metadata": {
+            "Response-Message": {"Status": "200"},
+            "HTML-Metadata": {"Head": {"Base": "/b/"}, "Links": [
+                {"path": "A@/href", "url": "/x"},
+                {"path": "IMG@/src", "url": "i.jpg", "alt": "cat", "title": "t"},
+                {"path": "IMG@/src", "url": "j.jpg"}]}}}}}
+    redirect = json.loads(json.dumps(envelope))
+    redirect["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]["Response-Message"]["Status"] = "301"
+    path = _wat_file(tmp_path / "x.wat.gz", [json.dumps(envelope).encode(), b"{not json",
+                                             json.dumps(redirect).encode(), b'{"Envelope": 3}'])
+    items = _items(path, wat.read)
+    assert items == [Page("http://a.org/p", "/b/", [Image("i.jpg", "cat", "t"), Image("j.jpg", None, None)]),
+                     CORRUPT, Skip("not_ok"), CORRUPT]
+
+
+# --- tabular ------------------------------------------------------------------------------------
+
+def _rows(path, fmt, columns=COLUMNS):
+    return list(tabular.read(lambda: open(path, "rb"), str(path), fmt, columns, batch_rows=2))
+
+
+def test_csv_malformed_and_undecodable_rows(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes(b'URL,Text,other\nhttp://a/1.jpg,"a, quoted",x\nhttp://a/2.jpg,b,x,EXTRA\n'
+                     b'http://a/3.jpg,caf\xe9,x\nhttp://a/4.jpg,d,x\n')
+    items = _rows(path, "csv")
+    assert items.count(CORRUPT) == 1
+    rows = [i for i in items if isinstance(i, Row)]
+    assert [r.text for r in rows] == ["a, quoted", "caf\ufffd", "d"]
+    assert rows[0] == Row("http://a/1.jpg", "a, quoted", None)
+
+
+def test_tsv_gz_keeps_quotes_and_reads_page_column(tmp_path):
+    path = tmp_path / "t.tsv.gz"
+    path.write_bytes(gzip.compress(b'url\ttext\tpage\n/i.jpg\t"quoted" start\thttp://p.org/\n'))
+    rows = _rows(path, "tsv", tabular.Columns("url", "text", "page"))
+    assert rows == [Row("/i.jpg", '"quoted" start', "http://p.org/")]
+
+
+def test_jsonl_bad_lines_and_truncated_gzip(tmp_path):
+    lines = b'{"url": "http://a/1.jpg", "TEXT": "one"}\n\nnot json\n[1]\n{"url": 5, "text": 7}\n'
+    path = tmp_path / "j.jsonl.gz"
+    path.write_bytes(gzip.compress(lines * 50)[:-30])
+    items = _rows(path, "jsonl")
+    assert items[:4] == [Row("http://a/1.jpg", "one", None), CORRUPT, CORRUPT, Row("5", "7", None)]
+    assert items[-1] == CORRUPT  # the cut gzip tail
+
+
+def test_parquet_case_insensitive_and_missing_columns(shared_data, tmp_path):
+    items = _rows(shared_data / "candidates/img2dataset_10k.parquet", "parquet")
+    assert len(items) == 10_000 and items[4674].url == "UNLIKELY"  # pandas index 4758
+    assert _rows(shared_data / "candidates/img2dataset_10k.parquet", "parquet",
+                 tabular.Columns("image", "caption", "")) == [tabular.MISSING]
+    assert tabular.match_columns(["url", "URL", "Text"], COLUMNS) == ["url", "Text", None]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    assert _rows(tmp_path / "bad.parquet", "parquet") == [CORRUPT]
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def test_plan_folder_of_saved_pages_with_listing(shared_data):
+    files = extract.plan([str(shared_data / "crawl/html")])
+    assert len(files) == 84 and {f.format for f in files} == {"html"}
+    with_url = [f for f in files if f.page_url]
+    assert len(with_url) == 80
+    assert extract.plan([str(shared_data / "crawl/html")], "html") == files
+
+
+def test_plan_formats_globs_and_listings(shared_data, tmp_path):
+    crawl = shared_data / "crawl"
+    files = extract.plan([str(crawl)])  # PROVENANCE.md, make_damaged.sh ignored
+    assert {f.format for f in files} == {"warc", "wat", "html"}
+    assert len([f for f in files if f.format == "warc"]) == 12
+    assert len(extract.plan([str(crawl / "warc/*.warc")])) == 4
+    (tmp_path / "sub").mkdir()
+    shutil.copy(crawl / "warc/pywb_example.warc.gz", tmp_path / "sub/x.warc.gz")
+    (tmp_path / "warc.paths").write_text("sub/x.warc.gz\n")
+    assert extract.plan([str(tmp_path / "warc.paths")]) == [
+        extract.InputFile(str(tmp_path / "sub/x.warc.gz"), "warc")]
+    with gzip.open(tmp_path / "wat.paths.gz", "wt") as f:
+        f.write("crawl-data/CC-MAIN-2024-22/segments/1/wat/a.warc.wat.gz\n")
+    assert extract.plan([str(tmp_path / "wat.paths.gz")], listing_prefix="s3://commoncrawl/") == [
+        extract.InputFile("s3://commoncrawl/crawl-data/CC-MAIN-2024-22/segments/1/wat/a.warc.wat.gz", "wat")]
+
+
+def test_plan_user_errors(shared_data, tmp_path):
+    with pytest.raises(UserError, match="input not found"):
+        extract.plan([str(tmp_path / "nope")])
+    with pytest.raises(UserError, match="cannot tell the format"):
+        extract.plan([str(shared_data / "crawl/PROVENANCE.md")])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="no input files of a known format"):
+        extract.plan([str(tmp_path)])

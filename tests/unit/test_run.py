@@ -1,0 +1,27 @@
+"""`wit-builder run` checks its config before Spark starts; the pipeline configs load."""
+
+from pathlib import Path
+
+import pytest
+
+from wit_builder.cli import main
+from wit_builder.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run"], "nothing to run on: no inputs"),
+    (["run", "--input", "in"], "no output root"),
+    (["run", "--input", "in", "--out", "o", "--until", "train"], "config key run.until: 'train' is not allowed"),
+])
+def test_run_refuses_an_incomplete_config_before_spark(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+def test_run_flags_and_config_file_meet_in_the_run_section(tmp_path):
+    cfg = load_config(REPO / "pipelines" / "local.toml", ["run.input=a,s3://b/c", "run.until=balance"])
+    assert cfg.run.input == ["a", "s3://b/c"] and cfg.run.until == "balance"
+    assert cfg.run.out == "out/local"

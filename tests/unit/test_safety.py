@@ -1,0 +1,121 @@
+"""Network rules: schemes, address classes (IPv4, IPv6, embedded IPv4), the CIDR allow list."""
+
+import socket
+
+import pytest
+
+from wit_builder.download.safety import (Refused, address_problem, parse_networks,
+                                         resolve_checked, split_url)
+from wit_builder.errors import UserError
+
+LOOPBACK_ONLY = parse_networks(["127.0.0.0/8"])
+
+
+@pytest.mark.parametrize("address, problem", [
+    ("127.0.0.1", "loopback"),
+    ("127.8.9.10", "loopback"),
+    ("10.0.0.1", "private"),
+    ("172.16.5.4", "private"),
+    ("192.168.1.1", "private"),
+    ("169.254.169.254", "link-local"),  # cloud metadata
+    ("224.0.0.1", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("0.0.0.0", "unspecified"),
+    ("100.64.0.1", "non-global"),  # carrier-grade NAT
+    ("255.255.255.255", "reserved"),
+    ("::1", "loopback"),
+    ("::", "unspecified"),
+    ("fe80::1", "link-local"),
+    ("fe80::1%eth0", "link-local"),
+    ("fc00::1", "private"),
+    ("ff02::1", "multicast"),
+    ("::ffff:10.0.0.1", "private"),  # IPv4-mapped
+    ("::ffff:169.254.169.254", "link-local"),
+    ("2002:a00:1::1", "private"),  # 6to4 wrapping 10.0.0.1
+    ("64:ff9b::a00:1", "reserved"),  # NAT64 prefix
+    ("8.8.8.8", None),
+    ("93.184.216.34", None),
+    ("2001:4860:4860::8888", None),
+    ("::ffff:8.8.8.8", None),
+])
+def test_address_classes(address, problem):
+    assert address_problem(address) == problem
+
+
+def test_allow_list_exempts_only_its_ranges():
+    assert address_problem("127.0.0.1", LOOPBACK_ONLY) is None
+    assert address_problem("127.255.0.9", LOOPBACK_ONLY) is None
+    assert address_problem("::ffff:127.0.0.1", LOOPBACK_ONLY) is None  # mapped: judged as IPv4
+    assert address_problem("10.0.0.1", LOOPBACK_ONLY) == "private"
+    assert address_problem("169.254.169.254", LOOPBACK_ONLY) == "link-local"
+    assert address_problem("::1", LOOPBACK_ONLY) == "loopback"  # an IPv4 range says nothing of ::1
+    v6 = parse_networks(["fd00::/8", "10.1.0.0/16"])
+    assert address_problem("fd12::5", v6) is None
+    assert address_problem("10.1.2.3", v6) is None
+    assert address_problem("10.2.0.1", v6) == "private"
+
+
+def test_bad_cidr_is_a_user_error():
+    with pytest.raises(UserError, match="allow_networks"):
+        parse_networks(["10.0.0.0/33"])
+    with pytest.raises(UserError):
+        parse_networks(["localhost"])
+    assert parse_networks(["10.0.0.1/8"])[0].prefixlen == 8  # host bits allowed
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("ftp://example.com/a.jpg", "bad_scheme"),
+    ("file:///etc/passwd", "bad_scheme"),
+    ("gopher://example.com/", "bad_scheme"),
+    ("data:image/png;base64,AAAA", "bad_scheme"),
+    ("javascript:alert(1)", "bad_scheme"),
+    ("//example.com/a.jpg", "bad_scheme"),
+    ("example.com/a.jpg", "bad_scheme"),
+    ("http://", "bad_url"),
+    ("http://[::1/a.jpg", "bad_url"),
+    ("http://example.com:99999/a.jpg", "bad_url"),
+    (None, "bad_url"),
+])
+def test_refused_urls(url, reason):
+    with pytest.raises(Refused) as info:
+        split_url(url)
+    assert info.value.reason == reason
+
+
+def test_accepted_urls():
+    assert split_url("HTTPS://Example.com/a.jpg") == ("https", "example.com", 443)
+    assert split_url("http://example.com:8080/a.jpg?x=1") == ("http", "example.com", 8080)
+    assert split_url("http://[2001:db8::1]/a.jpg") == ("http", "2001:db8::1", 80)
+
+
+def _fake_dns(monkeypatch, addresses):
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, port)) for a in addresses]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_every_resolved_address_is_checked(monkeypatch):
+    _fake_dns(monkeypatch, ["93.184.216.34", "10.0.0.7"])  # DNS-rebinding shape
+    with pytest.raises(Refused) as info:
+        resolve_checked("rebind.example", 80)
+    assert (info.value.reason, info.value.detail) == ("blocked_address", "private")
+    _fake_dns(monkeypatch, ["93.184.216.34", "2001:4860:4860::8888"])
+    targets = resolve_checked("ok.example", 443)
+    assert [sockaddr[0] for _, sockaddr in targets] == ["93.184.216.34", "2001:4860:4860::8888"]
+
+
+def test_dns_failure_is_a_refusal(monkeypatch):
+    def fail(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    with pytest.raises(Refused) as info:
+        resolve_checked("nowhere.invalid", 80)
+    assert info.value.reason == "dns_error"
+
+
+def test_literal_addresses_resolve_without_dns():
+    with pytest.raises(Refused) as info:
+        resolve_checked("169.254.169.254", 80)
+    assert info.value.detail == "link-local"
+    assert resolve_checked("127.0.0.1", 8080, LOOPBACK_ONLY)[0][1][:2] == ("127.0.0.1", 8080)

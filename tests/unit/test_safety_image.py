@@ -1,0 +1,61 @@
+"""The image checks of the fetcher and the drop-reason mapping: no network, no Spark."""
+
+import io
+
+import pytest
+from PIL import Image
+
+from wit_builder.download.fetch import check_image
+from wit_builder.download.safety import Refused
+from wit_builder.download.stage import reason
+
+
+def _encode(img, fmt, **kwargs) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+def _refusal(data, max_pixels=10_000_000):
+    with pytest.raises(Refused) as info:
+        check_image(data, max_pixels)
+    return info.value.reason
+
+
+def test_whole_images_pass():
+    photo = Image.effect_noise((320, 200), 40).convert("RGB")
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        check_image(_encode(photo, fmt), max_pixels=320 * 200)
+
+
+def test_pixel_bound_from_the_header():
+    photo = Image.new("RGB", (400, 300))
+    assert _refusal(_encode(photo, "PNG"), max_pixels=400 * 300 - 1) == "too_many_pixels"
+    # a real decompression bomb: 144 Mpx in a few kB, refused before decoding
+    bomb = _encode(Image.new("1", (12000, 12000)), "PNG")
+    assert len(bomb) < 100_000
+    assert _refusal(bomb, max_pixels=89_478_485) == "too_many_pixels"
+
+
+def test_truncated_jpeg_and_non_images():
+    data = _encode(Image.effect_noise((640, 480), 60).convert("RGB"), "JPEG", quality=90)
+    assert _refusal(data[: len(data) // 2]) == "truncated_image"
+    check_image(data + b"trailing junk some encoders leave", 10_000_000)  # whole, then junk
+    check_image(data + b"\0" * 64, 10_000_000)
+    assert _refusal(b"<html>not an image</html>") == "not_an_image"
+    assert _refusal(b"") == "not_an_image"
+
+
+@pytest.mark.parametrize("status, message, expected", [
+    ("failed_to_download", "blocked_address: link-local", "blocked_address"),
+    ("failed_to_download", "http_404: Not Found", "http_404"),
+    ("failed_to_download", "too_many_redirects: more than 5", "too_many_redirects"),
+    ("failed_to_download", "robots_optout: X-Robots-Tag", "robots_optout"),
+    ("failed_to_download", "timeout: socket", "timeout"),
+    ("failed_to_download", "HTTP Error 404: Not Found", "download_error"),
+    ("failed_to_resize", "Image decoding error", "decode_error"),
+    ("failed_to_resize", "image too small", "image_too_small"),
+    ("failed_to_resize", "OpenCV(4.10) error: something", "resize_error"),
+])
+def test_reasons(status, message, expected):
+    assert reason(status, message) == expected

@@ -1,0 +1,44 @@
+"""What a format reader yields, one item per input record; extract.py does all the counting.
+
+A reader (warc, wat, html, tabular) turns one input file into a stream of these items, so the
+accounting (records read and skipped, candidates kept and dropped) lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+
+class Image(NamedTuple):
+    """One `<img>` (or WAT `IMG@/src` link), attribute values as written in the page."""
+    src: str | None
+    alt: str | None
+    title: str | None
+
+
+class Page(NamedTuple):
+    """An HTML page (WARC response, WAT metadata record, saved page) and its images."""
+    page_url: str | None
+    base_href: str | None  # `<base href>` as written in the page (resolved by extract)
+    images: list[Image]
+
+
+class Row(NamedTuple):
+    """A tabular record: an (image URL, caption) pair, optionally with its page."""
+    url: str | None
+    text: str | None
+    page_url: str | None
+
+
+class Skip(NamedTuple):
+    """A record that holds no candidates by nature (a request, a PNG, ...): not a drop."""
+    reason: str
+
+
+class Corrupt(NamedTuple):
+    """A record that could not be read whole (truncated, bad gzip, bad JSON): a counted drop."""
+    reason: str = "corrupt_record"
+
+
+CORRUPT = Corrupt()

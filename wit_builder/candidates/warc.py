@@ -1,0 +1,94 @@
+"""WARC files -> HTML responses -> pages with images; records streamed one at a time (warcio).
+
+`complete_records` is shared with wat.py (a WAT is a WARC file of JSON metadata records). It
+yields a record's payload only once the whole record has been read: warcio silently cuts a
+record whose gzip member is truncated, so each record's Content-Length and gzip member end are
+checked here, and a damaged record becomes one `Corrupt` item that ends the file (after damage
+there is no reliable next record boundary).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable, Iterator, NamedTuple
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.statusandheaders import StatusAndHeadersParserException
+
+from wit_builder.candidates import html
+from wit_builder.candidates.records import CORRUPT, Page, Skip
+from wit_builder.candidates.urls import page_url_of
+
+# What warcio raises on damaged bytes: bad gzip data, garbage where a header should be, a
+# non-numeric length. Raised only by the warcio calls inside `complete_records`.
+_DAMAGE = (ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError)
+_CHUNK = 1 << 16
+
+
+class Payload(NamedTuple):
+    record: object  # warcio's ArcWarcRecord (headers; its stream is already consumed)
+    data: bytes
+
+
+def _read_capped(stream, max_bytes: int) -> bytes:
+    """At most `max_bytes` of a payload (Common Crawl itself truncates at 1 MiB); the rest is
+    skipped unread by warcio."""
+    parts, left = [], max_bytes
+    while left > 0:
+        chunk = stream.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _cut_short(iterator: ArchiveIterator, record) -> bool:
+    """True when the record ended before its Content-Length or inside its gzip member."""
+    iterator.read_to_end()  # drains the record and the blank lines after it
+    if getattr(record.raw_stream, "limit", 0) > 0:
+        return True
+    decompressor = iterator.reader.decompressor
+    return decompressor is not None and not decompressor.eof
+
+
+def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int) -> Iterator:
+    """Yield `Skip(reason)` for records `select` rejects, a `Payload` for the others
+    (payload = the HTTP body for responses, the block for other records, de-chunked and
+    decompressed), and one `CORRUPT` for a damaged record, which ends the file."""
+    iterator = ArchiveIterator(fileobj)
+    try:
+        for record in iterator:
+            reason = select(record)
+            payload = None if reason else _read_capped(record.content_stream(), max_bytes)
+            if _cut_short(iterator, record):
+                yield CORRUPT
+                return
+            yield Skip(reason) if reason else Payload(record, payload)
+    except _DAMAGE:
+        yield CORRUPT
+
+
+def _select_html_response(record) -> str | None:
+    if record.rec_type != "response":
+        return "not_response"
+    if record.http_headers is None or not record.http_headers.protocol.upper().startswith("HTTP"):
+        return "not_http"
+    if not record.http_headers.get_statuscode().startswith("2"):
+        return "not_ok"
+    if "html" not in (record.http_headers.get_header("Content-Type") or "").lower():
+        return "not_html"
+    return None
+
+
+def read(fileobj, max_bytes: int) -> Iterator:
+    """Items of one WARC file: a `Page` per HTML response, `Skip`s, and `CORRUPT`."""
+    for item in complete_records(fileobj, _select_html_response, max_bytes):
+        if not isinstance(item, Payload):
+            yield item
+            continue
+        headers = item.record.http_headers
+        charset = html.charset_from_content_type(headers.get_header("Content-Type"))
+        base_href, images = html.parse_page(html.decode(item.data, charset))
+        yield Page(page_url_of(item.record.rec_headers.get_header("WARC-Target-URI")), base_href, images)

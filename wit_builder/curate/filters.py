@@ -1,0 +1,318 @@
+"""The filter stage: language, caption, domain and URL rules, decontamination, then dedup.
+
+Reads OUT/match rows (uid, url, text, page_url, source, kind, entry_ids), adds `lang`,
+`lang_score` and `url_canonical`, writes the kept rows to OUT/filter and counts every other row
+under exactly one reason: the first rule that fires, in this order (cheap and specific first
+within each group; the groups in the order CLIP's pipeline applies them):
+
+1. `language`: lid.176's top language not in `languages`, or its probability < `min_lang_score`
+   (rows with an empty text get no language and fall to the caption rules);
+2. caption rules: `text_too_long` (> `max_chars`), `filename_text` (`IMG_1234.jpg`, `DSC0001`,
+   a URL, a `snake_case_slug`, a hex hash), `boilerplate_text` (`logo`, `spacer`, `site logo`,
+   `click to enlarge`, ... plus `boilerplate`), `too_few_words` (< `min_words` runs of
+   non-space), `too_few_chars` (< `min_chars`), `too_few_letters` (letters / non-space
+   characters < `min_letter_fraction`);
+3. domain and URL rules: `url_rule` (not an absolute http(s) URL, or a path ending in one of
+   `blocked_extensions`), `blocked_domain` (the host or a parent domain is in
+   `blocked_domains` / `blocked_domains_file`), `tracker` (the URL matches one of
+   `tracker_patterns`: counters and pixels such as `/pixel.gif?...`, a query on the site root);
+4. `eval_contamination`: canonical URL or normalised caption listed in an `eval_manifests` file;
+5. dedup (dedup.py): `duplicate`, `too_many_texts_per_url`.
+
+Rules 1-4 run per Arrow batch in `annotate_batch` (pyarrow.compute kernels; only lid.176 and
+URL canonicalisation loop in Python); dedup is one shuffle over the canonical URL.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import dataclass, field
+from functools import reduce
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wit_builder import stages, storage
+from wit_builder.curate import dedup, langid
+from wit_builder.errors import UserError
+
+REQUIRED_COLUMNS = ("uid", "url", "text")
+ADDED = (("lang", pa.string()), ("lang_score", pa.float32()), ("url_canonical", pa.string()))
+
+# Alt texts that describe the page furniture, not the picture (compared after normalisation
+# and punctuation removal: "Site-Logo!" -> "site logo"), and furniture nouns after a qualifier.
+BOILERPLATE = frozenset(phrase.strip() for phrase in """
+image, img, images, photo, photos, picture, pic, foto, bild, logo, icon, spacer, banner,
+placeholder, thumbnail, thumb, avatar, blank, pixel, transparent, loading, loader, spinner, ad,
+ads, advertisement, advert, sponsored, button, arrow, bullet, separator, divider, clear, dot,
+line, close, search, menu, home, print, email, rss, untitled, default, zoom, enlarge, share,
+download, play, next, previous, prev, back, top, no image, no photo, image not found,
+image unavailable, no image available, click here, click to enlarge, read more, see more,
+learn more, more, follow us, subscribe, scroll to top, back to top, go to top, loading image
+""".split(","))
+_QUALIFIERS = ("site|company|brand|header|footer|main|default|user|profile|social|share|menu|"
+               "nav|navigation|newsletter|search|home|close|play|print|email|rss|facebook|"
+               "twitter|instagram|youtube|linkedin|pinterest|whatsapp|x|google|apple|partner|"
+               "sponsor|app store|google play")
+_FURNITURE = ("logo|logos|icon|icons|banner|spacer|button|avatar|placeholder|pixel|thumbnail|"
+              "thumb|arrow|bullet|image|img|photo|picture|bild|foto")
+BOILERPLATE_PATTERN = rf"^(({_QUALIFIERS}) )?({_FURNITURE})$"
+FILENAME_PATTERN = "(?i)" + "|".join([
+    r"^\S+\.(jpe?g|png|gif|webp|svg|bmp|tiff?|ico|avif|heic|jfif)$",  # photo_01.jpg
+    r"^(https?://|www\.)\S+$",  # a URL as the caption
+    r"^(img|dsc|dscn|dscf|dcim|pxl|mvimg|sam|gopr|pict|p|image|photo|screenshot)[-_ ]?\d{3,}\S*$",
+    r"^[\pL\pN.-]*_[\pL\pN._-]*$",  # one token with an underscore: a slug or file stem
+    r"^[0-9a-f]{12,}$",  # a hash
+])
+
+
+@dataclass
+class Rules:
+    """Everything the per-batch rules need, built once on the driver and broadcast."""
+
+    model_path: str
+    languages: list[str]
+    min_lang_score: float
+    min_words: int
+    min_chars: int
+    max_chars: int
+    min_letter_fraction: float
+    drop_filenames: bool
+    drop_boilerplate: bool
+    boilerplate: list[str]
+    blocked_domains: list[str]
+    blocked_extensions: list[str]
+    tracker_patterns: list[str]
+    eval_urls: list[str] = field(default_factory=list)
+    eval_texts: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, fc) -> "Rules":
+        domains = [d for d in fc.blocked_domains]
+        if fc.blocked_domains_file:
+            domains += _read_lines(fc.blocked_domains_file, "filter.blocked_domains_file")
+        urls, texts = load_eval_manifests(fc.eval_manifests)
+        extras = _boilerplate_key(pa.array(fc.boilerplate, pa.string())).to_pylist()
+        for pattern in fc.tracker_patterns:
+            try:  # compile with Arrow's RE2, the engine that will run it, to fail early
+                pc.match_substring_regex(pa.array([""]), pattern)
+            except pa.ArrowInvalid as exc:
+                raise UserError(f"filter.tracker_patterns: bad regular expression {pattern!r}: "
+                                f"{exc}") from None
+        return cls(
+            model_path=langid.resolve_model_path(fc.lid_model),
+            languages=list(fc.languages), min_lang_score=fc.min_lang_score,
+            min_words=fc.min_words, min_chars=fc.min_chars, max_chars=fc.max_chars,
+            min_letter_fraction=fc.min_letter_fraction, drop_filenames=fc.drop_filenames,
+            drop_boilerplate=fc.drop_boilerplate, boilerplate=sorted(BOILERPLATE | set(extras)),
+            blocked_domains=sorted({_domain(d) for d in domains if _domain(d)}),
+            blocked_extensions=[e.lower().lstrip(".") for e in fc.blocked_extensions],
+            tracker_patterns=list(fc.tracker_patterns), eval_urls=urls, eval_texts=texts)
+
+
+def _domain(entry: str) -> str:
+    return entry.strip().lower().lstrip("*").strip(".")
+
+
+def _read_lines(path: str, key: str) -> list[str]:
+    """Non-empty, non-comment lines of a (optionally gzipped) text file."""
+    if not storage.exists(path):
+        raise UserError(f"{key}: file not found: {path}")
+    with storage.open_file(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
+    lines = (line.strip() for line in data.decode("utf-8", errors="replace").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _is_url(value: str) -> bool:
+    return value[:8].lower().startswith(("http://", "https://"))
+
+
+def _walk(obj, urls: list, texts: list) -> None:
+    """Strings anywhere in a JSON value: URLs by their scheme, everything else a caption."""
+    if isinstance(obj, str):
+        (urls if _is_url(obj) else texts).append(obj)
+    elif isinstance(obj, list):
+        for item in obj:
+            _walk(item, urls, texts)
+    elif isinstance(obj, dict):  # e.g. COCO: images[].coco_url and annotations[].caption
+        for key, value in obj.items():
+            if isinstance(value, (str, list, dict)) and key.lower() in _MANIFEST_KEYS:
+                _walk(value, urls, texts)
+            elif isinstance(value, (list, dict)):
+                _walk(value, urls, texts)
+
+
+_MANIFEST_KEYS = {"url", "urls", "image_url", "coco_url", "flickr_url", "caption", "captions",
+                  "text", "texts", "sentences", "raw"}
+
+
+def load_eval_manifests(paths: list[str]) -> tuple[list[str], list[str]]:
+    """(canonical URLs, normalised captions) from evaluation manifests.
+
+    A `.json` file is walked for strings (plain lists, or objects under keys such as `url`,
+    `coco_url`, `caption`, `captions`); a `.jsonl` file likewise line by line; any other file
+    is text, each line split on tabs. A string starting with http(s):// is a URL, any other
+    non-empty string a caption.
+    """
+    urls: list[str] = []
+    texts: list[str] = []
+    for path in paths:
+        lines = _read_lines(path, "filter.eval_manifests")
+        stem = path[:-3] if path.endswith(".gz") else path
+        try:
+            if stem.endswith(".json"):
+                _walk(json.loads("\n".join(lines)), urls, texts)
+            elif stem.endswith(".jsonl"):
+                for line in lines:
+                    _walk(json.loads(line), urls, texts)
+            else:
+                for line in lines:
+                    for value in line.split("\t"):
+                        if value.strip():
+                            (urls if _is_url(value.strip()) else texts).append(value.strip())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"filter.eval_manifests: {path} is not valid JSON: {exc}") from None
+    canonical = sorted({dedup.canonical_url(u) for u in urls})
+    normalised = sorted(set(dedup.normalize_text(pa.array(texts, pa.string())).to_pylist()) - {""})
+    return canonical, normalised
+
+
+def _boilerplate_key(texts: pa.Array) -> pa.Array:
+    """Lower case, punctuation and symbols removed, spaces collapsed: 'Site-Logo!' -> 'site logo'."""
+    key = pc.replace_substring_regex(dedup.normalize_text(texts), r"[^\pL\pN]+", " ")
+    return pc.utf8_trim_whitespace(key)
+
+
+def _count(texts: pa.Array, pattern: str) -> pa.Array:
+    return pc.fill_null(pc.count_substring_regex(texts, pattern), 0)
+
+
+def _suffixes_in(hosts: pa.Array, domains: list[str]) -> pa.Array:
+    """Whether each host is one of `domains` or below one (a.b.example.com under example.com)."""
+    blocked = pa.array(domains, pa.string())
+    hit = pc.is_in(hosts, value_set=blocked)
+    for labels in sorted({d.count(".") + 1 for d in domains}):
+        suffix = pc.replace_substring_regex(hosts, rf"^.*?([^.]+(?:\.[^.]+){{{labels - 1}}})$", r"\1")
+        hit = pc.or_(hit, pc.is_in(suffix, value_set=blocked))
+    return hit
+
+
+def caption_and_url_rules(text: pa.Array, lang: pa.Array, score: pa.Array, canonical: pa.Array,
+                          text_norm: pa.Array, rules: Rules) -> list[tuple[str, pa.Array]]:
+    """(reason, mask) for rules 1-4, in the documented order; a null mask entry means no."""
+    length = pc.utf8_length(pc.utf8_trim_whitespace(text))
+    nonspace = pc.subtract(length, _count(text, r"\s"))
+    checks = []
+    if rules.languages:
+        wrong = pc.or_(pc.invert(pc.is_in(lang, value_set=pa.array(rules.languages, pa.string()))),
+                       pc.less(score, rules.min_lang_score))
+        checks.append(("language", pc.and_(pc.is_valid(lang), wrong)))
+    checks.append(("text_too_long", pc.greater(length, rules.max_chars)))
+    if rules.drop_filenames:
+        checks.append(("filename_text", pc.match_substring_regex(text, FILENAME_PATTERN)))
+    if rules.drop_boilerplate:
+        key = _boilerplate_key(text)
+        checks.append(("boilerplate_text", pc.or_(
+            pc.is_in(key, value_set=pa.array(rules.boilerplate, pa.string())),
+            pc.match_substring_regex(key, BOILERPLATE_PATTERN))))
+    checks.append(("too_few_words", pc.less(_count(text, r"\S+"), rules.min_words)))
+    checks.append(("too_few_chars", pc.less(pc.fill_null(length, 0), rules.min_chars)))
+    checks.append(("too_few_letters", pc.less(
+        pc.cast(_count(text, r"\pL"), pa.float64()),
+        pc.multiply(pc.cast(pc.fill_null(nonspace, 0), pa.float64()), rules.min_letter_fraction))))
+
+    absolute = pc.match_substring_regex(canonical, r"^https?://[^/?#]+")
+    url_bad = pc.invert(pc.fill_null(absolute, False))
+    if rules.blocked_extensions:
+        ext = "|".join(re.escape(e) for e in rules.blocked_extensions)
+        url_bad = pc.or_(url_bad, pc.match_substring_regex(
+            canonical, rf"(?i)^https?://[^/?#]*/[^?#]*\.({ext})(\?.*)?$"))
+    checks.append(("url_rule", url_bad))
+    if rules.blocked_domains:
+        hosts = pc.replace_substring_regex(canonical, r"^https?://([^@/]*@)?([^/:?#]+).*$", r"\2")
+        checks.append(("blocked_domain", _suffixes_in(hosts, rules.blocked_domains)))
+    if rules.tracker_patterns:
+        lowered = pc.utf8_lower(canonical)
+        hit = reduce(pc.or_, [pc.match_substring_regex(lowered, p) for p in rules.tracker_patterns])
+        checks.append(("tracker", hit))
+    if rules.eval_urls or rules.eval_texts:
+        checks.append(("eval_contamination", pc.or_(
+            pc.is_in(canonical, value_set=pa.array(rules.eval_urls, pa.string())),
+            pc.is_in(text_norm, value_set=pa.array(rules.eval_texts, pa.string())))))
+    return checks
+
+
+def annotate_batch(batch: pa.RecordBatch, rules: Rules) -> pa.RecordBatch:
+    """Add lang, lang_score, url_canonical, text_norm and drop_reason (rules 1-4) to a batch."""
+    text = batch.column("text")
+    lang, score = langid.predict(text, rules.model_path)
+    canonical = dedup.canonical_urls(batch.column("url"))
+    text_norm = dedup.normalize_text(text)
+    reason = pa.nulls(len(batch), pa.string())
+    for name, mask in caption_and_url_rules(text, lang, score, canonical, text_norm, rules):
+        fires = pc.and_(pc.is_null(reason), pc.fill_null(mask, False))
+        reason = pc.if_else(fires, pa.scalar(name, pa.string()), reason)
+    columns = batch.columns + [lang, score, canonical, text_norm, reason]
+    names = batch.schema.names + ["lang", "lang_score", "url_canonical", "text_norm", "drop_reason"]
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def read_inputs(spark, inputs: list[str]):
+    """OUT/match (or any folders/files of candidate Parquet with uid, url, text) as one frame."""
+    if not inputs:
+        raise UserError("filter needs an input (give OUT/match)")
+    frames = []
+    for path in inputs:
+        if storage.exists(storage.join(path, stages.MANIFEST)):
+            frames.append(stages.read_stage(spark, path))
+            continue
+        files = storage.list_files(path, suffixes=(".parquet",))
+        if not files:
+            raise UserError(f"no Parquet files in {path} (give OUT/match, the match stage's output)")
+        frames.append(spark.read.parquet(*[storage.spark_path(f) for f in files]))
+    df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"filter input lacks column(s) {', '.join(missing)} "
+                        f"(has {', '.join(df.columns)}; give the match stage's output)")
+    return df
+
+
+def extra_inputs(cfg) -> list[str]:
+    """Files besides the data that the output depends on (their changes redo the stage)."""
+    fc = cfg.filter
+    return [p for p in [fc.lid_model, fc.blocked_domains_file, *fc.eval_manifests] if p]
+
+
+def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+    rules = Rules.from_config(cfg.filter)
+    langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
+    df = read_inputs(spark, inputs)
+    schema = StructType(df.schema.fields + [
+        StructField("lang", StringType()), StructField("lang_score", FloatType()),
+        StructField("url_canonical", StringType()), StructField("text_norm", StringType()),
+        StructField("drop_reason", StringType())])
+    shared = spark.sparkContext.broadcast(rules)
+    annotated = df.mapInArrow(lambda batches: (annotate_batch(b, shared.value) for b in batches),
+                              schema)
+    # Dropped rows only need counting: blank their payload so the dedup shuffle stays small.
+    alive = F.col("drop_reason").isNull()
+    keep_whole = {"uid", "url_canonical", "drop_reason"}
+    slim = annotated.select([F.col(c) if c in keep_whole else F.when(alive, F.col(c)).alias(c)
+                             for c in annotated.columns])
+    marked = dedup.dedup_reasons(slim, cfg.filter.max_texts_per_url)
+    result = stages.write_with_drops(marked.drop("text_norm"), out_dir)
+    shared.unpersist()
+    result.extra = {"lid_model": rules.model_path.rsplit("/", 1)[-1],
+                    "eval_manifest_urls": len(rules.eval_urls),
+                    "eval_manifest_texts": len(rules.eval_texts),
+                    "blocked_domains": len(rules.blocked_domains)}
+    return result

@@ -1,0 +1,128 @@
+"""img2dataset on our Spark session, with our fetcher inside its downloader.
+
+We assemble img2dataset's own parts (Reader, Resizer, Downloader, WebDatasetSampleWriter and its
+`pyspark_distributor`) rather than call `img2dataset.download`, which would build a plain
+Downloader and guess finished shards from every `*.json` in the folder (our manifest.json
+included). Two small subclasses carry our changes:
+
+- SafeDownloader: img2dataset's shard loop fetches each URL by calling the module-level
+  `img2dataset.downloader.download_image` (through `download_image_with_retry`). While one shard
+  runs, inside the executor process that runs it, we point that name at our fetcher
+  (fetch.download_image) and restore it afterwards. A Python worker runs one task at a time, so
+  nothing else sees the swap; a plain img2dataset job in the same application is unaffected.
+  If a future img2dataset stops calling that name, `_swap_point` fails loudly rather than
+  letting downloads through urllib unchecked.
+- SampleWriter: img2dataset's webdataset writer with the caption stored under our column name
+  `text` in KEY.json and the shard Parquet (KEY.txt is the same text).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from contextlib import contextmanager
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import fsspec  # noqa: E402
+import img2dataset.downloader as i2d_downloader  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from img2dataset.distributor import pyspark_distributor  # noqa: E402
+from img2dataset.reader import Reader  # noqa: E402
+from img2dataset.resizer import Resizer  # noqa: E402
+from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
+
+from wit_builder.download import fetch  # noqa: E402
+
+# Columns of the prepared input that img2dataset copies into every sample's json (besides
+# url and the caption, which it handles itself).
+EXTRA_COLUMNS = ["uid", "entry_ids", "entries", "page_url", "source"]
+SHARD_DIGITS = 5  # img2dataset's oom_shard_count: 00000.tar ...
+ROBOTS_DIRECTIVES = ["noai", "noimageai"]
+
+
+def _swap_point():
+    """img2dataset.downloader's fetch function, checked to be what the shard loop calls."""
+    uses = i2d_downloader.download_image_with_retry.__code__.co_names
+    if not callable(getattr(i2d_downloader, "download_image", None)) or "download_image" not in uses:
+        raise RuntimeError("this img2dataset no longer fetches through "
+                           "img2dataset.downloader.download_image: the network-safety fetcher "
+                           "cannot be installed (pin img2dataset 1.47)")
+    return i2d_downloader.download_image
+
+
+@contextmanager
+def _fetcher_installed(policy):
+    original = _swap_point()
+    i2d_downloader.download_image = functools.partial(fetch.download_image, policy=policy)
+    try:
+        yield
+    finally:
+        i2d_downloader.download_image = original
+
+
+class SafeDownloader(i2d_downloader.Downloader):
+    """img2dataset's Downloader whose fetches go through fetch.download_image."""
+
+    def __init__(self, policy, **kwargs):
+        super().__init__(**kwargs)
+        self.policy = policy
+
+    def download_shard(self, row):
+        with _fetcher_installed(self.policy):
+            return super().download_shard(row)
+
+
+class SampleWriter(WebDatasetSampleWriter):
+    """img2dataset's webdataset writer with `caption` renamed `text` in the json and Parquet."""
+
+    def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema,
+                 encode_format):
+        i = schema.get_field_index("caption")
+        schema = schema.set(i, pa.field("text", schema.field(i).type))
+        super().__init__(shard_id, output_folder, save_caption, oom_shard_count, schema,
+                         encode_format)
+
+    def write(self, img_str, key, caption, meta):
+        meta = {("text" if k == "caption" else k): v for k, v in meta.items()}
+        super().write(img_str, key, caption, meta)
+
+
+def shard_name(shard_id: int) -> str:
+    return f"{shard_id:0{SHARD_DIGITS}d}"
+
+
+def download(input_dir: str, out_dir: str, section, done_shards: set, start_shard_id: int = 0):
+    """Download the prepared Parquet files in `input_dir` into shards of `out_dir`.
+
+    Shard ids count from `start_shard_id` over the files in name order; ids in `done_shards` are
+    skipped (img2dataset's incremental mode). Runs on the active SparkSession.
+    """
+    _swap_point()  # fail in the driver, before any work, if the fetcher cannot be installed
+    tmp = os.path.join(out_dir, "_tmp") if "://" not in out_dir else out_dir.rstrip("/") + "/_tmp"
+    reader = Reader(input_dir, "parquet", url_col="url", caption_col="text",
+                    verify_hash_col=None, verify_hash_type=None,
+                    save_additional_columns=list(EXTRA_COLUMNS),
+                    number_sample_per_shard=section.samples_per_shard, done_shards=done_shards,
+                    tmp_path=tmp, start_shard_id=start_shard_id)
+    resizer = Resizer(image_size=section.image_size, resize_mode=section.resize_mode,
+                      resize_only_if_bigger=section.resize_only_if_bigger,
+                      encode_quality=section.encode_quality, encode_format="jpg")
+    policy = fetch.Policy.from_config(section)
+    downloader = SafeDownloader(
+        policy,
+        sample_writer_class=SampleWriter, resizer=resizer, thread_count=section.threads,
+        save_caption=True, extract_exif=False, output_folder=out_dir,
+        column_list=reader.column_list, timeout=section.timeout,
+        number_sample_per_shard=section.samples_per_shard, oom_shard_count=SHARD_DIGITS,
+        compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
+        retries=section.retries, user_agent_token=policy.robots_token,
+        disallowed_header_directives=ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
+    fs, tmp_path = fsspec.core.url_to_fs(tmp)
+    fs.makedirs(tmp_path, exist_ok=True)
+    try:
+        pyspark_distributor(section.processes, downloader, reader, subjob_size=1000,
+                            max_shard_retry=1)
+    finally:
+        if fs.exists(tmp_path):
+            fs.rm(tmp_path, recursive=True)

@@ -1,0 +1,194 @@
+"""Our image fetcher: one HTTP(S) request per hop, to an address checked by safety.py.
+
+urllib (what img2dataset uses) resolves host names itself and follows redirects on its own, so
+it cannot refuse a redirect to an intranet address before connecting to it. Here each hop is:
+check the URL, resolve the host, check every address, connect to a checked address (the TLS
+certificate is still verified against the host name), send the request, and either follow a
+redirect (back to the start, with a hop budget) or read a bounded body. The bytes must then be
+a decodable image of at most `max_pixels` pixels, judged from its header before anything
+decodes it in full (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import ssl
+import time
+import warnings
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from PIL import Image
+
+from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
+
+REDIRECTS = (301, 302, 303, 307, 308)
+CHUNK = 1 << 16
+_TLS = ssl.create_default_context()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one fetch may do; built once from `[download]` and shipped to the executors."""
+
+    timeout: float  # each connect and each read
+    total_timeout: float  # all hops and the whole body together
+    max_bytes: int
+    max_pixels: int
+    max_redirects: int
+    allowed: tuple  # ip_network objects exempt from the public-address rule
+    user_agent: str
+
+    @classmethod
+    def from_config(cls, section) -> "Policy":
+        return cls(timeout=section.timeout, total_timeout=section.total_timeout,
+                   max_bytes=section.max_bytes, max_pixels=section.max_pixels,
+                   max_redirects=section.max_redirects,
+                   allowed=parse_networks(section.allow_networks), user_agent=section.user_agent)
+
+    @property
+    def robots_token(self) -> str:
+        """Our product token ("wit-builder"): `X-Robots-Tag: wit-builder: noai` names us."""
+        return self.user_agent.split("/", 1)[0].strip().lower()
+
+
+def fetch(url: str, policy: Policy, opted_out=lambda headers: False) -> bytes:
+    """The body of `url` after at most `max_redirects` checked redirects, or an exception.
+
+    Raises Refused for our rules and HTTP outcomes, OSError/HTTPException for network failures.
+    `opted_out(headers)` says whether the final response forbids use (X-Robots-Tag).
+    """
+    deadline = time.monotonic() + policy.total_timeout
+    for _ in range(policy.max_redirects + 1):
+        scheme, host, port = split_url(url)
+        targets = resolve_checked(host, port, policy.allowed)
+        conn = _connection(scheme, host, port, targets, _remaining(policy, deadline))
+        try:
+            parts = urlsplit(url)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request("GET", target, headers={"User-Agent": policy.user_agent,
+                                                 "Accept": "image/*,*/*;q=0.5",
+                                                 "Accept-Encoding": "identity"})
+            response = conn.getresponse()
+            if response.status in REDIRECTS:
+                location = response.getheader("Location")
+                if not location:
+                    raise Refused("bad_redirect", "no Location")
+                url = urljoin(url, location.strip())
+                continue
+            if response.status != 200:
+                raise Refused(f"http_{response.status}", (response.reason or "")[:40])
+            if opted_out(response.msg):
+                raise Refused("robots_optout", "X-Robots-Tag")
+            return _read_body(response, conn, policy, deadline)
+        finally:
+            conn.close()
+    raise Refused("too_many_redirects", f"more than {policy.max_redirects}")
+
+
+def _remaining(policy: Policy, deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise Refused("timeout", "total")
+    return min(policy.timeout, left)
+
+
+def _connection(scheme, host, port, targets, timeout):
+    """An HTTP(S) connection for `host` whose socket goes to one of the checked `targets`.
+
+    http.client connects through `self._create_connection((host, port), ...)`; pointing that at
+    the checked addresses keeps the Host header, SNI and certificate check on the host name.
+    """
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_TLS)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def connect_checked(_address, timeout=timeout, source_address=None):
+        error = None
+        for _family, sockaddr in targets:
+            try:
+                return socket.create_connection(sockaddr[:2], timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error
+
+    conn._create_connection = connect_checked
+    return conn
+
+
+def _read_body(response, conn, policy: Policy, deadline: float) -> bytes:
+    length = response.getheader("Content-Length")
+    if length and length.strip().isdigit() and int(length) > policy.max_bytes:
+        raise Refused("too_large", "Content-Length")
+    body = bytearray()
+    while True:
+        if conn.sock is not None:
+            conn.sock.settimeout(_remaining(policy, deadline))
+        chunk = response.read(CHUNK)
+        if not chunk:
+            return bytes(body)
+        body += chunk
+        if len(body) > policy.max_bytes:
+            raise Refused("too_large", "body")
+
+
+def check_image(data: bytes, max_pixels: int) -> None:
+    """Refuse what is not a whole image of at most `max_pixels` pixels.
+
+    The size comes from the header alone (no decoding), so a decompression bomb costs nothing.
+    A JPEG must also be whole: OpenCV, which img2dataset decodes with, turns a truncated JPEG
+    into a half-grey image without an error. A whole JPEG ends with its EOI marker; only one
+    that does not (truncated, or followed by junk) is decoded, at 1/8 scale, to tell which.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise Refused("too_many_pixels", "header")
+                if img.format == "JPEG" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+                    try:
+                        img.load()
+                    except (OSError, SyntaxError, ValueError):
+                        raise Refused("truncated_image", "JPEG") from None
+    except Image.DecompressionBombError:
+        raise Refused("too_many_pixels", "header") from None
+    except (OSError, SyntaxError, ValueError):  # PIL's "cannot identify image file" and kin
+        raise Refused("not_an_image", "undecodable") from None
+
+
+def download_image(row, timeout, user_agent_token, disallowed_header_directives, *_, policy,
+                   **__):
+    """img2dataset's `download_image` contract, on our fetcher: (key, BytesIO | None, error).
+
+    Errors read "reason: detail" with a snake_case reason (what the manifest counts) and a
+    short, low-cardinality detail (img2dataset's `_stats.json` counts messages verbatim).
+    """
+    from img2dataset.downloader import is_disallowed
+
+    key, url = row
+    token = user_agent_token or policy.robots_token
+
+    def opted_out(headers):
+        return bool(disallowed_header_directives) and is_disallowed(
+            headers, token, disallowed_header_directives)
+
+    try:
+        data = fetch(url, policy, opted_out)
+        check_image(data, policy.max_pixels)
+        return key, io.BytesIO(data), None
+    except Refused as exc:
+        return key, None, str(exc)
+    except TimeoutError:
+        return key, None, "timeout: socket"
+    except ssl.SSLError as exc:  # includes certificate errors
+        return key, None, f"tls_error: {type(exc).__name__}"
+    except (OSError, http.client.HTTPException) as exc:
+        return key, None, f"connection_error: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - one bad URL must never fail the shard
+        return key, None, f"fetch_error: {type(exc).__name__}"

@@ -1,0 +1,112 @@
+"""Network rules for fetching images from the open web: which URLs and addresses we may contact.
+
+A crawl list is untrusted input. Without these rules a candidate URL (or a redirect from a
+harmless-looking one) could make the downloader read cloud metadata (169.254.169.254), an
+intranet service or the machine itself. So: http and https only, and every address a host name
+resolves to must be a public unicast address, unless it lies in one of the `[download]
+allow_networks` CIDR ranges. The caller connects to the address that was checked (no second DNS
+lookup an attacker could answer differently) and repeats the check on every redirect hop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from wit_builder.errors import UserError
+
+SCHEMES = {"http": 80, "https": 443}
+
+
+class Refused(Exception):
+    """A URL we will not fetch; `reason` is the snake_case drop reason, `detail` a short why."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_networks(cidrs) -> tuple:
+    """The allow list as ip_network objects; a malformed entry is a user error."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(str(cidr).strip(), strict=False))
+        except ValueError:
+            raise UserError(f"[download] allow_networks: {cidr!r} is not a CIDR range "
+                            "(write e.g. 10.1.0.0/16 or fd00::/8)") from None
+    return tuple(networks)
+
+
+def split_url(url) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, or Refused(bad_scheme | bad_url)."""
+    if not isinstance(url, str):
+        raise Refused("bad_url", "missing")
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in SCHEMES:
+            raise Refused("bad_scheme", scheme or "none")
+        host = parts.hostname
+        port = parts.port or SCHEMES[scheme]
+    except (ValueError, TypeError, AttributeError):
+        raise Refused("bad_url", "unparsable") from None
+    if not host:
+        raise Refused("bad_url", "no host")
+    return scheme, host, port
+
+
+def _category(ip) -> str | None:
+    """Why an address is not a public unicast address (None when it is one)."""
+    for name in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
+        if getattr(ip, f"is_{name}"):
+            return name.replace("_", "-")
+    if not ip.is_global:  # e.g. 100.64.0.0/10 (carrier-grade NAT), 192.0.0.0/24
+        return "non-global"
+    return None
+
+
+def _embedded_ipv4(ip) -> list:
+    """IPv4 addresses an IPv6 address carries (6to4, Teredo): judged on their own too."""
+    if ip.version != 6:
+        return []
+    found = [ip.sixtofour] + list(ip.teredo or ())
+    return [a for a in found if a is not None]
+
+
+def address_problem(address: str, allowed: tuple = ()) -> str | None:
+    """None when we may connect to `address`; else the category that forbids it."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
+    if getattr(ip, "ipv4_mapped", None):  # ::ffff:a.b.c.d is a.b.c.d on the wire
+        ip = ip.ipv4_mapped
+    for candidate in [ip] + _embedded_ipv4(ip):
+        if any(candidate.version == net.version and candidate in net for net in allowed):
+            continue
+        problem = _category(candidate)
+        if problem:
+            return problem
+    return None
+
+
+def resolve_checked(host: str, port: int, allowed: tuple = ()) -> list[tuple]:
+    """Every (family, sockaddr) the host resolves to, all of them checked, or Refused.
+
+    One forbidden address refuses the whole host: a name that resolves to both a public and a
+    private address is how DNS rebinding gets in.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, OSError) as exc:
+        raise Refused("dns_error", type(exc).__name__) from None
+    targets = []
+    for family, _, _, _, sockaddr in infos:
+        problem = address_problem(sockaddr[0], allowed)
+        if problem:
+            raise Refused("blocked_address", problem)
+        if (family, sockaddr) not in targets:
+            targets.append((family, sockaddr))
+    if not targets:
+        raise Refused("dns_error", "no address")
+    return targets

@@ -1,0 +1,82 @@
+"""Query-list files: read ours or MetaCLIP's, write ours byte-reproducibly.
+
+Our format (`.json` or `.json.gz`):
+    {"format": "wit-builder-queries/1", "params": {...}, "sources": {...}, "summary": {...},
+     "entries": [{"id": 0, "text": "...", "sources": ["wordnet", ...]}, ...]}
+MetaCLIP's `metadata.json` is a JSON list of strings. Either way the entry id is the index.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+
+from wit_builder import storage
+from wit_builder.errors import UserError
+
+FORMAT = "wit-builder-queries/1"
+
+
+def _read_bytes(path: str) -> bytes:
+    if not path:
+        raise UserError("no query list given (set [match] queries or --queries; build one with "
+                        "`wit-builder queries build` or use query_lists/wit-queries-en.json.gz)")
+    if not storage.exists(path):
+        raise UserError(f"query list not found: {path} (give an existing file; build one with "
+                        "`wit-builder queries build`)")
+    with storage.open_file(path, "rb") as f:
+        data = f.read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def read_document(path: str):
+    try:
+        return json.loads(_read_bytes(path))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"query list {path} is not valid (gzipped) JSON: {exc}") from None
+
+
+def load_queries(path: str) -> list[str]:
+    """The entries of a query list, entry id = position."""
+    doc = read_document(path)
+    if isinstance(doc, list) and all(isinstance(e, str) for e in doc):
+        return doc  # MetaCLIP metadata.json
+    if isinstance(doc, dict) and doc.get("format") == FORMAT:
+        entries = doc["entries"]
+        if any(e["id"] != i for i, e in enumerate(entries)):
+            raise UserError(f"query list {path}: entry ids are not 0..n-1 in order (rebuild it)")
+        return [e["text"] for e in entries]
+    raise UserError(f"query list {path}: neither {FORMAT} JSON nor a MetaCLIP metadata.json "
+                    "(a JSON list of strings)")
+
+
+def fingerprint(entries: list[str]) -> str:
+    """Identity of a list's contents (the matcher cache key on executors)."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        digest.update(entry.encode("utf-8", "surrogatepass") + b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def dumps(doc) -> bytes:
+    """Canonical bytes: one entry per line so diffs stay readable, keys in a fixed order."""
+    if isinstance(doc, list):
+        body = "[\n" + ",\n".join(json.dumps(e, ensure_ascii=False) for e in doc) + "\n]\n"
+        return body.encode()
+    head = {k: v for k, v in doc.items() if k != "entries"}
+    text = json.dumps(head, ensure_ascii=False, indent=1)[:-2]  # drop the closing "\n}"
+    lines = [json.dumps(e, ensure_ascii=False, separators=(",", ":")) for e in doc["entries"]]
+    return (text + ',\n "entries": [\n' + ",\n".join(lines) + "\n ]\n}\n").encode()
+
+
+def write(path: str, doc) -> None:
+    """Write JSON, gzipped when the name ends in .gz (mtime 0 and no name: same bytes each time)."""
+    data = dumps(doc)
+    if path.endswith(".gz"):
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+            gz.write(data)
+        data = buf.getvalue()
+    storage.write_bytes_atomic(path, data)

@@ -1,0 +1,1 @@
+"""Finalize: image hashing, near-duplicate removal, exact balance, resharding."""

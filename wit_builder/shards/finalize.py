@@ -1,0 +1,140 @@
+"""Finalize: turn downloaded shards into training shards.
+
+Every sample of the download tars is hashed (hashing.py), then judged in this order, each step
+looking only at the samples still kept:
+
+1. image filters: undecodable_image, too_small (shorter side), bad_aspect;
+2. duplicate_image: same sha256 as a sample with a smaller uid;
+3. eval_contamination: pHash within `hamming_distance` of an image of an evaluation folder;
+4. near_duplicate: pHash chained within `hamming_distance` to a sample with a smaller uid
+   (connected clusters over banded candidate pairs, neardup.py);
+5. balanced_out: exact balance to `t` per query entry on what was really fetched, with the
+   balance stage's own coin (wit_builder.curate.balance.keep_mask).
+
+The kept samples are resharded (reshard.py). Decisions run on small metadata rows; image bytes
+are read twice (hash, copy) and never shuffled.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from wit_builder import stages, storage
+from wit_builder.errors import UserError
+from wit_builder.shards import hashing, neardup, reshard
+from wit_builder.stages import StageResult
+
+
+def input_tars(inputs: list[str]) -> list[str]:
+    tars = []
+    for path in inputs:
+        if storage.exists(storage.join(path, stages.MANIFEST)):
+            stages.require_complete(path)
+        tars += storage.list_files(path, suffixes=(".tar",))
+    if not tars:
+        raise UserError(f"no .tar shards found in {', '.join(inputs)} (give OUT/download or a "
+                        "folder of WebDataset shards)")
+    return tars
+
+
+def eval_images(folders: list[str]) -> list[str]:
+    return [f for folder in folders for f in storage.list_files(folder, suffixes=hashing.EVAL_IMAGE_SUFFIXES)]
+
+
+def _drop(df: DataFrame, rids: DataFrame, reason: str) -> DataFrame:
+    """Mark the still-kept rows whose rid is in `rids` with `reason`."""
+    marked = rids.select("rid").distinct().withColumn("_hit", F.lit(reason))
+    return df.join(marked, "rid", "left").withColumn(
+        "drop_reason", F.coalesce(F.col("drop_reason"), F.col("_hit"))).drop("_hit") \
+        .localCheckpoint()
+
+
+def _not_first(rows: DataFrame, group: str) -> DataFrame:
+    """rids of every row but the first (smallest uid) of each `group`."""
+    first = F.row_number().over(Window.partitionBy(group).orderBy("uid", "rid"))
+    return rows.withColumn("_n", first).where(F.col("_n") > 1).select("rid")
+
+
+def _balance_task(batches, counts, t: int, seed: int):
+    import pyarrow as pa
+
+    from wit_builder.curate.balance import keep_mask
+
+    for batch in batches:
+        keep = keep_mask(batch.column("uid"), batch.column("entry_ids"), counts.value, t, seed)
+        yield pa.RecordBatch.from_arrays([batch.column("rid"), pa.array(keep, pa.bool_())],
+                                         names=["rid", "keep"])
+
+
+def _entry_counts(df: DataFrame) -> dict[int, int]:
+    """{entry id: kept samples matching it}; one row per query entry reaches the driver."""
+    alive = df.where(F.col("drop_reason").isNull() & F.col("entry_ids").isNotNull())
+    rows = alive.select(F.explode("entry_ids").alias("entry_id")).groupBy("entry_id").count().collect()
+    return {r["entry_id"]: r["count"] for r in rows}
+
+
+def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, DataFrame | None]:
+    """Mark balanced_out rows with the balance stage's coin, counts taken on what was fetched
+    and survived the steps before; also return (entry_id, count_before, count_after), or None
+    when no sample carries entry ids (a plain candidate list, never matched)."""
+    before = _entry_counts(df)
+    if not before:
+        return df, None
+    if max(before.values()) > t:
+        counts = np.zeros(max(before) + 1, np.int64)
+        counts[list(before)] = list(before.values())
+        shipped = df.sparkSession.sparkContext.broadcast(counts)
+        alive = df.where(F.col("drop_reason").isNull() & F.col("entry_ids").isNotNull())
+        verdict = alive.select("rid", "uid", "entry_ids").mapInArrow(
+            partial(_balance_task, counts=shipped, t=t, seed=seed), "rid long, keep boolean")
+        df = _drop(df, verdict.where(~F.col("keep")), "balanced_out")  # eager: done with counts
+        shipped.destroy()
+    after = _entry_counts(df)
+    table = df.sparkSession.createDataFrame(
+        [(e, n, after.get(e, 0)) for e, n in sorted(before.items())],
+        "entry_id int, count_before long, count_after long")
+    return df, table
+
+
+def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
+    c = cfg.finalize
+    neardup.check_bands(c.bands, c.hamming_distance)
+    tars = input_tars(inputs)
+    evals = eval_images(c.eval_image_folders)
+
+    samples = hashing.hash_shards(spark, tars, c.min_side, c.max_aspect_ratio,
+                                  cfg.spark.arrow_batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    alive = lambda frame: frame.where(F.col("drop_reason").isNull())
+
+    df = _drop(samples, _not_first(alive(samples), "sha256"), "duplicate_image")
+
+    if evals:
+        eval_hashes = hashing.hash_files(spark, evals).where(F.col("phash").isNotNull())
+        hits = neardup.close_pairs(alive(df), eval_hashes, c.hamming_distance, c.bands)
+        contaminated = alive(df).join(hits.select(F.col("a").alias("phash")).distinct(), "phash")
+        df = _drop(df, contaminated, "eval_contamination")
+
+    clustered = neardup.cluster_ids(alive(df).select("rid", "uid", "phash"), c.hamming_distance, c.bands)
+    df = _drop(df, _not_first(clustered, "cluster"), "near_duplicate")
+
+    df, entry_counts = _balance(df, c.t, c.seed)
+    if entry_counts is not None:
+        entry_counts.coalesce(1).write.parquet(storage.spark_path(storage.join(out_dir, "entry_counts")))
+
+    drops = {r["drop_reason"]: r["n"] for r in df.groupBy("drop_reason").agg(F.count("*").alias("n")).collect()}
+    kept = drops.pop(None, 0)
+    written = reshard.write(alive(df), tars, out_dir, c.samples_per_shard)
+    samples.unpersist()
+    if sum(w["count"] for w in written) != kept:
+        raise RuntimeError(f"finalize: wrote {sum(w['count'] for w in written)} samples, expected "
+                           f"{kept} (did the input shards change during the run?)")
+    return StageResult(rows_in=kept + sum(drops.values()), rows_out=kept, drops=drops,
+                       extra={"shards": len(written), "input_shards": len(tars),
+                              "eval_images": len(evals),
+                              "tar_bytes": sum(w["tar_bytes"] for w in written)})

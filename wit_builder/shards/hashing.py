@@ -1,0 +1,187 @@
+"""Read WebDataset tars and hash their images: sha256 of the bytes, 64-bit pHash of the pixels.
+
+`hash_shards` runs one Spark task per tar and streams Arrow batches of small metadata rows out
+(never the image bytes); the finalize decisions are made on those rows and the images are copied
+only once, by the reshard step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import tarfile
+from functools import partial
+
+import numpy as np
+
+from wit_builder import storage
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+EVAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def sample_schema():
+    """Arrow schema of the per-sample rows; `rid` = shard << 32 | position names a sample."""
+    import pyarrow as pa
+
+    return pa.schema([("rid", pa.int64()), ("shard", pa.int32()), ("pos", pa.int32()),
+                      ("key", pa.string()), ("uid", pa.string()), ("entry_ids", pa.list_(pa.int32())),
+                      ("sha256", pa.string()), ("phash", pa.int64()), ("width", pa.int32()),
+                      ("height", pa.int32()), ("drop_reason", pa.string())])
+
+
+def phash_hex(value: int) -> str:
+    """The 16-hex-digit form imagehash prints (`str(imagehash.phash(img))`)."""
+    return format(value & 0xFFFF_FFFF_FFFF_FFFF, "016x")
+
+
+def image_facts(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, pHash as a signed 64-bit int) of an encoded image; None if it does not decode."""
+    import imagehash
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            # pHash looks at a 32x32 thumbnail: let the JPEG decoder scale down by up to 8x in
+            # the DCT (a no-op for other formats). The whole stream is still decoded, so a
+            # truncated file fails here as it should.
+            img.draft("L", (64, 64))
+            gray = img.convert("L")
+    except Exception:  # any decoder error is bad data: the caller counts it as a drop
+        return None
+    bits = np.packbits(imagehash.phash(gray).hash.flatten())
+    return width, height, int.from_bytes(bits.tobytes(), "big", signed=True)
+
+
+def read_samples(path: str):
+    """Yield (key, {extension: bytes}) per sample of a WebDataset tar, in file order.
+
+    Same grouping rule as webdataset: the key is the member path up to the first dot of its
+    base name; consecutive members with one key form a sample.
+    """
+    with storage.open_file(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        key, files = None, {}
+        for member in tar:
+            if not member.isfile():
+                continue
+            folder, base = posixpath.split(member.name)
+            stem, dot, ext = base.partition(".")
+            if not dot:
+                continue
+            member_key = posixpath.join(folder, stem)
+            if member_key != key:
+                if key is not None:
+                    yield key, files
+                key, files = member_key, {}
+            files[ext.lower()] = tar.extractfile(member).read()
+        if key is not None:
+            yield key, files
+
+
+def image_of(files: dict) -> tuple[str, bytes] | tuple[None, None]:
+    for ext in IMAGE_EXTS:
+        if ext in files:
+            return ext, files[ext]
+    return None, None
+
+
+def sample_meta(files: dict) -> dict:
+    try:
+        meta = json.loads(files.get("json", b"{}"))
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _entry_ids(meta: dict) -> list[int] | None:
+    ids = meta.get("entry_ids")
+    try:
+        return sorted({int(i) for i in ids}) if ids is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def judge(facts, min_side: int, max_aspect_ratio: float) -> str | None:
+    """The drop reason of an image by its decoded facts, or None to keep it."""
+    if facts is None:
+        return "undecodable_image"
+    width, height, _ = facts
+    if min(width, height) < min_side:
+        return "too_small"
+    if max(width, height) > max_aspect_ratio * min(width, height):
+        return "bad_aspect"
+    return None
+
+
+def _shard_rows(shard: int, path: str, min_side: int, max_aspect_ratio: float):
+    for pos, (key, files) in enumerate(read_samples(path)):
+        meta = sample_meta(files)
+        _, data = image_of(files)
+        facts = image_facts(data) if data is not None else None
+        yield {
+            "rid": shard << 32 | pos, "shard": shard, "pos": pos, "key": key,
+            "uid": str(meta.get("uid") or f"{shard}:{key}"),
+            "entry_ids": _entry_ids(meta),
+            "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
+            "phash": facts[2] if facts else None,
+            "width": facts[0] if facts else None,
+            "height": facts[1] if facts else None,
+            "drop_reason": judge(facts, min_side, max_aspect_ratio),
+        }
+
+
+def _batched(rows, schema, batch_rows: int):
+    import pyarrow as pa
+
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch_rows:
+            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+            chunk = []
+    if chunk:
+        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
+
+
+def _hash_task(batches, min_side, max_aspect_ratio, batch_rows):
+    schema = sample_schema()
+    for batch in batches:
+        for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
+            yield from _batched(_shard_rows(shard, path, min_side, max_aspect_ratio), schema,
+                                batch_rows)
+
+
+def hash_shards(spark, tars: list[str], min_side: int, max_aspect_ratio: float,
+                batch_rows: int = 10_000):
+    """DataFrame of `sample_schema()` rows for every sample of `tars` (one task per tar)."""
+    rdd = spark.sparkContext.parallelize(list(enumerate(tars)), max(1, len(tars)))
+    shards = spark.createDataFrame(rdd, "shard int, path string")
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return shards.mapInArrow(partial(_hash_task, min_side=min_side,
+                                     max_aspect_ratio=max_aspect_ratio, batch_rows=batch_rows),
+                             from_arrow_schema(sample_schema()))
+
+
+def _eval_task(batches):
+    import pyarrow as pa
+
+    for batch in batches:
+        paths = batch.column("path").to_pylist()
+        hashes = []
+        for path in paths:
+            with storage.open_file(path, "rb") as f:
+                facts = image_facts(f.read())
+            hashes.append(facts[2] if facts else None)
+        yield pa.RecordBatch.from_arrays([pa.array(paths, pa.string()), pa.array(hashes, pa.int64())],
+                                         names=["path", "phash"])
+
+
+def hash_files(spark, paths: list[str]):
+    """DataFrame (path, phash) of image files (evaluation sets); undecodable files get a null."""
+    slices = max(1, min(len(paths), spark.sparkContext.defaultParallelism * 4))
+    rdd = spark.sparkContext.parallelize([(p,) for p in paths], slices)
+    return spark.createDataFrame(rdd, "path string").mapInArrow(_eval_task, "path string, phash long")

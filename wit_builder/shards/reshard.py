@@ -1,0 +1,140 @@
+"""Copy the kept samples into fixed-size shards `{00000..N}.tar` with sizes.json and per-shard stats.
+
+Kept samples keep their input order (source shard, then position) and sample i of that order
+goes to output shard i // samples_per_shard, so an output shard reads a contiguous run of
+source shards, each once. One Spark task writes one output shard: `NNNNN.tar` (webdataset's own
+TarWriter, as img2dataset uses), `NNNNN.parquet` (the samples' metadata, one row each) and
+`NNNNN_stats.json`. The driver then writes `sizes.json` (open_clip's convention).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from wit_builder import storage
+from wit_builder.shards.hashing import image_of, phash_hex, read_samples, sample_meta
+
+WRITTEN_SCHEMA = "out_shard int, name string, count long, tar_bytes long, image_bytes long"
+META_COLUMNS = [  # (name, arrow type name) of each shard Parquet column
+    ("key", "string"), ("uid", "string"), ("url", "string"), ("text", "string"),
+    ("page_url", "string"), ("entry_ids", "list<int32>"), ("lang", "string"),
+    ("width", "int32"), ("height", "int32"), ("original_width", "int32"),
+    ("original_height", "int32"), ("sha256", "string"), ("phash", "string"),
+    ("source_shard", "string"),
+]
+
+
+def shard_name(index: int, digits: int) -> str:
+    return f"{index:0{digits}d}"
+
+
+def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
+    """Kept rows (shard, pos, ...) plus out_shard and out_pos; and the number of output shards.
+
+    Only one row per source shard (its kept count) comes to the driver."""
+    counts = sorted((r["shard"], r["n"]) for r in kept.groupBy("shard").agg(F.count("*").alias("n")).collect())
+    offsets, total = [], 0
+    for shard, n in counts:
+        offsets.append((shard, total))
+        total += n
+    spark = kept.sparkSession
+    offsets_df = spark.createDataFrame(offsets or [(0, 0)], "shard int, offset long")
+    index = F.col("offset") + F.row_number().over(Window.partitionBy("shard").orderBy("pos")) - 1
+    placed = kept.join(F.broadcast(offsets_df), "shard").withColumn("_i", index) \
+        .withColumn("out_shard", F.floor(F.col("_i") / samples_per_shard).cast("int")) \
+        .withColumn("out_pos", (F.col("_i") % samples_per_shard).cast("int")).drop("_i", "offset")
+    return placed, -(-total // samples_per_shard)
+
+
+def _meta_row(meta: dict, files: dict, source: str) -> dict:
+    """The shard Parquet row of one sample, values coerced to the column types (bad ones: null)."""
+    if meta.get("text") is None:
+        meta = {**meta, "text": meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")}
+    row = {}
+    for name, kind in META_COLUMNS:
+        value = meta.get(name)
+        try:
+            if value is None:
+                row[name] = None
+            elif kind == "int32":
+                row[name] = int(value)
+            elif kind == "list<int32>":
+                row[name] = [int(v) for v in value]
+            else:
+                row[name] = str(value)
+        except (TypeError, ValueError):
+            row[name] = None
+    row["source_shard"] = source
+    return row
+
+
+def _parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema([(n, pa.list_(pa.int32()) if t == "list<int32>" else pa.type_for_alias(t))
+                      for n, t in META_COLUMNS])
+
+
+def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: int):
+    """applyInPandas body: write one output shard from its planned rows."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from webdataset import TarWriter
+
+    group = group.sort_values(["shard", "pos"])
+    out_shard = int(group["out_shard"].iloc[0])
+    name = shard_name(out_shard, digits)
+    base = storage.join(out_dir, name)
+    wanted = {}
+    for row in group.itertuples(index=False):
+        wanted.setdefault(int(row.shard), {})[int(row.pos)] = row
+    rows, image_bytes = [], 0
+    with storage.open_file(base + ".tar", "wb") as raw:
+        writer = TarWriter(raw)
+        for shard, planned in wanted.items():
+            left = len(planned)
+            for pos, (_, files) in enumerate(read_samples(tars[shard])):
+                row = planned.get(pos)
+                if row is None:
+                    continue
+                key = name + f"{int(row.out_pos):0{pos_digits}d}"
+                ext, data = image_of(files)
+                meta = {**sample_meta(files), "key": key, "sha256": row.sha256,
+                        "phash": phash_hex(int(row.phash))}
+                sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
+                          "json": json.dumps(meta, indent=4)}
+                writer.write(sample)
+                rows.append(_meta_row(meta, files, tars[shard]))
+                image_bytes += len(data)
+                left -= 1
+                if left == 0:
+                    break
+        writer.close()
+    with storage.open_file(base + ".parquet", "wb") as f:
+        pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), f)
+    fs, path = storage.filesystem(base + ".tar")
+    written = {"out_shard": out_shard, "name": name + ".tar", "count": len(rows),
+               "tar_bytes": int(fs.size(path)), "image_bytes": image_bytes}
+    storage.write_json_atomic(base + "_stats.json", {
+        "shard": written["name"], "count": written["count"], "tar_bytes": written["tar_bytes"],
+        "image_bytes": image_bytes, "sources": sorted({tars[s] for s in wanted})})
+    return pd.DataFrame([written])
+
+
+def write(kept: DataFrame, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
+    """Write the output shards and sizes.json; return one dict per shard (name, count, bytes)."""
+    placed, n_shards = plan(kept, samples_per_shard)
+    digits = max(5, len(str(max(n_shards - 1, 0))))
+    pos_digits = len(str(samples_per_shard - 1))
+    body = partial(_write_shard, tars=tars, out_dir=out_dir, digits=digits, pos_digits=pos_digits)
+    written = [r.asDict() for r in placed.select("out_shard", "out_pos", "shard", "pos", "phash", "sha256")
+               .groupBy("out_shard").applyInPandas(body, WRITTEN_SCHEMA).collect()]
+    written.sort(key=lambda r: r["out_shard"])
+    storage.write_json_atomic(storage.join(out_dir, "sizes.json"),
+                              {r["name"]: r["count"] for r in written})
+    return written

@@ -1,0 +1,73 @@
+"""The one SparkSession factory: local[*] by default, any master URL for a cluster.
+
+For local runs the Python workers must be this interpreter (the venv that has our package and
+img2dataset), so PYSPARK_PYTHON is set to it. On a cluster the executors' Python is the cluster's
+business (spark-submit's --conf spark.pyspark.python or the docker image).
+
+S3 from Spark needs hadoop-aws on the classpath (present on EMR/Dataproc/Databricks; elsewhere
+add `--packages org.apache.hadoop:hadoop-aws:<hadoop version>`); `s3://` paths are rewritten to
+`s3a://` and the endpoint of an S3-compatible store comes from `[spark] s3_endpoint_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+QUIET_LOG_LEVEL = "ERROR"
+
+
+def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: dict | None = None,
+              arrow_batch_rows: int = 10_000, s3_endpoint_url: str = ""):
+    """Return this process's SparkSession, creating it on the first call."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    # Under spark-submit (which starts the JVM first and tells us its port) spark-submit's
+    # --master and --conf stand unless a master is named here.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    master = master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
+    if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_rows))
+        .config("spark.python.worker.reuse", "true")  # keeps per-executor caches (automaton, model)
+        .config("spark.ui.showConsoleProgress", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.sources.partitionOverwriteMode", "static")
+        # stages.py writes the one _SUCCESS that readers trust, after the manifest
+        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+        .config("spark.sql.parquet.compression.codec", "zstd")
+    )
+    if master:
+        builder = builder.master(master)
+    if master.startswith("local") and not submitted:
+        builder = builder.config("spark.driver.memory", os.environ.get("WIT_DRIVER_MEMORY", "4g"))
+    endpoint = s3_endpoint_url or os.environ.get("WIT_S3_ENDPOINT_URL", "")
+    if endpoint:
+        # s3a for Spark's own I/O; the variable for fsspec here and in the executors' tasks
+        os.environ["WIT_S3_ENDPOINT_URL"] = endpoint
+        builder = (builder.config("spark.hadoop.fs.s3a.endpoint", endpoint)
+                   .config("spark.hadoop.fs.s3a.path.style.access", "true")
+                   .config("spark.executorEnv.WIT_S3_ENDPOINT_URL", endpoint))
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(QUIET_LOG_LEVEL)
+    return spark
+
+
+def spark_from_config(cfg, master_override: str | None = None):
+    """A session built from the `[spark]` config section (CLI --master wins)."""
+    section = cfg.spark
+    conf = dict(section.extra_conf)
+    if section.shuffle_partitions:
+        conf["spark.sql.shuffle.partitions"] = section.shuffle_partitions
+    return get_spark(master=master_override or section.master or None, app_name=section.app_name,
+                     conf=conf, arrow_batch_rows=section.arrow_batch_rows,
+                     s3_endpoint_url=section.s3_endpoint_url)

@@ -1,0 +1,189 @@
+"""The stage runner: OUT/<stage>/ = output files + manifest.json + _SUCCESS (written last).
+
+A stage is up to date when its `_SUCCESS` exists and its manifest records the same config
+section and the same input fingerprints as now; then a rerun skips it. A stage output used as
+another stage's input is fingerprinted by its manifest, so redoing an upstream stage makes every
+downstream stage stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import platform
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from wit_builder import __version__, storage
+from wit_builder.errors import UserError
+
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+@dataclass
+class StageResult:
+    rows_in: int
+    rows_out: int
+    drops: dict[str, int] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # stage-specific figures (records_read, ...)
+
+    def check(self, stage: str) -> None:
+        dropped = sum(self.drops.values())
+        if self.rows_in != self.rows_out + dropped:
+            raise RuntimeError(f"{stage}: rows_in {self.rows_in} != rows_out {self.rows_out} "
+                               f"+ drops {dropped}: rows were lost (a bug, please report)")
+
+
+@dataclass
+class StageRun:
+    stage: str
+    path: str
+    manifest: dict
+    skipped: bool
+
+
+def is_complete(stage_dir: str) -> bool:
+    return storage.exists(storage.join(stage_dir, SUCCESS))
+
+
+def fingerprint(path: str) -> str:
+    """A stage output by its manifest; anything else by its files' sizes and stamps."""
+    if is_complete(path):
+        return "manifest:" + hashlib.sha256(
+            storage.read_text(storage.join(path, MANIFEST)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for f in storage.list_files(path):
+        digest.update(f"{f}\t{storage.file_fingerprint(f)}\n".encode())
+    return "files:" + digest.hexdigest()[:16]
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in ("pyspark", "pyarrow", "numpy", "img2dataset", "webdataset", "torch"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = getattr(module, "__version__", "?")
+    return found
+
+
+def run_stage(stage: str, out: str, config: dict, inputs: list[str],
+              body: Callable[[str], StageResult], force: bool = False,
+              log: Callable[[str], None] = print, in_place: bool = False) -> StageRun:
+    """Run `body(work_dir)` unless OUT/<stage> is up to date; publish its output atomically.
+
+    `in_place=True` is for stages that resume their own partial output (download): they write
+    straight into OUT/<stage>, whose `_SUCCESS` is removed first and written again last.
+    """
+    final = storage.join(out, stage)
+    fingerprints = [{"path": p, "fingerprint": fingerprint(p)} for p in inputs]
+    if not force and is_complete(final):
+        old = storage.read_json(storage.join(final, MANIFEST))
+        if old.get("config") == _jsonable(config) and old.get("inputs") == fingerprints:
+            log(f"{stage}: up to date, skipped ({final}; --force redoes it)")
+            return StageRun(stage, final, old, skipped=True)
+        log(f"{stage}: inputs or config changed, redoing")
+    started = datetime.now(timezone.utc)
+    clock = time.monotonic()
+    if in_place:
+        storage.remove(storage.join(final, SUCCESS))
+    with (_in_place(final) if in_place else storage.staging_dir(final)) as work:
+        result = body(work)
+        result.check(stage)
+        manifest = {
+            "stage": stage,
+            "run_id": uuid.uuid4().hex,  # a redone stage always changes its fingerprint
+            "wit_builder_version": __version__,
+            "config": _jsonable(config),
+            "inputs": fingerprints,
+            "rows_in": result.rows_in,
+            "rows_out": result.rows_out,
+            "drops": dict(sorted(result.drops.items(), key=lambda kv: -kv[1])),
+            **result.extra,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - clock, 3),
+            "versions": versions(),
+        }
+        storage.write_json_atomic(storage.join(work, MANIFEST), manifest)
+        storage.write_bytes_atomic(storage.join(work, SUCCESS), b"")
+    log(f"{stage}: {result.rows_in:,} in -> {result.rows_out:,} out, "
+        f"{sum(result.drops.values()):,} dropped ({manifest['seconds']:.1f}s) -> {final}")
+    return StageRun(stage, final, manifest, skipped=False)
+
+
+@contextmanager
+def _in_place(final: str):
+    fs, p = storage.filesystem(final)
+    fs.makedirs(p, exist_ok=True)
+    yield final
+
+
+# Stage name -> module exposing `run(spark, cfg, inputs, out) -> StageResult` and, optionally,
+# `extra_inputs(cfg) -> list[str]` (files besides the data that the output depends on) and
+# `IN_PLACE = True` (the stage resumes its own partial output).
+STAGE_MODULES = {
+    "extract": "wit_builder.candidates.extract",
+    "match": "wit_builder.curate.matching",
+    "filter": "wit_builder.curate.filters",
+    "balance": "wit_builder.curate.balance",
+    "download": "wit_builder.download.stage",
+    "finalize": "wit_builder.shards.finalize",
+}
+
+
+def execute(stage: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
+            log: Callable[[str], None] = print) -> StageRun:
+    """Run one stage the same way for the CLI, `curate`, `run`, spark-submit and the demo."""
+    module = importlib.import_module(STAGE_MODULES[stage])
+    extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
+    section = cfg.section(stage) if hasattr(cfg, stage) else {}
+    return run_stage(stage, out, section, list(inputs) + extra,
+                     lambda work: module.run(spark, cfg, list(inputs), work), force=force,
+                     log=log, in_place=getattr(module, "IN_PLACE", False))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def require_complete(stage_dir: str) -> dict:
+    """The manifest of a finished stage output, or a user error saying what to run."""
+    if not storage.exists(stage_dir):
+        raise UserError(f"input not found: {stage_dir} (run the previous stage first)")
+    if not is_complete(stage_dir):
+        raise UserError(f"{stage_dir} has no {SUCCESS}: that stage did not finish "
+                        "(rerun it; --force redoes it)")
+    return storage.read_json(storage.join(stage_dir, MANIFEST))
+
+
+def read_stage(spark, stage_dir: str):
+    """A finished stage's Parquet rows as a DataFrame (manifest and markers left out)."""
+    require_complete(stage_dir)
+    return spark.read.parquet(storage.spark_path(storage.join(stage_dir, "*.parquet")))
+
+
+def write_with_drops(df, out_dir: str, reason_col: str = "drop_reason") -> StageResult:
+    """Write the rows whose `reason_col` is null; count the others by reason.
+
+    The annotated frame is cached so the data is computed once for the counts and the write.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {row[reason_col]: row["n"] for row in
+                  df.groupBy(reason_col).agg(F.count("*").alias("n")).collect()}
+        df.where(F.col(reason_col).isNull()).drop(reason_col) \
+          .write.mode("overwrite").parquet(storage.spark_path(out_dir))
+    finally:
+        df.unpersist()
+    kept = counts.pop(None, 0)
+    return StageResult(rows_in=kept + sum(counts.values()), rows_out=kept, drops=counts)

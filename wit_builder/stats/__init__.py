@@ -1,0 +1,1 @@
+"""Statistics of stage outputs and shards: numbers (collect.py) and reports (report.py)."""

@@ -1,0 +1,255 @@
+"""The numbers behind `wit-builder stats`, for a stage output, a shard folder or an output root.
+
+No Spark: manifests, per-shard `_stats.json` and `sizes.json` are small, and from Parquet only
+the needed columns are read, one record batch at a time, into fixed-size histograms, so memory
+stays bounded whatever the row count. Works on local paths and s3:// alike (fsspec).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wit_builder import stages, storage
+from wit_builder.errors import UserError
+
+STAGE_ORDER = ["extract", "match", "filter", "balance", "download", "finalize"]
+MAX_CHARS = 1000  # caption lengths are counted exactly up to here; longer ones land in the last bin
+SIZE_STEP, MAX_SIZE = 16, 4096  # image sides in 16-pixel bins up to 4096 px
+RANK_POINTS = 200  # rank-frequency curves are kept at this many log-spaced ranks
+
+
+def collect(path: str, top: int = 20) -> dict:
+    """Statistics of `path`: {"path", "pipeline": [per-stage counts], "stages": {name: stats}}."""
+    path = path.rstrip("/") if storage.is_remote(path) else path
+    if not storage.exists(path):
+        raise UserError(f"not found: {path} (give a stage output, a shard folder or an output root)")
+    listing = _listing(path)
+    if stages.MANIFEST in listing or any(n.endswith((".tar", ".parquet")) for n in listing):
+        found = {_stage_name(path): path}
+    else:
+        found = {name: storage.join(path, name) for name in _stage_dirs(path)}
+        if not found:
+            raise UserError(f"{path} holds no stage output, shards or Parquet (give OUT, OUT/<stage> "
+                            "or a folder of .tar shards)")
+    per_stage = {name: stage_stats(p, top) for name, p in found.items()}
+    pipeline = [{"stage": name, **{k: s["manifest"][k] for k in
+                                   ("rows_in", "rows_out", "drops", "seconds") if k in s["manifest"]}}
+                for name, s in per_stage.items() if s["manifest"]]
+    return {"path": path, "pipeline": pipeline, "stages": per_stage}
+
+
+def _listing(folder: str) -> dict[str, int]:
+    """{file name: size} of the files directly in `folder` (one listing call)."""
+    fs, p = storage.filesystem(folder)
+    try:
+        entries = fs.ls(p, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): e.get("size") or 0
+            for e in entries if e.get("type") == "file"}
+
+
+def _stage_dirs(root: str) -> list[str]:
+    """Sub-folders of an output root that hold a stage output or shards, in pipeline order."""
+    fs, p = storage.filesystem(root)
+    found = []
+    for entry in fs.ls(p, detail=True):
+        name = posixpath.basename(entry["name"].rstrip("/"))
+        files = _listing(storage.join(root, name)) if entry.get("type") == "directory" else {}
+        if stages.MANIFEST in files or any(n.endswith(".tar") for n in files):
+            found.append(name)
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _stage_name(path: str) -> str:
+    manifest = storage.join(path, stages.MANIFEST)
+    if storage.exists(manifest):
+        return storage.read_json(manifest).get("stage", posixpath.basename(path))
+    return posixpath.basename(path.rstrip("/")) or "shards"
+
+
+def stage_stats(path: str, top: int = 20) -> dict:
+    listing = _listing(path)
+    manifest = storage.read_json(storage.join(path, stages.MANIFEST)) if stages.MANIFEST in listing else {}
+    out = {"path": path, "complete": stages.SUCCESS in listing,
+           "manifest": {k: v for k, v in manifest.items() if k not in ("config", "inputs", "versions")}}
+    if manifest.get("config"):
+        out["config"] = manifest["config"]
+    parquet = sorted(n for n in listing if n.endswith(".parquet"))
+    if parquet:
+        out.update(_parquet_stats([storage.join(path, n) for n in parquet], top))
+    tars = sorted(n for n in listing if n.endswith(".tar"))
+    if tars:
+        out["shards"] = _shard_stats(path, listing, tars)
+    counts_dir = storage.join(path, "entry_counts")
+    if storage.exists(counts_dir):
+        out["entry_counts"] = entry_count_stats(counts_dir, manifest.get("config", {}).get("t"), top)
+    return out
+
+
+# --- Parquet columns ----------------------------------------------------------------------
+
+class _Hist:
+    """Exact counts of small non-negative integers (clipped at `cap`), summarised at the end."""
+
+    def __init__(self, cap: int, step: int = 1):
+        self.step, self.counts = step, np.zeros(cap // step + 1, dtype=np.int64)
+
+    def add(self, values: np.ndarray) -> None:
+        bins = np.clip(values.astype(np.int64) // self.step, 0, len(self.counts) - 1)
+        self.counts += np.bincount(bins, minlength=len(self.counts))
+
+    def summary(self) -> dict | None:
+        n = int(self.counts.sum())
+        if n == 0:
+            return None
+        centres = np.arange(len(self.counts)) * self.step
+        cum = np.cumsum(self.counts)
+        q = lambda f: int(centres[np.searchsorted(cum, f * n)])
+        last = int(np.nonzero(self.counts)[0][-1])
+        return {"count": n, "mean": round(float((centres * self.counts).sum() / n), 2),
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max_bin": last * self.step,
+                "step": self.step, "hist": self.counts[:last + 1].tolist()}
+
+
+def _parquet_stats(files: list[str], top: int) -> dict:
+    """Row count, languages, caption lengths, image sizes and download status of Parquet files.
+
+    Files with a `status` column are img2dataset's per-shard metadata: every URL has a row, so
+    status and errors count all rows and the other figures only the successes (what is in the
+    tars)."""
+    rows, status, errors, langs = 0, Counter(), Counter(), Counter()
+    chars, width, height = _Hist(MAX_CHARS), _Hist(MAX_SIZE, SIZE_STEP), _Hist(MAX_SIZE, SIZE_STEP)
+    for f in files:
+        with storage.open_file(f, "rb") as handle:
+            pf = pq.ParquetFile(handle)
+            names = set(pf.schema_arrow.names)
+            text_col = "text" if "text" in names else "caption" if "caption" in names else None
+            wanted = [c for c in (text_col, "lang", "width", "height", "status", "error_message") if c in names]
+            rows += pf.metadata.num_rows
+            if not wanted:
+                continue
+            for batch in pf.iter_batches(columns=wanted, batch_size=65_536):
+                if "status" in names:
+                    status.update(_value_counts(batch.column("status")))
+                    if "error_message" in names:
+                        failed = pc.not_equal(batch.column("status"), "success")
+                        errors.update(_value_counts(pc.filter(batch.column("error_message"), failed)))
+                    batch = batch.filter(pc.equal(batch.column("status"), "success"))
+                if text_col:
+                    chars.add(_numpy(pc.utf8_length(batch.column(text_col))))
+                if "lang" in names:
+                    langs.update(_value_counts(batch.column("lang")))
+                if "width" in names and "height" in names:
+                    width.add(_numpy(batch.column("width")))
+                    height.add(_numpy(batch.column("height")))
+    out = {"rows": rows}
+    if langs:
+        out["languages"] = dict(langs.most_common(top))
+        out["language_count"] = len(langs)
+    if chars.summary():
+        out["caption_chars"] = chars.summary()
+    if width.summary():
+        out["image_sizes"] = {"width": width.summary(), "height": height.summary()}
+    if status:
+        out["download"] = {"status": dict(status.most_common()), "errors": dict(errors.most_common(top))}
+    return out
+
+
+def _value_counts(column) -> Counter:
+    column = column.drop_null()
+    if len(column) == 0:
+        return Counter()
+    return Counter({str(v["values"]): int(v["counts"]) for v in pc.value_counts(column).to_pylist()})
+
+
+def _numpy(column) -> np.ndarray:
+    return column.drop_null().to_numpy(zero_copy_only=False)
+
+
+# --- shards -------------------------------------------------------------------------------
+
+def _shard_stats(path: str, listing: dict, tars: list[str]) -> dict:
+    """Samples and bytes per shard, from sizes.json and/or the per-shard _stats.json files.
+
+    img2dataset's `_stats.json` counts attempted URLs (`count`) and the written samples
+    (`successes`); finalize's count written samples (`count`). When a folder has neither file,
+    the tars' headers are counted."""
+    per_stats, download = {}, Counter()
+    for name in sorted(n for n in listing if n.endswith("_stats.json")):
+        s = storage.read_json(storage.join(path, name))
+        shard = name[: -len("_stats.json")] + ".tar"
+        per_stats[shard] = s.get("successes", s.get("count", 0))
+        if "successes" in s:
+            download.update({k: s.get(k, 0) for k in ("count", "successes", "failed_to_download",
+                                                      "failed_to_resize")})
+    sizes = storage.read_json(storage.join(path, "sizes.json")) if "sizes.json" in listing else None
+    samples = sizes or per_stats or {t: count_tar_samples(storage.join(path, t)) for t in tars}
+    out = {"count": len(tars), "samples": int(sum(samples.get(t, 0) for t in tars)),
+           "per_shard": {t: {"samples": int(samples.get(t, 0)), "bytes": listing[t]} for t in tars},
+           "bytes": int(sum(listing[t] for t in tars)),
+           "counted_from": "sizes.json" if sizes else "_stats.json" if per_stats else "tar headers"}
+    if sizes and per_stats:
+        out["consistent"] = all(sizes.get(t) == per_stats.get(t) for t in tars)
+    if download:
+        out["download_totals"] = dict(download)
+    return out
+
+
+def count_tar_samples(path: str) -> int:
+    """Samples in a WebDataset tar: distinct keys among its member names (headers only)."""
+    with storage.open_file(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+        return len({posixpath.join(posixpath.dirname(m.name), posixpath.basename(m.name).split(".", 1)[0])
+                    for m in tar.getmembers() if m.isfile() and "." in posixpath.basename(m.name)})
+
+
+# --- entry counts (balance) ---------------------------------------------------------------
+
+def entry_count_stats(folder: str, t: int | None, top: int) -> dict | None:
+    """Head/tail shares and rank-frequency curves from (entry_id, count_before, count_after)."""
+    parts = []
+    for f in storage.list_files(folder, suffixes=(".parquet",)):
+        with storage.open_file(f, "rb") as handle:
+            parts.append(pq.read_table(handle, columns=["entry_id", "count_before", "count_after"]))
+    if not parts:
+        return None
+    table = pa.concat_tables(parts)
+    ids = _numpy(table.column("entry_id"))
+    before = _numpy(table.column("count_before")).astype(np.int64)
+    after = _numpy(table.column("count_after")).astype(np.int64)
+    t = int(t) if t else int(after.max()) if len(after) else 0
+    head = before > t
+    total_before, total_after = int(before.sum()), int(after.sum())
+    order = np.argsort(-before, kind="stable")[:top]
+    return {
+        "t": t, "entries": int(len(ids)),
+        "entries_with_pairs_after": int((after > 0).sum()),
+        "pairs_before": total_before, "pairs_after": total_after,
+        "head_entries": int(head.sum()),
+        "head_share_before": round(float(before[head].sum() / total_before), 4) if total_before else 0.0,
+        "head_share_after": round(float(after[head].sum() / total_after), 4) if total_after else 0.0,
+        "top": [[int(ids[i]), int(before[i]), int(after[i])] for i in order],
+        "rank_before": _rank_curve(before), "rank_after": _rank_curve(after),
+    }
+
+
+def _rank_curve(counts: np.ndarray) -> list[list[int]]:
+    """[[rank, count], ...] of the descending counts at log-spaced ranks (zeros left out)."""
+    ordered = np.sort(counts[counts > 0])[::-1]
+    if len(ordered) == 0:
+        return []
+    ranks = np.unique(np.geomspace(1, len(ordered), num=min(RANK_POINTS, len(ordered))).astype(np.int64))
+    return [[int(r), int(ordered[r - 1])] for r in ranks]
+
+
+def to_json(stats: dict) -> str:
+    return json.dumps(stats, indent=2, default=str)
