@@ -6,6 +6,7 @@ Imported by the CLIP tests and benchmarks; shards go to a temporary folder, neve
 import csv
 import io
 import json
+import random
 from collections import defaultdict
 from pathlib import Path
 
@@ -47,16 +48,22 @@ def read_captions(split_dir: Path) -> dict[str, list[str]]:
     return dict(captions)
 
 
-def flickr_samples(split_dir: Path, max_side: int = 96):
-    """One sample per (image, caption) pair, in file order."""
-    for name, captions in sorted(read_captions(split_dir).items()):
-        data = jpeg_bytes(split_dir / name, max_side)
-        for j, caption in enumerate(captions):
-            yield {"__key__": f"{Path(name).stem}_{j}", "jpg": data, "txt": caption,
-                   "json": json.dumps({"image": name, "caption_index": j})}
+def write_flickr_shards(split_dir: Path, out_dir: Path, max_side: int = 96, seed: int = 0) -> str:
+    """Shards of a flickr8k_dev split, shard k holding caption k of every image in its own random
+    order; returns the brace pattern naming them.
 
-
-def write_flickr_shards(split_dir: Path, out_dir: Path, per_shard: int = 1000, max_side: int = 96) -> str:
-    """Shards of a flickr8k_dev split; returns the brace pattern naming them."""
-    paths = write_shards(flickr_samples(split_dir, max_side), out_dir, per_shard)
+    Like web data, a shard then never holds one image twice, so a batch drawn from a shuffle
+    buffer rarely pairs an image with a second caption of its own as a false negative.
+    """
+    captions = read_captions(split_dir)
+    images = {name: jpeg_bytes(split_dir / name, max_side) for name in sorted(captions)}
+    rng = random.Random(seed)
+    rounds = max(len(c) for c in captions.values())
+    samples = []
+    for j in range(rounds):
+        order = [name for name in images if j < len(captions[name])]
+        rng.shuffle(order)
+        samples += [{"__key__": f"{Path(name).stem}_{j}", "jpg": images[name], "txt": captions[name][j],
+                     "json": json.dumps({"image": name, "caption_index": j})} for name in order]
+    paths = write_shards(samples, out_dir, per_shard=len(images))
     return str(out_dir / f"{{00000..{len(paths) - 1:05d}}}.tar")

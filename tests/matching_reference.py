@@ -34,7 +34,7 @@ def metaclip_match(automaton, text: str) -> list[int]:
     matched_entry_ids = set()
     for end_index, (entry_id, original_value) in automaton.iter(metaclip_spacing(text)):
         matched_entry_ids.add(entry_id)
-    return sorted(matched_entry_ids)
+    return list(matched_entry_ids)
 
 
 def brute_force_match(texts, entries: list[str], normalize=lambda s: s) -> list[list[int]]:

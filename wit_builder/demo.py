@@ -77,11 +77,12 @@ def serve(folder: Path, port: int = 0):
 
 
 def demo_config(out: Path, config: str | None = None, overrides: list[str] | None = None):
-    """demo.toml (or the user's file), the paths only known at run time, then --set overrides."""
-    return load_config(config or DEMO_CONFIG, [
-        f"match.queries={QUERIES}",
-        f"finalize.eval_image_folders={out / 'corpus' / 'eval' / 'images'}",
-        *(overrides or [])])
+    """demo.toml (or the user's file) and --set overrides; the generated paths fill what is unset."""
+    cfg = load_config(config or DEMO_CONFIG, overrides)
+    cfg.match.queries = cfg.match.queries or str(QUERIES)
+    cfg.finalize.eval_image_folders = (cfg.finalize.eval_image_folders
+                                       or [str(out / "corpus" / "eval" / "images")])
+    return cfg
 
 
 def run(out: str | Path = "wit-demo", train_steps: int = 300, skip_train: bool = False,

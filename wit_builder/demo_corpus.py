@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,16 @@ TRAIN_PER_CLASS = 14  # pictures per (shape, colour) on the pages
 EVAL_PER_CLASS = 2  # held-out pictures per (shape, colour) for eval
 PER_PAGE = 12
 
-CAPTIONS = ("a {colour} {shape} on a {background} background",
-            "a {size} {colour} {shape}",
-            "photo of a {colour} {shape} on {background}",
-            "{size} {shape} drawn in {colour}",
-            "the {colour} {shape}, {background} background")
+# Caption templates, picked so that lid.176 says English with probability >= 0.5 for every
+# filling (it is unsure of short lists of nouns like "small red circle": those fail the language
+# filter, as such alt texts do on the real web).
+CAPTIONS = ("a {colour} {shape} on a {background} background.",
+            "A {size} {colour} {shape} in the picture",
+            "this is a {size} {colour} {shape} on a {background} background",
+            "Clip art of a {colour} {shape} with a {background} background",
+            "a {colour} {shape} against a {background} backdrop",
+            "the {shape} is {colour} and the background is {background}",
+            "There is a {colour} {shape} here")
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,9 @@ class Picture:
     image: Image.Image
 
     def caption(self, variant: int) -> str:
-        return CAPTIONS[variant % len(CAPTIONS)].format(
+        text = CAPTIONS[variant % len(CAPTIONS)].format(
             colour=self.colour, shape=self.shape, background=self.background, size=self.size)
+        return re.sub(r"\b([Aa]) orange", r"\1n orange", text)
 
 
 def _jitter(rgb, rng: random.Random, amount: int) -> tuple:
@@ -146,14 +153,14 @@ def _noise_images(train: list[Picture], eval_pictures: list[Picture], img: Path)
         Img("/img/logo.jpg", "logo"),
         Img("/img/icon.jpg", "icon"),
         Img(f"/img/{train[10].key}.jpg", "red"),
-        Img("/img/shapes.svg", "a purple star icon drawn in svg"),
-        Img("/img/missing.jpg", "a green triangle on a white background"),
-        Img("/img/not-an-image.jpg", "a large blue circle on a black background"),
-        Img("/img/truncated.jpg", "a small red square on a gray background"),
-        Img("/img/noai/opt-out.jpg", "a yellow star on a black background"),
-        Img("/redirect/metadata.jpg", "an orange circle on a gray background"),
-        Img("/img/tiny-dot.jpg", "a tiny red dot on a white background"),
-        Img("/img/banner.jpg", "a long green banner with blue squares"),
+        Img("/img/shapes.svg", "There is a purple star icon here, drawn in svg"),
+        Img("/img/missing.jpg", "this is a green triangle on a white background"),
+        Img("/img/not-an-image.jpg", "this is a large blue circle on a black background"),
+        Img("/img/truncated.jpg", "this is a small red square on a gray background"),
+        Img("/img/noai/opt-out.jpg", "There is a yellow star on a black background"),
+        Img("/redirect/metadata.jpg", "this is an orange circle on a gray background"),
+        Img("/img/tiny-dot.jpg", "this is a tiny red dot on a white background"),
+        Img("/img/banner.jpg", "this is a long green banner with blue squares"),
         Img("/img/lookalike.jpg", lookalike.caption(1)),
     ]
     for p in train[:: len(train) // 6][:6]:  # re-compressed, smaller copies under other names
@@ -191,7 +198,7 @@ def write_site(root: Path) -> tuple[list[str], list[Picture]]:
         p = train[i]
         # some pages link with a relative URL, as real pages do; the extract stage resolves it
         src = f"../img/{p.key}.jpg" if n % 3 == 0 else f"/img/{p.key}.jpg"
-        tags.append(Img(src, p.caption(n), f"{p.colour} {p.shape}" if n % 9 == 0 else ""))
+        tags.append(Img(src, p.caption(n), f"{p.colour} {p.shape}" if n % 20 == 0 else ""))
     tags += [Img(t.src, t.alt) for t in tags[: 8]]  # the same image and caption on a second page
     noise = _noise_images(train, held_out, img)
     for j, t in enumerate(noise):  # spread the noise over the pages

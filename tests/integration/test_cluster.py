@@ -125,8 +125,9 @@ def test_cluster_run_equals_local_run(cluster, spark, shared_data, tmp_path):
     master, worker_dir, env = cluster
     inputs = tmp_path / "input"
     inputs.mkdir()
-    for name in ("alt_text_pairs.jsonl", "img2dataset_10k.parquet"):  # two files: two tasks
-        shutil.copy(shared_data / "candidates" / name, inputs / name)
+    lines = (shared_data / "candidates" / "alt_text_pairs.jsonl").read_text().splitlines(keepends=True)
+    for part in range(2):  # two files: two extract tasks, one on each executor core
+        (inputs / f"part{part}.jsonl").write_text("".join(lines[part::2]))
     # The driver's folder holds the query list and the language model under relative paths that
     # mean nothing in an executor's folder: they must reach executors the Spark way.
     driver = tmp_path / "driver"
@@ -139,7 +140,7 @@ def test_cluster_run_equals_local_run(cluster, spark, shared_data, tmp_path):
     command = submit_command(master, str(inputs), str(tmp_path / "cluster"))
     command += [arg for s in settings + ["match.queries=queries.json", "filter.lid_model=lid/lid.176.ftz",
                                          "spark.shuffle_partitions=3"] for arg in ("--set", s)]
-    done = subprocess.run(command, cwd=driver, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=driver, env=env, capture_output=True, text=True, timeout=480)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert list(worker_dir.glob("app-*")), "no application ran on the worker"
 

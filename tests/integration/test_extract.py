@@ -11,6 +11,7 @@ from crawl_helpers import read_pages_tsv, write_warc, write_wat
 from wit_builder import cli, stages
 from wit_builder.candidates.urls import uid
 from wit_builder.config import load_config
+from wit_builder.errors import UserError
 
 
 def _extract(spark, inputs, out, *overrides, force=False):
@@ -87,7 +88,7 @@ def test_tabular_candidate_list(spark, shared_data, tmp_path):
     rows = _rows(run)
     assert {r["kind"] for r in rows} == {"tabular"}
     assert "UNLIKELY" not in {r["url"] for r in rows}
-    with pytest.raises(Exception, match="lack the url/text columns"):
+    with pytest.raises(UserError, match="lack the url/text columns"):
         _extract(spark, [shared_data / "candidates/img2dataset_10k.parquet"], tmp_path / "b",
                  "extract.url_column=image")
 
@@ -126,7 +127,8 @@ def test_wat_and_warc_give_the_same_candidates(spark, shared_data, tmp_path):
         listing.append(f"{name}\t{url}")
     (saved / "pages.tsv").write_text("file\toriginal_url\n" + "\n".join(listing) + "\n")
     html_rows = set(candidates(_extract(spark, [saved], tmp_path / "c")))
-    warc_page_rows = {c for c in candidates(warc_run) if c[3] in set(u for _, u in pages)}
+    page_urls = {url for url, _body in pages}
+    warc_page_rows = {c for c in candidates(warc_run) if c[3] in page_urls}
     assert html_rows == warc_page_rows
 
 

@@ -10,6 +10,7 @@ import pytest
 from wit_builder import stages
 from wit_builder.cli import main
 from wit_builder.config import load_config
+from wit_builder.curate import filters
 
 GERMAN = "Das wilde Leben von Uschi Obermaier"
 ENGLISH = "Long Island Montauk Surfers Hamptons BeFifty"
@@ -156,3 +157,13 @@ def test_bad_inputs_give_one_line_errors(real_match, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert not (tmp_path / "bad" / "filter").exists()
+
+
+def test_dedup_is_one_shuffle(spark, real_match):
+    _rows, match_dir = real_match
+    cfg = load_config()
+    rules = filters.Rules.from_config(cfg.filter)
+    frame = filters.marked_frame(spark, rules, [match_dir], cfg.filter.max_texts_per_url)
+    plan = frame._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("Exchange ") == 1, plan
+    assert plan.count("Window [") == 2  # duplicates, then the cap: two sorts, one shuffle

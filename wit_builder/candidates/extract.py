@@ -34,8 +34,7 @@ COLUMNS = ["uid", "url", "text", "page_url", "source", "kind"]
 # The task output: candidate rows (tally null) and tally rows (key in `tally`, count in `n`).
 SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS] + [("tally", pa.string()), ("n", pa.int64())])
 SCHEMA_DDL = ", ".join(f"{name} string" for name in COLUMNS) + ", tally string, n bigint"
-ROWS_PER_FILE = 1_000_000
-CRAWL_FORMATS = ("warc", "wat", "html")
+ROWS_PER_FILE = 1_000_000  # output Parquet files hold about this many rows ([extract] partitions = 0)
 
 
 # --- planning (driver) ------------------------------------------------------------------------
@@ -73,7 +72,7 @@ def _listing_entries(listing: str, prefix: str) -> list[str]:
 
 
 def _expand(path: str) -> tuple[list[str], bool]:
-    """(files, named directly): a folder or glob expands, a listing file gives its entries."""
+    """(files, named directly): a folder (recursively) or a glob expands, a file is itself."""
     fs, stripped = storage.filesystem(path)
     direct = not any(ch in stripped for ch in "*?[") and not fs.isdir(stripped)
     return storage.list_files(path), direct
@@ -273,17 +272,21 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     rdd = spark.sparkContext.parallelize([(f.path, f.format, f.page_url) for f in files],
                                          numSlices=len(files))  # one file, one task
     listing = spark.createDataFrame(rdd, "path string, format string, page_url string")
-    out = listing.mapInArrow(partial(_extract_partition, opts), SCHEMA_DDL).persist(StorageLevel.MEMORY_AND_DISK)
+    # Cached: the tallies are summed first (they decide the number of output files), then the
+    # rows are written from the cache, so every file is read once.
+    out = listing.mapInArrow(partial(_extract_partition, opts), SCHEMA_DDL)
+    out = out.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        tally = {row["tally"]: row["n"] for row in
-                 out.where(F.col("tally").isNotNull()).groupBy("tally").agg(F.sum("n").alias("n")).collect()}
+        sums = out.where(F.col("tally").isNotNull()).groupBy("tally").agg(F.sum("n").alias("n"))
+        tally = {row["tally"]: row["n"] for row in sums.collect()}
         skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
         if skipped.get("missing_columns"):
             raise _missing_columns(skipped["missing_columns"], section)
         rows_out = tally.get("rows_out", 0)
-        n_files = section.partitions or min(len(files), max(1, math.ceil(rows_out / ROWS_PER_FILE)))
-        out.where(F.col("tally").isNull()).select(*COLUMNS).coalesce(n_files) \
-           .write.mode("overwrite").parquet(storage.spark_path(out_dir))
+        rows = out.where(F.col("tally").isNull()).select(*COLUMNS)
+        rows = rows.repartition(section.partitions) if section.partitions else \
+            rows.coalesce(min(len(files), max(1, math.ceil(rows_out / ROWS_PER_FILE))))
+        rows.write.mode("overwrite").parquet(storage.spark_path(out_dir))
     finally:
         out.unpersist()
     if tally.get("files_missing"):

@@ -111,8 +111,8 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resumed = find_resume(cfg, out)
     if resumed is not None and resumed["model_config"] != model_cfg.to_dict():
-        raise UserError(f"checkpoint was trained with model {resumed['train_config']['model']!r} "
-                        f"({resumed['model_config']}), not {cfg.model!r} "
+        raise UserError(f"checkpoint was trained with model {resumed['train_config']['model']!r}, "
+                        f"whose config differs from {cfg.model!r} "
                         "(pass the same --model, or a new --out without --resume)")
     tokenizer = get_tokenizer(cfg, urls, model_cfg.context_length, model_cfg.vocab_size,
                               resumed, out, rank, world)

@@ -289,12 +289,11 @@ def extra_inputs(cfg) -> list[str]:
     return [p for p in [fc.lid_model, fc.blocked_domains_file, *fc.eval_manifests] if p]
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+def marked_frame(spark, rules: Rules, inputs: list[str], max_texts_per_url: int):
+    """The input rows plus lang, lang_score, url_canonical and drop_reason (null: kept)."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
-    rules = Rules.from_config(cfg.filter)
-    langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
     df = read_inputs(spark, inputs)
     schema = StructType(df.schema.fields + [
         StructField("lang", StringType()), StructField("lang_score", FloatType()),
@@ -308,9 +307,18 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     keep_whole = {"uid", "url_canonical", "drop_reason"}
     slim = annotated.select([F.col(c) if c in keep_whole else F.when(alive, F.col(c)).alias(c)
                              for c in annotated.columns])
-    marked = dedup.dedup_reasons(slim, cfg.filter.max_texts_per_url)
-    result = stages.write_with_drops(marked.drop("text_norm"), out_dir)
-    shared.unpersist()
+    # The dedup's one shuffle, sized like the input or the cores (not spark.sql.shuffle.
+    # partitions' 200: the result is cached, and Spark keeps a cached plan's partitions as is).
+    parts = max(df.rdd.getNumPartitions(), spark.sparkContext.defaultParallelism)
+    slim = slim.repartition(parts, "url_canonical")
+    return dedup.dedup_reasons(slim, max_texts_per_url).drop("text_norm")
+
+
+def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+    rules = Rules.from_config(cfg.filter)
+    langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
+    result = stages.write_with_drops(
+        marked_frame(spark, rules, inputs, cfg.filter.max_texts_per_url), out_dir)
     result.extra = {"lid_model": rules.model_path.rsplit("/", 1)[-1],
                     "eval_manifest_urls": len(rules.eval_urls),
                     "eval_manifest_texts": len(rules.eval_texts),

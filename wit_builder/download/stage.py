@@ -47,6 +47,7 @@ _RESIZE_ERRORS = {"image too small": "image_too_small", "image area too large": 
 _REASON = re.compile(r"([a-z][a-z0-9_]*)(?::|$)")
 _ROW_SCHEMA = ("uid string, url string, text string, entry_ids array<int>, entries array<string>, "
                "page_url string, source string")
+_ROW_COLUMNS = ["uid", "url", "text", "entry_ids", "entries", "page_url", "source"]
 
 
 def extra_inputs(cfg) -> list[str]:
@@ -67,8 +68,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
         engine.download(input_dir, out_dir, section, done_shards=_finished(out_dir))
     missing = sorted(set(range(prepared["shards"])) - _finished(out_dir))
     if missing:
-        raise RuntimeError(f"download: {len(missing)} shard(s) did not finish (first: "
-                           f"{missing[0]}); rerun the same command to resume them")
+        raise UserError(f"download: {len(missing)} shard(s) did not finish (first: "
+                        f"{missing[0]}, see the log above; rerun the same command to resume)")
     if section.retry_failed:
         _retry_failed(spark, out_dir, section)
     return _tally(spark, out_dir, prepared)
@@ -108,34 +109,44 @@ def _prepare(spark, cfg, inputs, out_dir) -> dict:
     for path in inputs:
         df = _normalised(_read(spark, path), cfg, path)
         rows = df if rows is None else rows.unionByName(df)
-    valid = F.col("url").isNotNull() & (F.trim("url") != "")
-    counts = rows.agg(F.count(F.lit(1)).alias("rows"),
-                      F.count(F.when(valid, 1)).alias("valid"),
-                      F.max(F.array_max("entry_ids")).alias("max_id")).first()
-    queries, queries_key = _queries(cfg, counts["max_id"])
-    bc = spark.sparkContext.broadcast(queries)
-    filled = rows.where(valid).mapInArrow(lambda batches: _fill(batches, bc, queries_key),
-                                          _ROW_SCHEMA)
-    # Same uid = same url and text: one sample; keep a deterministic representative.
-    others = [c for c in filled.columns if c != "uid"]
-    unique = (filled.groupBy("uid").agg(F.min(F.struct(*others)).alias("r"))
-              .select("uid", *[F.col(f"r.{c}").alias(c) for c in others])
+    # One row per uid (same uid = same url and text: one sample), with a deterministic
+    # representative; rows without a URL gather under uid null.
+    rows = rows.mapInArrow(_with_uids, rows.schema)
+    others = [c for c in rows.columns if c != "uid"]
+    groups = (rows.groupBy("uid").agg(F.count(F.lit(1)).alias("n"),
+                                      F.min(F.struct(*others)).alias("r"))
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        n = unique.count()
-        per_file = cfg.download.samples_per_shard * SHARDS_PER_INPUT_FILE
-        (unique.repartitionByRange(max(1, math.ceil(n / per_file)), "uid")
-         .sortWithinPartitions("uid")
-         .write.mode("overwrite").parquet(storage.spark_path(storage.join(out_dir, INPUT_DIR))))
-    finally:
-        unique.unpersist()
+        has_url = F.col("uid").isNotNull()
+        counts = groups.agg(F.sum("n").alias("rows"),
+                            F.sum(F.when(~has_url, F.col("n"))).alias("missing"),
+                            F.count(F.when(has_url, 1)).alias("unique"),
+                            F.max(F.array_max("r.entry_ids")).alias("max_id")).first()
+        rows_in, n = counts["rows"] or 0, counts["unique"]
+        queries, queries_key = _queries(cfg, counts["max_id"])
+        bc = spark.sparkContext.broadcast(queries)
+        unique = groups.where(has_url).select("uid", *[F.col(f"r.{c}").alias(c) for c in others])
+        _write_input(unique, n, cfg.download.samples_per_shard, storage.join(out_dir, INPUT_DIR),
+                     lambda batches: _with_entries(batches, bc, queries_key))
         bc.unpersist()
-    prepared = {"key": key, "rows_in": counts["rows"], "rows": n,
+    finally:
+        groups.unpersist()
+    missing = counts["missing"] or 0
+    prepared = {"key": key, "rows_in": rows_in, "rows": n,
                 "shards": _shard_count(storage.join(out_dir, INPUT_DIR), cfg.download.samples_per_shard),
-                "drops": {k: v for k, v in {"missing_url": counts["rows"] - counts["valid"],
-                                            "duplicate_pair": counts["valid"] - n}.items() if v}}
+                "drops": {k: v for k, v in {"missing_url": missing,
+                                            "duplicate_pair": rows_in - missing - n}.items() if v}}
     storage.write_json_atomic(marker, prepared)
     return prepared
+
+
+def _write_input(df, n: int, per_shard: int, path: str, map_batches=None) -> None:
+    """Parquet files for img2dataset's Reader, each sorted by uid (the order shards follow)."""
+    files = max(1, math.ceil(n / (per_shard * SHARDS_PER_INPUT_FILE)))
+    df = df.repartition(files, "uid").sortWithinPartitions("uid")
+    if map_batches is not None:
+        df = df.mapInArrow(map_batches, _ROW_SCHEMA)
+    df.write.mode("overwrite").parquet(storage.spark_path(path))
 
 
 def _read(spark, path: str):
@@ -200,37 +211,47 @@ def _queries(cfg, max_id):
     return queries, fingerprint(queries)
 
 
+def _with_uids(batches):
+    """Plain lists: uid = blake2b of url and cleaned text, as extract computes it; no URL: null."""
+    import pyarrow as pa
+
+    from wit_builder.candidates.urls import clean_text, uid
+
+    for batch in batches:
+        if not batch.column("uid").null_count:  # a stage output: uids are there
+            yield batch
+            continue
+        uids, texts = [], []
+        for u, url, text in zip(*(batch.column(c).to_pylist() for c in ("uid", "url", "text"))):
+            if u is None:
+                text = clean_text(text)
+                u = uid(url, text) if url and url.strip() else None
+            uids.append(u)
+            texts.append(text)
+        cols = dict(zip(batch.schema.names, batch.columns))
+        cols["uid"], cols["text"] = pa.array(uids, pa.string()), pa.array(texts, pa.string())
+        yield pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols))
+
+
 _QUERY_ARRAYS: dict = {}  # per executor process: query list key -> Arrow array of its strings
 
 
-def _fill(batches, bc, queries_key):
-    """uid for plain lists (blake2b of url and cleaned text) and entry strings from entry ids."""
+def _with_entries(batches, bc, queries_key):
+    """The entry strings of each row's entry ids (empty lists without a query list)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from wit_builder.candidates.urls import clean_text, uid
 
     if queries_key is not None and queries_key not in _QUERY_ARRAYS:
         _QUERY_ARRAYS[queries_key] = pa.array(bc.value, pa.string())
     strings = _QUERY_ARRAYS.get(queries_key)
     for batch in batches:
-        cols = {name: batch.column(name) for name in batch.schema.names}
-        if cols["uid"].null_count:
-            pairs = zip(cols["uid"].to_pylist(), cols["url"].to_pylist(), cols["text"].to_pylist())
-            texts, uids = [], []
-            for u, url, text in pairs:
-                text = text if u is not None else clean_text(text)
-                texts.append(text)
-                uids.append(u if u is not None else uid(url, text))
-            cols["uid"], cols["text"] = pa.array(uids, pa.string()), pa.array(texts, pa.string())
-        ids = cols["entry_ids"]  # never null (see _normalised)
+        ids = batch.column("entry_ids")  # never null (see _normalised)
         if strings is None:
-            cols["entries"] = pa.array([[]] * len(ids), pa.list_(pa.string()))
+            entries = pa.array([[]] * len(ids), pa.list_(pa.string()))
         else:  # `offsets` index into `values` (not `flatten()`), also for a sliced array
-            cols["entries"] = pa.ListArray.from_arrays(ids.offsets, pc.take(strings, ids.values))
-        yield pa.RecordBatch.from_arrays(
-            [cols[c] for c in ("uid", "url", "text", "entry_ids", "entries", "page_url", "source")],
-            names=["uid", "url", "text", "entry_ids", "entries", "page_url", "source"])
+            entries = pa.ListArray.from_arrays(ids.offsets, pc.take(strings, ids.values))
+        cols = dict(zip(batch.schema.names, batch.columns), entries=entries)
+        yield pa.RecordBatch.from_arrays([cols[c] for c in _ROW_COLUMNS], names=_ROW_COLUMNS)
 
 
 def _shard_count(input_dir: str, per_shard: int) -> int:
@@ -289,14 +310,12 @@ def _retry_failed(spark, out_dir: str, section) -> None:
               .select("uid", *[f"last.{c}" for c in ("url", "text", "entry_ids", "entries",
                                                     "page_url", "source")]))
     retry_dir = storage.join(out_dir, INPUT_DIR, f"retry-{engine.shard_name(start)}")
-    per_file = section.samples_per_shard * SHARDS_PER_INPUT_FILE
     failed = failed.persist()
     try:
         n = failed.count()
         if not n:
             return
-        (failed.repartitionByRange(max(1, math.ceil(n / per_file)), "uid").sortWithinPartitions("uid")
-         .write.mode("overwrite").parquet(storage.spark_path(retry_dir)))
+        _write_input(failed, n, section.samples_per_shard, retry_dir)
     finally:
         failed.unpersist()
     print(f"download: retrying {n:,} failed URLs into shards from {engine.shard_name(start)}")

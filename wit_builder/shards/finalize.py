@@ -4,10 +4,11 @@ Every sample of the download tars is hashed (hashing.py), then judged in this or
 looking only at the samples still kept:
 
 1. image filters: undecodable_image, too_small (shorter side), bad_aspect;
-2. duplicate_image: same sha256 as a sample with a smaller uid;
-3. eval_contamination: pHash within `hamming_distance` of an image of an evaluation folder;
+2. eval_contamination: pHash within `hamming_distance` of an image of an evaluation folder;
+3. duplicate_image: same sha256 as a sample with a smaller uid;
 4. near_duplicate: pHash chained within `hamming_distance` to a sample with a smaller uid
-   (connected clusters over banded candidate pairs, neardup.py);
+   (connected clusters over banded candidate pairs, neardup.py). Byte-identical images share a
+   cluster, so 3 and 4 are decided in one pass with the same result as one after the other;
 5. balanced_out: exact balance to `t` per query entry on what was really fetched, with the
    balance stage's own coin (wit_builder.curate.balance.keep_mask).
 
@@ -47,18 +48,18 @@ def eval_images(folders: list[str]) -> list[str]:
     return [f for folder in folders for f in storage.list_files(folder, suffixes=hashing.EVAL_IMAGE_SUFFIXES)]
 
 
-def _drop(df: DataFrame, rids: DataFrame, reason: str) -> DataFrame:
-    """Mark the still-kept rows whose rid is in `rids` with `reason`."""
-    marked = rids.select("rid").distinct().withColumn("_hit", F.lit(reason))
-    return df.join(marked, "rid", "left").withColumn(
-        "drop_reason", F.coalesce(F.col("drop_reason"), F.col("_hit"))).drop("_hit") \
+def _drop(df: DataFrame, verdicts: DataFrame) -> DataFrame:
+    """Give the still-kept rows named in `verdicts` (rid, reason) that drop reason."""
+    return df.join(verdicts.select("rid", F.col("reason").alias("_hit")), "rid", "left") \
+        .withColumn("drop_reason", F.coalesce(F.col("drop_reason"), F.col("_hit"))).drop("_hit") \
         .localCheckpoint()
 
 
-def _not_first(rows: DataFrame, group: str) -> DataFrame:
-    """rids of every row but the first (smallest uid) of each `group`."""
-    first = F.row_number().over(Window.partitionBy(group).orderBy("uid", "rid"))
-    return rows.withColumn("_n", first).where(F.col("_n") > 1).select("rid")
+def _duplicates(rows: DataFrame) -> DataFrame:
+    """(rid, reason) of every row but the first (smallest uid) of its sha256 or pHash cluster."""
+    rank = lambda group: F.row_number().over(Window.partitionBy(group).orderBy("uid", "rid"))
+    reason = F.when(rank("sha256") > 1, "duplicate_image").when(rank("cluster") > 1, "near_duplicate")
+    return rows.select("rid", reason.alias("reason")).where(F.col("reason").isNotNull())
 
 
 def _balance_task(batches, counts, t: int, seed: int):
@@ -93,8 +94,8 @@ def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, DataFrame | N
         alive = df.where(F.col("drop_reason").isNull() & F.col("entry_ids").isNotNull())
         verdict = alive.select("rid", "uid", "entry_ids").mapInArrow(
             partial(_balance_task, counts=shipped, t=t, seed=seed), "rid long, keep boolean")
-        df = _drop(df, verdict.where(~F.col("keep")), "balanced_out")  # eager: done with counts
-        shipped.destroy()
+        df = _drop(df, verdict.where(~F.col("keep")).select("rid", F.lit("balanced_out").alias("reason")))
+        shipped.destroy()  # _drop is eager: the coins are all drawn
     after = _entry_counts(df)
     table = df.sparkSession.createDataFrame(
         [(e, n, after.get(e, 0)) for e, n in sorted(before.items())],
@@ -112,16 +113,16 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
                                   cfg.spark.arrow_batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
     alive = lambda frame: frame.where(F.col("drop_reason").isNull())
 
-    df = _drop(samples, _not_first(alive(samples), "sha256"), "duplicate_image")
-
+    df = samples
     if evals:
         eval_hashes = hashing.hash_files(spark, evals).where(F.col("phash").isNotNull())
         hits = neardup.close_pairs(alive(df), eval_hashes, c.hamming_distance, c.bands)
         contaminated = alive(df).join(hits.select(F.col("a").alias("phash")).distinct(), "phash")
-        df = _drop(df, contaminated, "eval_contamination")
+        df = _drop(df, contaminated.select("rid", F.lit("eval_contamination").alias("reason")))
 
-    clustered = neardup.cluster_ids(alive(df).select("rid", "uid", "phash"), c.hamming_distance, c.bands)
-    df = _drop(df, _not_first(clustered, "cluster"), "near_duplicate")
+    clustered = neardup.cluster_ids(alive(df).select("rid", "uid", "phash", "sha256"),
+                                    c.hamming_distance, c.bands)
+    df = _drop(df, _duplicates(clustered))
 
     df, entry_counts = _balance(df, c.t, c.seed)
     if entry_counts is not None:

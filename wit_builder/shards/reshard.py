@@ -10,8 +10,6 @@ TarWriter, as img2dataset uses), `NNNNN.parquet` (the samples' metadata, one row
 from __future__ import annotations
 
 import json
-from functools import partial
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -131,7 +129,9 @@ def write(kept: DataFrame, tars: list[str], out_dir: str, samples_per_shard: int
     placed, n_shards = plan(kept, samples_per_shard)
     digits = max(5, len(str(max(n_shards - 1, 0))))
     pos_digits = len(str(samples_per_shard - 1))
-    body = partial(_write_shard, tars=tars, out_dir=out_dir, digits=digits, pos_digits=pos_digits)
+    def body(group):
+        return _write_shard(group, tars, out_dir, digits, pos_digits)
+
     written = [r.asDict() for r in placed.select("out_shard", "out_pos", "shard", "pos", "phash", "sha256")
                .groupBy("out_shard").applyInPandas(body, WRITTEN_SCHEMA).collect()]
     written.sort(key=lambda r: r["out_shard"])
