@@ -270,6 +270,7 @@ def _add_train(sub, common):
     o("--workers", type=int, help="data loader processes per GPU/process")
     o("--threads", type=int, help="CPU training: torch threads (unset: cores minus workers)")
     o("--shuffle-buffer", type=int, help="samples in each worker's shuffle buffer")
+    o("--min-crop", type=float, help="random crops keep at least this fraction of the image area")
     o("--seed", type=int, help="initialisation and data order seed")
     o("--save-every", type=int, help="checkpoint every N steps")
     o("--keep", type=int, help="step checkpoints kept (0: all)")

@@ -132,7 +132,11 @@ class Img:
 
 
 def _noise_images(train: list[Picture], eval_pictures: list[Picture], img: Path) -> list[Img]:
-    """The rows each later stage must drop (see the module docstring); writes their files."""
+    """The rows each later stage must drop (see the module docstring); writes their files.
+
+    The captions of the rows meant for download and finalize say "tiny": that query entry is rarer
+    than the balance stage's t, so the balance stage keeps them all.
+    """
     _write(img / "not-an-image.jpg", "<html><body>this is a page, not a picture</body></html>")
     _write(img / "truncated.jpg", jpeg(train[1].image)[:700])
     _write(img / "noai" / "opt-out.jpg", jpeg(train[2].image))  # served with X-Robots-Tag: noai
@@ -154,18 +158,19 @@ def _noise_images(train: list[Picture], eval_pictures: list[Picture], img: Path)
         Img("/img/icon.jpg", "icon"),
         Img(f"/img/{train[10].key}.jpg", "red"),
         Img("/img/shapes.svg", "There is a purple star icon here, drawn in svg"),
-        Img("/img/missing.jpg", "this is a green triangle on a white background"),
-        Img("/img/not-an-image.jpg", "this is a large blue circle on a black background"),
-        Img("/img/truncated.jpg", "this is a small red square on a gray background"),
-        Img("/img/noai/opt-out.jpg", "There is a yellow star on a black background"),
-        Img("/redirect/metadata.jpg", "this is an orange circle on a gray background"),
+        Img("/img/missing.jpg", "this is a tiny green triangle on a white background"),
+        Img("/img/not-an-image.jpg", "this is a tiny blue circle on a black background"),
+        Img("/img/truncated.jpg", "this is a tiny red square on a gray background"),
+        Img("/img/noai/opt-out.jpg", "There is a tiny yellow star on a black background"),
+        Img("/redirect/metadata.jpg", "this is a tiny orange circle on a gray background"),
         Img("/img/tiny-dot.jpg", "this is a tiny red dot on a white background"),
         Img("/img/banner.jpg", "this is a long green banner with blue squares"),
-        Img("/img/lookalike.jpg", lookalike.caption(1)),
+        Img("/img/lookalike.jpg", f"There is a tiny {lookalike.colour} {lookalike.shape} here"),
     ]
     for p in train[:: len(train) // 6][:6]:  # re-compressed, smaller copies under other names
         _write(img / f"copy-{p.key}.jpg", jpeg(p.image.resize((80, 80)), quality=60))
-        rows.append(Img(f"/img/copy-{p.key}.jpg", p.caption(3)))
+        rows.append(Img(f"/img/copy-{p.key}.jpg",
+                        f"this is a tiny {p.colour} {p.shape} on a {p.background} background"))
     return rows
 
 

@@ -50,7 +50,8 @@ def main():
         started = time.monotonic()
         summary = train(TrainConfig(shards=shards, out=f"{tmp}/run", model="tiny", steps=steps,
                                     max_minutes=minutes, batch_size=64, lr=1e-3, warmup=100,
-                                    workers=1, shuffle_buffer=500, save_every=steps, log_every=50))
+                                    workers=1, shuffle_buffer=500, min_crop=0.5, save_every=steps,
+                                    log_every=50))
         train_minutes = (time.monotonic() - started) / 60
         results = evaluate(summary["checkpoint"], retrieval=str(flickr / "val" / "captions.tsv"),
                            zeroshot=str(SHARED / "images" / "cifar10_test" / "labels.tsv"),

@@ -36,7 +36,7 @@ def trained(flickr) -> Path:
     out = flickr["root"] / "run"
     assert main(["train", "--shards", flickr["shards"], "--model", "tiny", "--out", str(out),
                  "--steps", str(STEPS), "--batch-size", str(BATCH), "--lr", "1e-3", "--warmup", "30",
-                 "--workers", "1", "--shuffle-buffer", "1000", "--save-every", "150",
+                 "--workers", "1", "--shuffle-buffer", "500", "--min-crop", "0.5", "--save-every", "150",
                  "--log-every", "10"]) == 0
     return out
 

@@ -12,6 +12,7 @@ import webdataset as wds
 from PIL import Image
 
 from wit_builder import stages
+from wit_builder.cli import main
 from wit_builder.config import load_config
 
 GOOD_PHOTOS = 20
@@ -103,7 +104,7 @@ def test_sample_content(downloaded, image_server):
 
 
 def test_stage_input_with_entries(spark, image_server, tmp_path):
-    """A stage folder as input: entry ids become entry strings from the query list."""
+    """A stage folder as input, through the CLI: entry ids become strings from the query list."""
     balance = tmp_path / "run" / "balance"
     balance.mkdir(parents=True)
     pq.write_table(pa.table({
@@ -116,9 +117,13 @@ def test_stage_input_with_entries(spark, image_server, tmp_path):
     (balance / "_SUCCESS").write_text("")
     queries = tmp_path / "metadata.json"
     queries.write_text(json.dumps(["red bus", "dog"]))
-    cfg = load_config(None, SETTINGS + [f"match.queries={queries}"])
-    run = stages.execute("download", spark, cfg, [str(balance)], str(tmp_path / "run"))
-    assert (run.manifest["rows_in"], run.manifest["rows_out"]) == (3, 3)
+    overrides = [arg for setting in SETTINGS[1:] for arg in ("--set", setting)]
+    code = main(["download", "--input", str(balance), "--out", str(tmp_path / "run"),
+                 "--allow-networks", "127.0.0.0/8", "--set", f"match.queries={queries}",
+                 *overrides])
+    assert code == 0
+    manifest = json.loads((tmp_path / "run" / "download" / "manifest.json").read_text())
+    assert (manifest["rows_in"], manifest["rows_out"]) == (3, 3)
     metas = {m["uid"]: m for m in
              (json.loads(s["json"]) for s in _samples(tmp_path / "run" / "download"))}
     assert metas["c3"]["entries"] == ["red bus", "dog"] and metas["c3"]["entry_ids"] == [0, 1]
@@ -160,3 +165,10 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
     good = path_of(image_server.catalog["original"])
     assert image_server.hits(good) == hits[good]  # succeeded: not fetched again
     assert len(_samples(folder)) == retried["rows_out"]
+
+
+def test_cli_refuses_a_bad_allow_list(spark, candidates, tmp_path, capsys):
+    code = main(["download", "--input", str(candidates), "--out", str(tmp_path),
+                 "--allow-networks", "10.0.0.0/33"])
+    assert code == 2
+    assert "allow_networks: '10.0.0.0/33' is not a CIDR range" in capsys.readouterr().err

@@ -181,11 +181,13 @@ def test_tsv_gz_keeps_quotes_and_reads_page_column(tmp_path):
 
 
 def test_jsonl_bad_lines_and_truncated_gzip(tmp_path):
-    lines = b'{"url": "http://a/1.jpg", "TEXT": "one"}\n\nnot json\n[1]\n{"url": 5, "text": 7}\n'
+    lines = (b'{"url": "http://a/1.jpg", "TEXT": "one"}\n\nnot json\n[1]\n{"url": 5, "text": 7}\n'
+             b'{"url": "http://a/2.jpg", "text": "x\\ud800"}\n')
     path = tmp_path / "j.jsonl.gz"
     path.write_bytes(gzip.compress(lines * 50)[:-30])
     items = _rows(path, "jsonl")
     assert items[:4] == [Row("http://a/1.jpg", "one", None), CORRUPT, CORRUPT, Row("5", "7", None)]
+    assert items[4].text.startswith("x\ufffd")  # a lone surrogate: valid UTF-8, later undecodable
     assert items[-1] == CORRUPT  # the cut gzip tail
 
 
@@ -197,6 +199,19 @@ def test_parquet_case_insensitive_and_missing_columns(shared_data, tmp_path):
     assert tabular.match_columns(["url", "URL", "Text"], COLUMNS) == ["url", "Text", None]
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
     assert _rows(tmp_path / "bad.parquet", "parquet") == [CORRUPT]
+
+
+def test_has_columns_checks_the_header_only(shared_data, tmp_path):
+    parquet = shared_data / "candidates/img2dataset_10k.parquet"
+    assert tabular.has_columns(lambda: open(parquet, "rb"), str(parquet), "parquet", COLUMNS)
+    assert not tabular.has_columns(lambda: open(parquet, "rb"), str(parquet), "parquet",
+                                   tabular.Columns("image", "caption", ""))
+    (tmp_path / "a.tsv.gz").write_bytes(gzip.compress(b"Image\tCaption\nx\ty\n"))
+    assert tabular.has_columns(lambda: open(tmp_path / "a.tsv.gz", "rb"), "a.tsv.gz", "tsv",
+                               tabular.Columns("image", "caption", ""))
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")  # left to the task to count
+    assert tabular.has_columns(lambda: open(tmp_path / "bad.parquet", "rb"), "bad.parquet",
+                               "parquet", COLUMNS)
 
 
 # --- planning -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Filter rules, language ID and URL canonicalisation on Arrow batches (no Spark)."""
 
+import gzip
 import json
 
 import pyarrow as pa
@@ -147,6 +148,15 @@ def test_eval_manifests(tmp_path):
         filters.load_eval_manifests([str(tmp_path / "bad.json")])
     with pytest.raises(UserError, match="not found"):
         filters.load_eval_manifests([str(tmp_path / "missing.txt")])
+    (tmp_path / "cut.txt.gz").write_bytes(gzip.compress(b"a caption\n" * 100)[:20])
+    with pytest.raises(UserError, match="not a valid gzip"):
+        filters.load_eval_manifests([str(tmp_path / "cut.txt.gz")])
+    # COCO-style: captions and image URLs are collected, file names and ids are not
+    (tmp_path / "coco.json.gz").write_bytes(gzip.compress(json.dumps({
+        "images": [{"id": 7, "file_name": "1.jpg", "coco_url": "http://images.cocodataset.org/val/1.jpg"}],
+        "annotations": [{"image_id": 7, "caption": "A man riding a wave."}]}).encode()))
+    assert filters.load_eval_manifests([str(tmp_path / "coco.json.gz")]) == (
+        ["http://images.cocodataset.org/val/1.jpg"], ["a man riding a wave."])
 
 
 def test_blocked_domains_file(tmp_path):

@@ -58,6 +58,7 @@ def test_resolve_keeps_absolute_http(raw, base, expected):
     ("http://a b.org/x.jpg", None, "bad_url"),
     ("http://a%20b.org/x.jpg", None, "bad_url"),
     ("http://a.org/" + "x" * 3000, None, "url_too_long"),
+    ("http://a.org/caf\ufffd.jpg", None, "undecodable"),
 ])
 def test_resolve_drop_reasons(raw, base, reason):
     assert urls.resolve(raw, base) == (None, reason)
@@ -85,3 +86,12 @@ def test_page_url_of_strips_wget_brackets():
 ])
 def test_check_text(text, reason):
     assert urls.check_text(text, max_chars=10) == reason
+
+
+def test_scrub_makes_lone_surrogates_replacement_characters():
+    assert urls.scrub("ok \u00e9") == "ok \u00e9"
+    assert urls.scrub(None) is None
+    scrubbed = urls.scrub("a\ud83db")
+    assert scrubbed.startswith("a") and scrubbed.endswith("b") and "\ufffd" in scrubbed
+    scrubbed.encode("utf-8")  # valid now
+    assert urls.check_text(urls.clean_text(scrubbed), 100) == "undecodable"

@@ -245,10 +245,11 @@ def extract_file(f: InputFile, opts: Options) -> Iterator[pa.RecordBatch]:
     yield rows.tally_batch()
 
 
-def _extract_partition(opts: Options, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _extract_partition(opts: Options, files, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A task: its input is file indexes (one), `files` the broadcast plan."""
     for batch in batches:
-        for path, fmt, page_url in zip(*(batch.column(i).to_pylist() for i in range(3))):
-            yield from extract_file(InputFile(path, fmt, page_url), opts)
+        for index in batch.column(0).to_pylist():
+            yield from extract_file(files.value[index], opts)
 
 
 # --- the stage (driver) -------------------------------------------------------------------------
@@ -269,12 +270,12 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
                                                first_table.path, first_table.format, opts.columns):
         raise _missing_columns(1, section)
-    rdd = spark.sparkContext.parallelize([(f.path, f.format, f.page_url) for f in files],
-                                         numSlices=len(files))  # one file, one task
-    listing = spark.createDataFrame(rdd, "path string, format string, page_url string")
+    # One file per task: range() splits n ids into n partitions of one id each.
+    indexes = spark.range(0, len(files), 1, numPartitions=len(files))
+    plan_bc = spark.sparkContext.broadcast(files)
     # Cached: the tallies are summed first (they decide the number of output files), then the
     # rows are written from the cache, so every file is read once.
-    out = listing.mapInArrow(partial(_extract_partition, opts), SCHEMA_DDL)
+    out = indexes.mapInArrow(partial(_extract_partition, opts, plan_bc), SCHEMA_DDL)
     out = out.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         sums = out.where(F.col("tally").isNotNull()).groupBy("tally").agg(F.sum("n").alias("n"))
@@ -289,6 +290,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
         rows.write.mode("overwrite").parquet(storage.spark_path(out_dir))
     finally:
         out.unpersist()
+        plan_bc.destroy()
     if tally.get("files_missing"):
         print(f"extract: warning: {tally['files_missing']} listed input file(s) not found",
               file=sys.stderr)

@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from wit_builder.candidates.records import CORRUPT, Row, Skip
+from wit_builder.candidates.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 MISSING = Skip("missing_columns")
@@ -45,7 +46,7 @@ def match_columns(names: list[str], wanted: Columns) -> list[str | None] | None:
 
 def _as_text(value) -> str | None:
     if value is None or isinstance(value, str):
-        return value
+        return scrub(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")  # U+FFFD -> an `undecodable` drop
     return str(value)
@@ -86,8 +87,9 @@ def _delimited(open_stream, wanted: Columns, batch_rows: int, delimiter: str) ->
     bad = []
     read_options = pacsv.ReadOptions(block_size=1 << 22)
     # TSV has no quoting convention (a caption may start with a quote); CSV follows RFC 4180.
-    parse_options = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if delimiter == "," else False,
-                                       newlines_in_values=delimiter == ",",
+    quoted = delimiter == ","
+    parse_options = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False,
+                                       newlines_in_values=quoted,
                                        invalid_row_handler=lambda row: bad.append(1) or "skip")
     # Binary columns: bytes that are not UTF-8 become per-row `undecodable` drops, not an error.
     keep = [n for n in names if n]
@@ -143,13 +145,16 @@ def has_columns(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: 
     """Whether a parquet/csv/tsv file has the url and text columns (jsonl rows may vary: their
     missing fields are per-row drops). Read on the driver to fail fast on a wrong column name."""
     open_stream = _opener(open_raw, path)
-    if fmt == "parquet":
-        with open_stream() as f:
-            names = pq.ParquetFile(f).schema_arrow.names
-    elif fmt in ("csv", "tsv"):
-        names = _header(open_stream, "\t" if fmt == "tsv" else ",")
-    else:
-        return True
+    try:
+        if fmt == "parquet":
+            with open_stream() as f:
+                names = pq.ParquetFile(f).schema_arrow.names
+        elif fmt in ("csv", "tsv"):
+            names = _header(open_stream, "\t" if fmt == "tsv" else ",")
+        else:
+            return True
+    except _DAMAGE:
+        return True  # a damaged file: its task counts it as a corrupt record
     return match_columns(names, wanted) is not None
 
 

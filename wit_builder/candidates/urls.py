@@ -22,10 +22,21 @@ def clean_text(text: str | None) -> str:
     return " ".join(text.split()) if text else ""
 
 
+def scrub(value: str | None) -> str | None:
+    """Lone surrogates (JSON can spell them: "\\ud800") as U+FFFD, so every string is valid
+    UTF-8 for Arrow; the texts and URLs holding them become `undecodable` drops."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def uid(url: str, text: str) -> str:
     """16 hex chars: blake2b-64 of url + NUL + text (UTF-8); the row id across every stage."""
-    return hashlib.blake2b(f"{url}\x00{text}".encode("utf-8", "surrogatepass"),
-                           digest_size=8).hexdigest()
+    return hashlib.blake2b(f"{url}\x00{text}".encode(), digest_size=8).hexdigest()
 
 
 def _requote(url: str) -> str:
@@ -50,6 +61,8 @@ def resolve(raw: str | None, base: str | None, max_chars: int = 2048) -> tuple[s
     raw = (raw or "").strip()
     if not raw:
         return None, "empty_url"
+    if "\ufffd" in raw:  # bytes that no charset could decode
+        return None, "undecodable"
     # Browsers drop tabs and newlines inside URLs (WHATWG URL parser); pages do contain them.
     raw = raw.replace("\t", "").replace("\n", "").replace("\r", "")
     try:

@@ -91,4 +91,5 @@ def read(fileobj, max_bytes: int) -> Iterator:
         headers = item.record.http_headers
         charset = html.charset_from_content_type(headers.get_header("Content-Type"))
         base_href, images = html.parse_page(html.decode(item.data, charset))
-        yield Page(page_url_of(item.record.rec_headers.get_header("WARC-Target-URI")), base_href, images)
+        page_url = page_url_of(item.record.rec_headers.get_header("WARC-Target-URI"))
+        yield Page(page_url, base_href, images)

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from wit_builder.candidates.html import Image
 from wit_builder.candidates.records import CORRUPT, Page, Skip
-from wit_builder.candidates.urls import page_url_of
+from wit_builder.candidates.urls import page_url_of, scrub
 from wit_builder.candidates.warc import Payload, complete_records
 
 IMG_SRC = "IMG@/src"
@@ -44,10 +44,10 @@ def page_of(envelope: dict) -> Page | Skip:
     meta = response.get("HTML-Metadata")
     if not isinstance(meta, dict):
         return Skip("not_html")
-    images = [Image(link.get("url"), link.get("alt"), link.get("title"))
+    images = [Image(scrub(link.get("url")), scrub(link.get("alt")), scrub(link.get("title")))
               for link in meta.get("Links") or () if link.get("path") == IMG_SRC]
-    return Page(page_url_of(warc_header.get("WARC-Target-URI")), (meta.get("Head") or {}).get("Base"),
-                images)
+    page_url = page_url_of(scrub(warc_header.get("WARC-Target-URI")))
+    return Page(page_url, scrub((meta.get("Head") or {}).get("Base")), images)
 
 
 def read(fileobj, max_bytes: int) -> Iterator:

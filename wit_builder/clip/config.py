@@ -24,6 +24,7 @@ class TrainConfig:
     workers: int = 4                 # loader processes per rank
     threads: int | None = None       # CPU only: torch threads (default: the cores the workers leave)
     shuffle_buffer: int = 2000
+    min_crop: float = 0.9            # random crops cover this much of the image area, or more
     seed: int = 0
     save_every: int = 1000
     keep: int = 3                    # step checkpoints kept (0 = all); LATEST.pt always
@@ -40,5 +41,7 @@ class TrainConfig:
                 raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise UserError(f"max_minutes must be positive (got {self.max_minutes})")
+        if not 0 < self.min_crop <= 1:
+            raise UserError(f"min_crop must be in (0, 1] (got {self.min_crop})")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"precision {self.precision!r}: use auto, bf16 or fp32")

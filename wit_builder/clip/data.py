@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import braceexpand
-import fsspec
 import torch
 from webdataset.filters import shuffle
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from wit_builder import storage
 from wit_builder.clip.transforms import center_crop, open_rgb, random_resized_crop
 from wit_builder.errors import UserError
 
@@ -72,7 +72,8 @@ class SkipCounter:
 def _open_shards(urls: Iterator[str], skips: SkipCounter) -> Iterator[dict]:
     for url in urls:
         try:
-            yield {"url": url, "stream": fsspec.open(url, "rb").open()}
+            # storage: the S3 endpoint and retry settings; refused credentials stop with a UserError
+            yield {"url": url, "stream": storage.open_file(url)}
         except OSError as e:
             skips.skip("unreadable_shard", f"{url}: {e}")
 
@@ -107,9 +108,10 @@ class ShardStream(torch.utils.data.IterableDataset):
     """Endless batches (uint8 images (B, 3, S, S), token ids (B, context)) from resampled shards."""
 
     def __init__(self, urls: list[str], tokenizer, image_size: int, batch_size: int,
-                 shuffle_buffer: int, seed: str):
+                 shuffle_buffer: int, seed: str, min_crop: float = 0.9):
         self.urls, self.tokenizer, self.image_size = urls, tokenizer, image_size
         self.batch_size, self.shuffle_buffer, self.seed = batch_size, shuffle_buffer, seed
+        self.crop_scale = (min_crop, 1.0)
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
@@ -127,7 +129,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 skips.skip("missing_caption", where)
                 continue
             try:
-                image = random_resized_crop(open_rgb(data, self.image_size), self.image_size, rng)
+                image = random_resized_crop(open_rgb(data, self.image_size), self.image_size, rng,
+                                            scale=self.crop_scale)
             except Exception:  # PIL raises many types on corrupt files
                 skips.skip("corrupt_image", where)
                 continue
@@ -139,8 +142,8 @@ class ShardStream(torch.utils.data.IterableDataset):
 
 
 def make_loader(urls: list[str], tokenizer, image_size: int, batch_size: int, workers: int,
-                shuffle_buffer: int, seed: str, pin_memory: bool = False):
-    stream = ShardStream(urls, tokenizer, image_size, batch_size, shuffle_buffer, seed)
+                shuffle_buffer: int, seed: str, min_crop: float = 0.9, pin_memory: bool = False):
+    stream = ShardStream(urls, tokenizer, image_size, batch_size, shuffle_buffer, seed, min_crop)
     # batch_size=None: batches are made in the workers; workers are read round-robin, in order,
     # so the sequence of batches depends only on the seed.
     return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,

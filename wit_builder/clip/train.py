@@ -142,7 +142,7 @@ def train(cfg: TrainConfig) -> dict:
         if batches is None:  # (re)started at every checkpoint: the stream is keyed on this step
             batches = iter(make_loader(urls, tokenizer, model_cfg.image_size, cfg.batch_size,
                                        cfg.workers, cfg.shuffle_buffer, f"{cfg.seed}/{rank}/{step}",
-                                       pin_memory=device.type == "cuda"))
+                                       cfg.min_crop, pin_memory=device.type == "cuda"))
         optimizer.zero_grad(set_to_none=True)
         loss = torch.zeros((), device=device)
         for micro in range(cfg.accum):

@@ -39,7 +39,6 @@ from wit_builder.curate import dedup, langid
 from wit_builder.errors import UserError
 
 REQUIRED_COLUMNS = ("uid", "url", "text")
-ADDED = (("lang", pa.string()), ("lang_score", pa.float32()), ("url_canonical", pa.string()))
 
 # Alt texts that describe the page furniture, not the picture (compared after normalisation
 # and punctuation removal: "Site-Logo!" -> "site logo"), and furniture nouns after a qualifier.
@@ -90,7 +89,7 @@ class Rules:
 
     @classmethod
     def from_config(cls, fc) -> "Rules":
-        domains = [d for d in fc.blocked_domains]
+        domains = list(fc.blocked_domains)
         if fc.blocked_domains_file:
             domains += _read_lines(fc.blocked_domains_file, "filter.blocked_domains_file")
         urls, texts = load_eval_manifests(fc.eval_manifests)
@@ -123,7 +122,10 @@ def _read_lines(path: str, key: str) -> list[str]:
     with storage.open_file(path, "rb") as f:
         data = f.read()
     if path.endswith(".gz"):
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise UserError(f"{key}: {path} is not a valid gzip file: {exc}") from None
     lines = (line.strip() for line in data.decode("utf-8", errors="replace").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -132,19 +134,19 @@ def _is_url(value: str) -> bool:
     return value[:8].lower().startswith(("http://", "https://"))
 
 
-def _walk(obj, urls: list, texts: list) -> None:
-    """Strings anywhere in a JSON value: URLs by their scheme, everything else a caption."""
+def _walk(obj, urls: list, texts: list, wanted: bool = True) -> None:
+    """Collect the strings of a JSON value: top-level ones and those under `_MANIFEST_KEYS`
+    (e.g. COCO's images[].coco_url, annotations[].caption); URLs by their scheme, the rest
+    captions."""
     if isinstance(obj, str):
-        (urls if _is_url(obj) else texts).append(obj)
+        if wanted:
+            (urls if _is_url(obj) else texts).append(obj)
     elif isinstance(obj, list):
         for item in obj:
-            _walk(item, urls, texts)
-    elif isinstance(obj, dict):  # e.g. COCO: images[].coco_url and annotations[].caption
+            _walk(item, urls, texts, wanted)
+    elif isinstance(obj, dict):
         for key, value in obj.items():
-            if isinstance(value, (str, list, dict)) and key.lower() in _MANIFEST_KEYS:
-                _walk(value, urls, texts)
-            elif isinstance(value, (list, dict)):
-                _walk(value, urls, texts)
+            _walk(value, urls, texts, key.lower() in _MANIFEST_KEYS)
 
 
 _MANIFEST_KEYS = {"url", "urls", "image_url", "coco_url", "flickr_url", "caption", "captions",

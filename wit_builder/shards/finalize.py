@@ -111,6 +111,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
 
     samples = hashing.hash_shards(spark, tars, c.min_side, c.max_aspect_ratio,
                                   cfg.spark.arrow_batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
+    samples.count()  # hash once: later plans read the cache instead of decoding again
     alive = lambda frame: frame.where(F.col("drop_reason").isNull())
 
     df = samples
