@@ -341,8 +341,8 @@ def _add_demo(sub, common):
                       "every stage on a small generated corpus, offline, images served on 127.0.0.1; "
                       "settings from the shipped demo.toml (--config replaces it, --set overrides it)")
     p.add_argument("--out", default="wit-demo", help="output folder (default ./wit-demo)")
-    p.add_argument("--train-steps", type=int, default=300, metavar="N",
-                   help="steps of the `tiny` CLIP training run (default 300)")
+    p.add_argument("--train-steps", type=int, default=150, metavar="N",
+                   help="steps of the `tiny` CLIP training run (default 150, batch 64)")
     p.add_argument("--skip-train", action="store_true", help="stop after the stats report")
     p.set_defaults(func=_cmd_demo)
 

@@ -85,7 +85,7 @@ def demo_config(out: Path, config: str | None = None, overrides: list[str] | Non
     return cfg
 
 
-def run(out: str | Path = "wit-demo", train_steps: int = 300, skip_train: bool = False,
+def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool = False,
         config: str | None = None, overrides: list[str] | None = None, master: str | None = None,
         force: bool = False, spark=None, log=print) -> dict:
     """The whole demo; returns the paths it wrote. `spark`: reuse a session (tests)."""
@@ -126,7 +126,8 @@ def run(out: str | Path = "wit-demo", train_steps: int = 300, skip_train: bool =
 def train_and_eval(out: Path, steps: int, log=print) -> dict:
     """A short `tiny` CLIP run on the final shards, then eval on the held-out pictures."""
     from wit_builder.clip.evaluate import evaluate
-    from wit_builder.clip.train import TrainConfig, train
+    from wit_builder.clip.config import TrainConfig
+    from wit_builder.clip.train import train
 
     shards = storage.list_files(str(out / "finalize"), suffixes=(".tar",))
     run_dir = out / "train"
@@ -164,16 +165,20 @@ def next_steps(paths: dict) -> str:
                   f"{_eval_summary(paths['eval'])}"]
     lines += [
         "",
-        "Next, the same on real data (see README.md):",
-        "  # Common Crawl WAT files (a listing such as wat.paths.gz, files, folders or s3:// prefixes)",
-        "  wit-builder curate --input 'WAT_FILES' --format wat --queries query_lists/QUERY_LIST.json --out OUT",
+        "Next, the same on real data (README.md has the details):",
+        "  # candidates from Common Crawl's WAT files, matched, filtered, balanced to t = 20,000",
+        "  curl -O https://data.commoncrawl.org/crawl-data/CC-MAIN-2024-10/wat.paths.gz",
+        "  wit-builder curate --input wat.paths.gz --set extract.listing_prefix=s3://commoncrawl/ \\",
+        "      --queries query_lists/wit-queries-en.json.gz --out OUT",
         "  wit-builder download --input OUT/balance --out OUT",
         "  wit-builder finalize --input OUT/download --out OUT",
         "  wit-builder stats OUT --html OUT/report.html",
         "  wit-builder train --shards 'OUT/finalize/{00000..NNNNN}.tar' --model small --out runs/x",
-        "  # on a Spark cluster: the same commands with --master spark://HOST:7077, or",
-        "  spark-submit --master spark://HOST:7077 pipelines/build_wit.py --config pipelines/cluster.toml",
-        f"  # the demo's settings, to copy from: {DEMO_CONFIG}",
+        "  # on a Spark cluster: add --master spark://HOST:7077 to the commands above, or run all",
+        "  # stages from one config (set its input and out paths first):",
+        "  spark-submit --master spark://HOST:7077 --packages org.apache.hadoop:hadoop-aws:3.5.0 \\",
+        "      pipelines/build_wit.py --config pipelines/cluster.toml",
+        f"  # the demo's settings, a small example config: {DEMO_CONFIG}",
     ]
     return "\n".join(lines)
 

@@ -40,7 +40,7 @@ def plain_img2dataset(url_list, out, per_shard):
         image_size=SETTINGS["image_size"], resize_mode=SETTINGS["resize_mode"],
         resize_only_if_bigger=SETTINGS["resize_only_if_bigger"],
         encode_quality=SETTINGS["encode_quality"], compute_hash="sha256", extract_exif=False,
-        incremental_mode="overwrite", disallowed_header_directives=["noai", "noimageai"],
+        incremental_mode="incremental", disallowed_header_directives=["noai", "noimageai"],
         timeout=10)
 
 

@@ -105,7 +105,7 @@ def s3_env(moto, monkeypatch):
     _fresh_filesystems()
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("WIT_SPARK_MASTER", "PYSPARK_GATEWAY_PORT")}
     env.setdefault("WIT_DRIVER_MEMORY", "1g")
     return subprocess.run([sys.executable, "-m", "wit_builder.cli", *args], cwd=REPO, env=env,

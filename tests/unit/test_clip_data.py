@@ -113,3 +113,14 @@ def test_eval_readers(tmp_path):
         (tmp_path / "folders" / cls).mkdir(parents=True)
         (tmp_path / "folders" / cls / "1.png").write_bytes(jpeg((0, 0, 0)))
     assert [label for _, label in read_class_folders(tmp_path / "folders")] == ["cat", "dog"]
+
+
+def test_train_tokenizer_command_writes_a_tokenizer_the_trainer_can_load(tmp_path):
+    from wit_builder.cli import main
+
+    write_shards(good_samples(30), tmp_path / "shards")
+    out = tmp_path / "tok" / "tokenizer.json"
+    assert main(["train-tokenizer", "--shards", str(tmp_path / "shards" / "{00000..00000}.tar"),
+                 "--out", str(out), "--vocab-size", "300"]) == 0
+    tok = TextTokenizer.from_file(out, context_length=8)
+    assert tok.vocab_size <= 300 and tok(["a blue square"])[0, 0] == tok.sot

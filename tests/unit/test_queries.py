@@ -99,10 +99,12 @@ def test_merge_does_not_depend_on_input_order():
 
 
 def _small_config(shared_data, tmp_path) -> list[str]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("We flew to Buenos Aires in May. Buenos Aires is big.\n" * 3 + "the cat sat on the mat\n")
     src = shared_data / "query_sources"
     return ["--set", "queries.wordnet=false", "--unigram-min-count", "20000",
-            "--bigram-corpus", str(src / "wiki_vital_titles/summaries_en-us.json.gz"),
-            "--bigram-min-pmi", "6", "--titles", str(src / "wiki_vital_titles/titles_en-us.json")]
+            "--bigram-corpus", str(corpus), "--bigram-min-count", "3", "--bigram-min-pmi", "1",
+            "--titles", str(src / "wiki_vital_titles/titles_en-us.json")]
 
 
 def test_cli_build_is_byte_reproducible_and_readable(shared_data, tmp_path):

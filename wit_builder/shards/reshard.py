@@ -10,6 +10,7 @@ TarWriter, as img2dataset uses), `NNNNN.parquet` (the samples' metadata, one row
 from __future__ import annotations
 
 import json
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 

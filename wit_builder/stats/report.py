@@ -188,8 +188,11 @@ def plot_hist(summaries: dict, title: str, xlabel: str) -> str | None:
 
     def draw(ax):
         for label, s in summaries.items():
-            edges = np.arange(len(s["hist"]) + 1) * s["step"]
-            ax.stairs(s["hist"], edges, label=label, fill=len(summaries) == 1)
+            counts = np.asarray(s["hist"])
+            merge = -(-len(counts) // 60)  # at most ~60 bars, however fine the counts are
+            counts = np.pad(counts, (0, -len(counts) % merge)).reshape(-1, merge).sum(axis=1)
+            edges = np.arange(len(counts) + 1) * s["step"] * merge
+            ax.stairs(counts, edges, label=label, fill=len(summaries) == 1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")
         ax.set_title(title)
