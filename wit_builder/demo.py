@@ -96,7 +96,7 @@ def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool =
     corpus = out / "corpus"
     cfg = demo_config(out, config, overrides)
     log(f"demo: generating the corpus under {corpus}")
-    pages, _ = write_site(corpus)
+    pages = write_site(corpus)
     port_file = corpus / "port"
     port = int(port_file.read_text()) if port_file.exists() else 0
     paths = {"out": str(out), "corpus": str(corpus)}
@@ -139,7 +139,7 @@ def train_and_eval(out: Path, steps: int, log=print) -> dict:
                                 save_every=steps, keep=1, log_every=max(1, steps // 10)))
     held_out = out / "corpus" / "eval"
     results = {"train": summary}
-    for task, labels, templates in (("colour", "labels.tsv", "colour_templates.json"),
+    for task, labels, templates in (("colour", "colour_labels.tsv", "colour_templates.json"),
                                     ("shape", "shape_labels.tsv", "shape_templates.json")):
         results[task] = evaluate(summary["checkpoint"],
                                  retrieval=str(held_out / "captions.tsv") if task == "colour" else None,
@@ -157,7 +157,7 @@ def next_steps(paths: dict) -> str:
         f"demo: done in {paths['seconds']:.0f}s. Outputs under {out}:",
         f"  corpus/              the generated pages, WARC and held-out eval pictures",
         *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in CURATION),
-        f"  report.html          the stats report (open it in a browser)",
+        f"  report.html          the stats report: open {paths['report']} in a browser",
     ]
     if "eval" in paths:
         lines += [f"  train/               the `tiny` CLIP checkpoints (LATEST.pt)",

@@ -20,6 +20,7 @@ import io
 import random
 import re
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -176,17 +177,18 @@ def _noise_images(train: list[Picture], eval_pictures: list[Picture], img: Path)
 
 def _page(n: int, images: list[Img]) -> str:
     tags = "\n".join(
-        f'  <img src="{i.src}" alt="{i.alt}"' + (f' title="{i.title}"' if i.title else "") + ">"
+        f'  <img src="{escape(i.src)}" alt="{escape(i.alt)}"'
+        + (f' title="{escape(i.title)}"' if i.title else "") + ">"
         for i in images)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>Shapes, page {n}</title></head>\n<body>\n<h1>Shapes, page {n}</h1>\n"
             f"{tags}\n</body></html>\n")
 
 
-def write_site(root: Path) -> tuple[list[str], list[Picture]]:
+def write_site(root: Path) -> list[str]:
     """Images under root/site/img, pages under root/site/pages, held-out pictures under root/eval.
 
-    Returns the page paths (relative to the site) and the held-out pictures.
+    Returns the page paths, relative to root/site.
     """
     site, img = root / "site", root / "site" / "img"
     train = pictures("train", TRAIN_PER_CLASS)
@@ -214,20 +216,21 @@ def write_site(root: Path) -> tuple[list[str], list[Picture]]:
         _write(site / name, _page(n // PER_PAGE, tags[n: n + PER_PAGE]))
         pages.append(name)
     _write(site / "style.css", "body { font-family: sans-serif }\n")
-    return pages, held_out
+    return pages
 
 
 def write_eval(folder: Path, held_out: list[Picture]) -> None:
-    """Held-out pictures with `labels.tsv` (colour, shape) and `captions.tsv` (two per picture)."""
-    labels, captions = ["path\tlabel\tshape"], ["path\tcaption"]
+    """Held-out pictures with `colour_labels.tsv`, `shape_labels.tsv` and `captions.tsv` (two each)."""
+    colours, shapes, captions = ["path\tlabel"], ["path\tlabel"], ["path\tcaption"]
     for p in held_out:
-        _write(folder / "images" / f"{p.key}.jpg", jpeg(p.image))
-        labels.append(f"images/{p.key}.jpg\t{p.colour}\t{p.shape}")
-        captions += [f"images/{p.key}.jpg\t{p.caption(v)}" for v in (0, 1)]
-    shapes = ["path\tlabel"] + [f"images/{p.key}.jpg\t{p.shape}" for p in held_out]
-    _write(folder / "labels.tsv", "\n".join(labels) + "\n")
-    _write(folder / "shape_labels.tsv", "\n".join(shapes) + "\n")
-    _write(folder / "captions.tsv", "\n".join(captions) + "\n")
+        path = f"images/{p.key}.jpg"
+        _write(folder / path, jpeg(p.image))
+        colours.append(f"{path}\t{p.colour}")
+        shapes.append(f"{path}\t{p.shape}")
+        captions += [f"{path}\t{p.caption(v)}" for v in (0, 1)]
+    for name, rows in (("colour_labels.tsv", colours), ("shape_labels.tsv", shapes),
+                       ("captions.tsv", captions)):
+        _write(folder / name, "\n".join(rows) + "\n")
 
 
 # --- the crawl: a WARC of the pages, as a crawler would have saved them -----------------------

@@ -49,7 +49,7 @@ def test_curate_real_candidates_until_from_and_resume(spark, shared_data, tmp_pa
     assert first["input_rows"] == 3073
     assert {s["status"] for s in first["stages"]} == {"ran"}
     drops = first["stages"][2]["drops"]
-    assert drops["language"] > 1000 and "filename_text" in drops
+    assert drops["language"] > 1000 and "url_rule" in drops
 
     filtered = read(out, "filter")
     assert GERMAN not in set(filtered["text"]) and FILENAME not in set(filtered["text"])

@@ -16,9 +16,10 @@ Normalised caption (`normalize_text`): NFKC, lower-cased, whitespace collapsed a
 
 Dedup (`dedup_reasons`), over the rows that survived every earlier filter:
 - `duplicate`: the same (url_canonical, normalised text) as a row with a smaller uid;
-- `too_many_texts_per_url`: an image URL with more than `max_texts_per_url` distinct texts keeps
-  the texts whose first row has the smallest uids (uids are hashes, so this is a fair, stable
-  draw) and drops the rest.
+- `too_many_texts_per_url`: an image URL with more than `max_texts_per_url` distinct texts
+  (default 10: an image under more captions is a logo or stock art, not a described picture)
+  keeps the texts whose first row has the smallest uids (uids are hashes, so this is a fair,
+  stable draw) and drops the rest.
 Both come from one window partitioned by url_canonical, so the whole dedup is one shuffle;
 rows already dropped travel along (they must be counted) but never count as a duplicate's
 original or against the cap.
