@@ -140,7 +140,7 @@ def test_cluster_run_equals_local_run(cluster, spark, shared_data, tmp_path):
     command = submit_command(master, str(inputs), str(tmp_path / "cluster"))
     command += [arg for s in settings + ["match.queries=queries.json", "filter.lid_model=lid/lid.176.ftz",
                                          "spark.shuffle_partitions=3"] for arg in ("--set", s)]
-    done = subprocess.run(command, cwd=driver, env=env, capture_output=True, text=True, timeout=480)
+    done = subprocess.run(command, cwd=driver, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     assert list(worker_dir.glob("app-*")), "no application ran on the worker"
 
