@@ -168,10 +168,12 @@ def _noise_images(train: list[Picture], eval_pictures: list[Picture], img: Path)
         Img("/img/banner.jpg", "this is a long green banner with blue squares"),
         Img("/img/lookalike.jpg", f"There is a tiny {lookalike.colour} {lookalike.shape} here"),
     ]
-    for p in train[:: len(train) // 6][:6]:  # re-compressed, smaller copies under other names
-        _write(img / f"copy-{p.key}.jpg", jpeg(p.image.resize((80, 80)), quality=60))
-        rows.append(Img(f"/img/copy-{p.key}.jpg",
-                        f"this is a tiny {p.colour} {p.shape} on a {p.background} background"))
+    for p in train[:: len(train) // 3][:3]:  # two smaller, re-compressed copies of a picture
+        for side, quality in ((80, 60), (72, 50)):
+            name = f"copy{side}-{p.key}.jpg"
+            _write(img / name, jpeg(p.image.resize((side, side)), quality=quality))
+            rows.append(Img(f"/img/{name}",
+                            f"this is a tiny {p.colour} {p.shape} on a {p.background} background"))
     return rows
 
 

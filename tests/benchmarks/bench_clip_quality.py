@@ -10,6 +10,7 @@ CIFAR-10 is expected near chance. Prints one JSON object.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -53,9 +54,10 @@ def main():
                                     workers=1, shuffle_buffer=500, min_crop=0.5, save_every=steps,
                                     log_every=50))
         train_minutes = (time.monotonic() - started) / 60
-        results = evaluate(summary["checkpoint"], retrieval=str(flickr / "val" / "captions.tsv"),
-                           zeroshot=str(SHARED / "images" / "cifar10_test" / "labels.tsv"),
-                           templates=str(SHARED / "eval" / "cifar10_templates.json"), workers=1)
+        with contextlib.redirect_stdout(sys.stderr):  # the eval table; stdout is the JSON alone
+            results = evaluate(summary["checkpoint"], retrieval=str(flickr / "val" / "captions.tsv"),
+                               zeroshot=str(SHARED / "images" / "cifar10_test" / "labels.tsv"),
+                               templates=str(SHARED / "eval" / "cifar10_templates.json"), workers=1)
     ret, zs = results["retrieval"], results["zeroshot"]
     chance = {**{f"i2t_R@{k}": chance_recall(925, 5, k) for k in (1, 5, 10)},
               **{f"t2i_R@{k}": chance_recall(185, 1, k) for k in (1, 5, 10)}, "cifar10_top1": 0.1}

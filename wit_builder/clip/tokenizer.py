@@ -107,9 +107,8 @@ class TextTokenizer:
         if str(path).endswith((".txt", ".txt.gz")):
             return cls(load_clip_bpe(path), context_length)
         try:
-            return cls.from_json(Path(path).read_text(), context_length)
-        except (OSError, ValueError, Exception) as e:  # tokenizers raises a bare Exception on bad JSON
-            if isinstance(e, UserError):
-                raise
+            bpe = Tokenizer.from_str(Path(path).read_text())
+        except Exception as e:  # OSError, or the bare Exception `tokenizers` raises on bad JSON
             raise UserError(f"cannot load tokenizer {path}: {e} (give a tokenizer.json written by "
                             "`wit-builder train-tokenizer` or CLIP's bpe_simple_vocab_16e6.txt.gz)") from None
+        return cls(bpe, context_length)

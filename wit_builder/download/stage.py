@@ -112,6 +112,9 @@ def _prepare(spark, cfg, inputs, out_dir) -> dict:
     # One row per uid (same uid = same url and text: one sample), with a deterministic
     # representative; rows without a URL gather under uid null.
     rows = rows.mapInArrow(_with_uids, rows.schema)
+    # Partition by uid ourselves: a cached aggregate keeps its shuffle's partition count (AQE
+    # does not coalesce cached plans), which would be spark.sql.shuffle.partitions (200).
+    rows = rows.repartition(rows.rdd.getNumPartitions(), "uid")
     others = [c for c in rows.columns if c != "uid"]
     groups = (rows.groupBy("uid").agg(F.count(F.lit(1)).alias("n"),
                                       F.min(F.struct(*others)).alias("r"))
@@ -310,14 +313,10 @@ def _retry_failed(spark, out_dir: str, section) -> None:
               .select("uid", *[f"last.{c}" for c in ("url", "text", "entry_ids", "entries",
                                                     "page_url", "source")]))
     retry_dir = storage.join(out_dir, INPUT_DIR, f"retry-{engine.shard_name(start)}")
-    failed = failed.persist()
-    try:
-        n = failed.count()
-        if not n:
-            return
-        _write_input(failed, n, section.samples_per_shard, retry_dir)
-    finally:
-        failed.unpersist()
+    n = failed.count()
+    if not n:
+        return
+    _write_input(failed, n, section.samples_per_shard, retry_dir)
     print(f"download: retrying {n:,} failed URLs into shards from {engine.shard_name(start)}")
     engine.download(retry_dir, out_dir, section, done_shards=set(), start_shard_id=start)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
@@ -80,7 +82,7 @@ def _entry_counts(df: DataFrame) -> dict[int, int]:
     return {r["entry_id"]: r["count"] for r in rows}
 
 
-def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, DataFrame | None]:
+def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, pa.Table | None]:
     """Mark balanced_out rows with the balance stage's coin, counts taken on what was fetched
     and survived the steps before; also return (entry_id, count_before, count_after), or None
     when no sample carries entry ids (a plain candidate list, never matched)."""
@@ -97,9 +99,10 @@ def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, DataFrame | N
         df = _drop(df, verdict.where(~F.col("keep")).select("rid", F.lit("balanced_out").alias("reason")))
         shipped.destroy()  # _drop is eager: the coins are all drawn
     after = _entry_counts(df)
-    table = df.sparkSession.createDataFrame(
-        [(e, n, after.get(e, 0)) for e, n in sorted(before.items())],
-        "entry_id int, count_before long, count_after long")
+    ids = sorted(before)
+    table = pa.table({"entry_id": pa.array(ids, pa.int32()),
+                      "count_before": pa.array([before[e] for e in ids], pa.int64()),
+                      "count_after": pa.array([after.get(e, 0) for e in ids], pa.int64())})
     return df, table
 
 
@@ -126,8 +129,12 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     df = _drop(df, _duplicates(clustered))
 
     df, entry_counts = _balance(df, c.t, c.seed)
-    if entry_counts is not None:
-        entry_counts.coalesce(1).write.parquet(storage.spark_path(storage.join(out_dir, "entry_counts")))
+    if entry_counts is not None:  # already on the driver: written through fsspec, no s3a needed
+        folder = storage.join(out_dir, "entry_counts")
+        fs, path = storage.filesystem(folder)
+        fs.makedirs(path, exist_ok=True)
+        with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
+            pq.write_table(entry_counts, f)
 
     drops = {r["drop_reason"]: r["n"] for r in df.groupBy("drop_reason").agg(F.count("*").alias("n")).collect()}
     kept = drops.pop(None, 0)

@@ -63,7 +63,9 @@ def _stage_dirs(root: str) -> list[str]:
     found = []
     for entry in fs.ls(p, detail=True):
         name = posixpath.basename(entry["name"].rstrip("/"))
-        files = _listing(storage.join(root, name)) if entry.get("type") == "directory" else {}
+        if entry.get("type") != "directory" or name.startswith((".", "_")):  # skip temporaries
+            continue
+        files = _listing(storage.join(root, name))
         if stages.MANIFEST in files or any(n.endswith(".tar") for n in files):
             found.append(name)
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
