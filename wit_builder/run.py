@@ -40,7 +40,7 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
     for stage in todo[len(CHAIN):]:
         if stage == "stats":
             write_stats(run.out, cfg, log)
-            break
+            continue
         runs.append(stages.execute(stage, spark, cfg, inputs, run.out, force=force, log=log))
         inputs = [runs[-1].path]
     return runs

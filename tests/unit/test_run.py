@@ -25,3 +25,16 @@ def test_run_flags_and_config_file_meet_in_the_run_section(tmp_path):
     cfg = load_config(REPO / "pipelines" / "local.toml", ["run.input=a,s3://b/c", "run.until=balance"])
     assert cfg.run.input == ["a", "s3://b/c"] and cfg.run.until == "balance"
     assert cfg.run.out == "out/local"
+
+
+def test_stats_step_writes_json_and_html_for_every_stage(shared_data, tmp_path):
+    import json
+
+    from shard_maker import make_out_root
+    from wit_builder.run import write_stats
+
+    make_out_root(shared_data / "images", tmp_path)
+    write_stats(str(tmp_path), load_config(), log=lambda _: None)
+    stats = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    assert {"filter", "balance", "download"} <= set(stats["stages"])
+    assert (tmp_path / "stats" / "report.html").read_text().lstrip().lower().startswith("<!doctype html")

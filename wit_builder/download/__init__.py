@@ -1,1 +1,1 @@
-"""Safe image download into img2dataset WebDataset shards (stage.py, engine.py, fetch.py, safety.py)."""
+"""Safe image download into img2dataset WebDataset shards (stage, engine, fetch, safety)."""

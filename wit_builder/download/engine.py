@@ -44,7 +44,7 @@ ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 def _swap_point():
     """img2dataset.downloader's fetch function, checked to be what the shard loop calls."""
     uses = i2d_downloader.download_image_with_retry.__code__.co_names
-    if not callable(getattr(i2d_downloader, "download_image", None)) or "download_image" not in uses:
+    if "download_image" not in uses or not callable(getattr(i2d_downloader, "download_image", None)):
         raise RuntimeError("this img2dataset no longer fetches through "
                            "img2dataset.downloader.download_image: the network-safety fetcher "
                            "cannot be installed (pin img2dataset 1.47)")

@@ -136,7 +136,8 @@ def _prepare(spark, cfg, inputs, out_dir) -> dict:
         groups.unpersist()
     missing = counts["missing"] or 0
     prepared = {"key": key, "rows_in": rows_in, "rows": n,
-                "shards": _shard_count(storage.join(out_dir, INPUT_DIR), cfg.download.samples_per_shard),
+                "shards": _shard_count(storage.join(out_dir, INPUT_DIR),
+                                       cfg.download.samples_per_shard),
                 "drops": {k: v for k, v in {"missing_url": missing,
                                             "duplicate_pair": rows_in - missing - n}.items() if v}}
     storage.write_json_atomic(marker, prepared)
@@ -196,7 +197,8 @@ def _normalised(df, cfg, path):
         F.coalesce(pick(cfg.extract.text_column, "text", "caption", default=none).cast("string"),
                    F.lit("")).alias("text"),
         F.coalesce(pick("entry_ids", default=no_ids).cast("array<int>"), no_ids).alias("entry_ids"),
-        pick(cfg.extract.page_url_column, "page_url", default=none).cast("string").alias("page_url"),
+        pick(cfg.extract.page_url_column, "page_url", default=none).cast("string")
+        .alias("page_url"),
         pick("source", default=F.col("_metadata.file_path")).cast("string").alias("source"))
 
 
@@ -273,7 +275,8 @@ def _shard_count(input_dir: str, per_shard: int) -> int:
 
 def _finished(out_dir: str) -> set[int]:
     fs, p = storage.filesystem(out_dir)
-    return {int(f.rsplit("/", 1)[-1].split("_")[0]) for f in fs.glob(p.rstrip("/") + "/*_stats.json")}
+    stats = fs.glob(p.rstrip("/") + "/*_stats.json")
+    return {int(f.rsplit("/", 1)[-1].split("_")[0]) for f in stats}
 
 
 def _remove_unfinished(out_dir: str) -> None:
