@@ -185,7 +185,7 @@ def next_steps(paths: dict) -> str:
 
 def _summary(stage_dir: str) -> str:
     m = storage.read_json(storage.join(stage_dir, stages.MANIFEST))
-    drops = ", ".join(f"{k} {v}" for k, v in list(m["drops"].items())[:4])
+    drops = ", ".join(f"{k} {v}" for k, v in m["drops"].items())
     return f"{m['rows_in']} in -> {m['rows_out']} out" + (f" (dropped: {drops})" if drops else "")
 
 

@@ -25,9 +25,9 @@ ACCEPTED_CASES = ["noai_other_bot", "redirect_ok", "duplicate_a", "duplicate_b",
                   "variant_small", "variant_lowq"]
 
 
-def _flaky(n):
-    """503 on the first request, the photo afterwards: what --retry-failed is for."""
-    if n == 1:
+def _flaky(_n):
+    """503 until the test sets `_flaky.up` (before --retry-failed), then the photo."""
+    if not _flaky.up:
         return 503, {}, b"busy"
     return 200, {"Content-Type": "image/jpeg"}, _flaky.photo
 
@@ -35,6 +35,7 @@ def _flaky(n):
 @pytest.fixture(scope="module")
 def candidates(image_server, shared_data, tmp_path_factory):
     _flaky.photo = (shared_data / "images/coco_mini/skimage_rocket.jpg").read_bytes()
+    _flaky.up = False
     flaky = image_server.route("/special/flaky.jpg", handler=_flaky)
     urls = image_server.photo_urls[:GOOD_PHOTOS]
     urls += [image_server.catalog[c] for c in sorted(image_server.catalog)]
@@ -155,6 +156,7 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
                if not p.startswith("/special/to-"))
 
     hits = dict(image_server.requests)
+    _flaky.up = True
     retry = load_config(None, SETTINGS + ["download.retry_failed=true"])
     retried = stages.execute("download", spark, retry, [str(candidates)], out).manifest
     assert retried["rows_out"] == manifest["rows_out"] + 1  # the flaky URL
