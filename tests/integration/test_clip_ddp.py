@@ -44,8 +44,8 @@ def _rank(rank: int, world: int, tmp: str):
 
 def test_two_ranks_give_the_global_batch_loss_and_gradients(tmp_path):
     world = 2
-    mp.start_processes(_rank, args=(world, str(tmp_path)), nprocs=world,
-                       start_method="fork")  # fork: the children need not import torch again
+    # spawn, not fork: a child forked from a process whose torch threads already ran can hang
+    mp.start_processes(_rank, args=(world, str(tmp_path)), nprocs=world, start_method="spawn")
     results = {r: torch.load(tmp_path / f"{r}.pt") for r in range(world)}
     loss, img_grad, txt_grad, scale_grad = _global_loss_and_grads()
     assert abs(sum(r[0] for r in results.values()) / world - loss) < 1e-5
