@@ -43,11 +43,15 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         # stages.py writes the one _SUCCESS that readers trust, after the manifest
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
         .config("spark.sql.parquet.compression.codec", "zstd")
+        # let adaptive execution shrink shuffles of cached frames too (stages cache to count drops)
+        .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "true")
     )
     if master:
         builder = builder.master(master)
     if master.startswith("local") and not submitted:
         builder = builder.config("spark.driver.memory", os.environ.get("WIT_DRIVER_MEMORY", "4g"))
+        # Spark's 200 shuffle partitions are sized for clusters; on one machine 2 x cores
+        builder = builder.config("spark.sql.shuffle.partitions", str(2 * _local_cores(master)))
     endpoint = s3_endpoint_url or os.environ.get("WIT_S3_ENDPOINT_URL", "")
     if endpoint:
         # s3a for Spark's own I/O; the variable for fsspec here and in the executors' tasks
@@ -60,6 +64,11 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(QUIET_LOG_LEVEL)
     return spark
+
+
+def _local_cores(master: str) -> int:
+    inside = master[len("local["):-1] if master.startswith("local[") else "1"
+    return (os.cpu_count() or 1) if inside in ("*", "") else int(inside.split(",")[0])
 
 
 def spark_from_config(cfg, master_override: str | None = None):
