@@ -168,14 +168,12 @@ def main():
     if args.quick:
         args.texts, args.spark_candidates = 100_000, 200_000
     import ahocorasick
-    import ahocorasick_rs
     import numpy
 
     result = {"benchmark": "matching", "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
                                                    "load_avg_at_start": os.getloadavg()[0]},
               "versions": {"python": platform.python_version(), "pyarrow": pa.__version__,
-                           "numpy": numpy.__version__, "ahocorasick_rs": ahocorasick_rs.__version__
-                           if hasattr(ahocorasick_rs, "__version__") else "?",
+                           "numpy": numpy.__version__,
                            "pyahocorasick": getattr(ahocorasick, "__version__", "?")},
               "matching": bench_matching(args.texts, args.entries)}
     if not args.no_spark:
