@@ -14,16 +14,6 @@ from wit_builder.config import load_config
 from wit_builder.errors import UserError
 
 
-class NotBuiltYet(UserError):
-    pass
-
-
-def _not_built(name: str):
-    def handler(args, cfg):
-        raise NotBuiltYet(f"`{name}` is not built yet (see the open issues)")
-    return handler
-
-
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common options")
