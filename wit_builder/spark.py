@@ -30,6 +30,7 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     master = master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
     if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (
