@@ -22,17 +22,15 @@ import functools
 import os
 from contextlib import contextmanager
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import fsspec
+import img2dataset.downloader as i2d_downloader
+import pyarrow as pa
+from img2dataset.distributor import pyspark_distributor
+from img2dataset.reader import Reader
+from img2dataset.resizer import Resizer
+from img2dataset.writer import WebDatasetSampleWriter
 
-import fsspec  # noqa: E402
-import img2dataset.downloader as i2d_downloader  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from img2dataset.distributor import pyspark_distributor  # noqa: E402
-from img2dataset.reader import Reader  # noqa: E402
-from img2dataset.resizer import Resizer  # noqa: E402
-from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
-
-from wit_builder.download import fetch  # noqa: E402
+from wit_builder.download import fetch
 
 # Columns of the prepared input that img2dataset copies into every sample's json (besides
 # url and the caption, which it handles itself).
