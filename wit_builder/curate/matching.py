@@ -20,6 +20,7 @@ column. The matcher is built once per executor process and kept in a module cach
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,8 @@ from wit_builder.queries.listfile import fingerprint, load_queries
 
 WRAPPED = (",", ".", ";", ":", "?", "!", "`")
 SPACED = ("\t", "\n", "\r")
+_WRAPPED_RE = "([" + re.escape("".join(WRAPPED)) + "])"
+_SPACED_RE = "[" + "".join(SPACED) + "]"
 ENTRY_IDS = "entry_ids"
 NO_MATCH = "no_match"
 
@@ -45,14 +48,11 @@ def normalize(texts: pa.Array, mode: str) -> pa.Array:
 
 
 def space(texts: pa.Array) -> pa.Array:
-    """MetaCLIP's `spacing()` on a whole string array."""
+    """MetaCLIP's `spacing()` on a whole string array (two regex passes beat ten literal ones)."""
     blank = pa.scalar(" ", texts.type)
     texts = pc.binary_join_element_wise(blank, texts.fill_null(""), blank, pa.scalar("", texts.type))
-    for char in WRAPPED:
-        texts = pc.replace_substring(texts, char, f" {char} ")
-    for char in SPACED:
-        texts = pc.replace_substring(texts, char, " ")
-    return texts
+    texts = pc.replace_substring_regex(texts, _WRAPPED_RE, r" \1 ")
+    return pc.replace_substring_regex(texts, _SPACED_RE, " ")
 
 
 _P = 0x100000001B3  # odd, so invertible modulo 2**64
