@@ -49,11 +49,12 @@ def _add_extract(sub, common):
     _flag(p, "--url-column", key="extract.url_column", help="tabular: the image URL column")
     _flag(p, "--text-column", key="extract.text_column", help="tabular: the caption column")
     p.add_argument("--out", required=True, help="output root; writes OUT/extract")
-    p.set_defaults(func=_cmd_extract)
+    p.set_defaults(func=_cmd_stage)
 
 
-def _cmd_extract(args, cfg):
-    _run_stages(args, cfg, ["extract"], args.input)
+def _cmd_stage(args, cfg):
+    """One stage whose name is the subcommand's (extract, match, filter, balance)."""
+    _run_stages(args, cfg, [args.command], args.input)
 
 
 # --- queries ------------------------------------------------------------------------------
@@ -98,11 +99,7 @@ def _add_match(sub, common):
     _flag(p, "--queries", key="match.queries", help="query list (our JSON or MetaCLIP metadata.json)")
     _flag(p, "--normalize", key="match.normalize", help="metaclip (default)|casefold|nfkc|nfkc_casefold")
     p.add_argument("--out", required=True, help="output root; writes OUT/match")
-    p.set_defaults(func=_cmd_match)
-
-
-def _cmd_match(args, cfg):
-    _run_stages(args, cfg, ["match"], args.input)
+    p.set_defaults(func=_cmd_stage)
 
 
 def _add_filter(sub, common):
@@ -114,11 +111,7 @@ def _add_filter(sub, common):
     _flag(p, "--eval-manifests", key="filter.eval_manifests",
           help="comma-separated files of URLs and/or captions to keep out (decontamination)")
     p.add_argument("--out", required=True, help="output root; writes OUT/filter")
-    p.set_defaults(func=_cmd_filter)
-
-
-def _cmd_filter(args, cfg):
-    _run_stages(args, cfg, ["filter"], args.input)
+    p.set_defaults(func=_cmd_stage)
 
 
 def _add_balance(sub, common):
@@ -127,11 +120,7 @@ def _add_balance(sub, common):
     _flag(p, "--t", key="balance.t", help="pairs per entry (default 20000)")
     _flag(p, "--seed", key="balance.seed", help="coin seed (default 0)")
     p.add_argument("--out", required=True, help="output root; writes OUT/balance")
-    p.set_defaults(func=_cmd_balance)
-
-
-def _cmd_balance(args, cfg):
-    _run_stages(args, cfg, ["balance"], args.input)
+    p.set_defaults(func=_cmd_stage)
 
 
 def _add_curate(sub, common):

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from multiprocessing import Pool
@@ -32,10 +33,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from wit_builder.clip.config import TrainConfig
-from wit_builder.clip.data import expand_shards, make_loader
-from wit_builder.clip.model import load_config
-from wit_builder.clip.tokenizer import TextTokenizer
 from wit_builder.clip.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_clip_train import loader_samples_per_s  # noqa: E402
 
 WORDS = ("dog cat man woman child red blue green black white running jumping sitting on the in a "
          "grass water snow beach street park ball bike car tree mountain shirt hat playing").split()
@@ -72,19 +73,6 @@ def make_shards(folder: Path, shards: int, per_shard: int) -> str:
     return str(folder / f"{{00000..{shards - 1:05d}}}.tar")
 
 
-def loader_samples_per_s(shards, tokenizer_json, batch_size, workers, batches) -> float:
-    cfg = load_config("ViT-B-32")
-    tokenizer = TextTokenizer.from_json(tokenizer_json, cfg.context_length)
-    it = iter(make_loader(expand_shards(shards), tokenizer, cfg.image_size, batch_size, workers,
-                          shuffle_buffer=1000, seed="bench", pin_memory=True))
-    for _ in range(workers):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batches * batch_size / (time.perf_counter() - start)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=80)
@@ -108,8 +96,9 @@ def main():
         records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][2:]  # warm-up
         train_sps = sum(r["samples_per_s"] for r in records) / len(records)
         data_wait = sum(r["data_wait"] for r in records) / len(records)
-        loader_sps = loader_samples_per_s(shards, (out / "tokenizer.json").read_text(), args.batch_size,
-                                          args.workers, batches=30)
+        loader_sps = loader_samples_per_s(shards, (out / "tokenizer.json").read_text(), batches=30,
+                                          batch_size=args.batch_size, workers=args.workers,
+                                          model="ViT-B-32", pin_memory=True)
     result = {
         "benchmark": "clip_train_gpu", "model": "ViT-B-32", "batch_size": args.batch_size,
         "precision": "bf16", "compile": args.compile, "steps": args.steps, "loader_workers": args.workers,

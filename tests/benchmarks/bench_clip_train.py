@@ -32,12 +32,15 @@ from wit_builder.clip.train import train  # noqa: E402
 SHARED = Path(os.environ.get("WIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def loader_samples_per_s(shards: str, tokenizer_json: str, batches: int, batch_size: int, workers: int) -> float:
-    cfg = load_config("tiny")
+def loader_samples_per_s(shards: str, tokenizer_json: str, batches: int, batch_size: int, workers: int,
+                         model: str = "tiny", pin_memory: bool = False) -> float:
+    """The data loader alone (the baseline that says whether training waits for data)."""
+    cfg = load_config(model)
     tokenizer = TextTokenizer.from_json(tokenizer_json, cfg.context_length)
-    it = iter(make_loader(expand_shards(shards), tokenizer, cfg.image_size, batch_size, workers,
-                          shuffle_buffer=1000, seed="bench"))
-    for _ in range(3):  # workers started, buffers filled
+    loader = make_loader(expand_shards(shards), tokenizer, cfg.image_size, batch_size, workers,
+                         shuffle_buffer=1000, seed="bench", pin_memory=pin_memory)
+    it = iter(loader)
+    for _ in range(max(3, workers)):  # workers started, buffers filled
         next(it)
     start = time.perf_counter()
     for _ in range(batches):
