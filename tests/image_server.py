@@ -4,6 +4,7 @@
     server.route("/gone", status=410)                          # fixed answer
     server.route("/to-metadata", status=302, headers={"Location": "http://169.254.169.254/"})
     server.route("/flaky", handler=lambda n: (503, {}, b"") if n == 1 else (200, {...}, data))
+    server.route("/slow", raw=lambda wfile: ...)               # write the raw response yourself
     server.start(); server.url("/flickr/x.jpg"); server.hits("/flickr/x.jpg"); server.stop()
 
 Files under a mounted folder are served with their content type; anything else is a 404. A
@@ -35,15 +36,19 @@ class ImageServer:
     def __init__(self, mounts: dict[str, Path] | None = None):
         self.mounts = {prefix: Path(folder) for prefix, folder in (mounts or {}).items()}
         self.routes: dict = {}
+        self.raw_routes: set = set()
         self.requests: Counter = Counter()
         self.user_agents: set = set()
         self._lock = threading.Lock()
         self._server = None
 
     def route(self, path: str, status: int = 200, headers: dict | None = None, body: bytes = b"",
-              handler=None) -> str:
-        """Answer `path` with a fixed response or `handler(n)`; returns the route's URL."""
-        self.routes[path] = handler or (lambda _n: (status, headers or {}, body))
+              handler=None, raw=None) -> str:
+        """Answer `path` with a fixed response, `handler(n)` or `raw(wfile)` (status line,
+        headers and body written by the route, e.g. one byte at a time); returns its URL."""
+        self.routes[path] = raw or handler or (lambda _n: (status, headers or {}, body))
+        if raw:
+            self.raw_routes.add(path)
         return self.url(path)
 
     def url(self, path: str) -> str:
@@ -66,6 +71,13 @@ class ImageServer:
                     server.requests[path] += 1
                     n = server.requests[path]
                     server.user_agents.add(self.headers.get("User-Agent", ""))
+                if path in server.raw_routes:
+                    try:
+                        server.routes[path](self.wfile)
+                    except OSError:  # the client gave up (its deadline): expected
+                        pass
+                    self.close_connection = True
+                    return
                 status, headers, body = server._answer(path, n)
                 self.send_response(status)
                 for name, value in headers.items():

@@ -169,6 +169,30 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
     assert len(_samples(folder)) == retried["rows_out"]
 
 
+@pytest.mark.timeout(180)  # the defect this guards against was a hang
+def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_path):
+    """The review's repro: [photo, one byte every 2 s, photo] finishes within the deadline."""
+    import time
+
+    def trickle(wfile):
+        wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(100000):
+            wfile.write(b"x")
+            wfile.flush()
+            time.sleep(2)
+    urls = [image_server.photo_urls[0], image_server.route("/trickle", raw=trickle),
+            image_server.photo_urls[1]]
+    pq.write_table(pa.table({"url": urls, "text": ["one", "two", "three"]}),
+                   tmp_path / "c.parquet")
+    started = time.monotonic()
+    code = main(["download", "--input", str(tmp_path / "c.parquet"), "--out", str(tmp_path),
+                 "--set", "download.allow_networks=127.0.0.0/8", "--set", "download.timeout=5",
+                 "--set", "download.total_timeout=10", "--set", "download.retries=2"])
+    assert code == 0 and time.monotonic() - started < 60
+    manifest = json.loads((tmp_path / "download" / "manifest.json").read_text())
+    assert (manifest["rows_out"], manifest["drops"]) == (2, {"timeout": 1})
+
+
 def test_cli_refuses_a_bad_allow_list(spark, candidates, tmp_path, capsys):
     code = main(["download", "--input", str(candidates), "--out", str(tmp_path),
                  "--allow-networks", "10.0.0.0/33"])

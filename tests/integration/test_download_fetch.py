@@ -117,5 +117,114 @@ def test_total_timeout(image_server, connections):
     image_server.route("/special/slow.jpg", handler=slow)
     started = time.monotonic()
     error = _get(image_server.url("/special/slow.jpg"), _policy(timeout=5.0, total_timeout=0.5))[1]
-    assert error == "timeout: socket"
+    assert error.startswith("timeout: ")
     assert time.monotonic() - started < 1.5
+
+
+# --- the deadline holds whatever the server does (hardening defects 1 and 4) ---------------
+
+MARGIN = 1.0  # seconds a fetch may run past total_timeout
+
+
+def _trickle_body(wfile, every=0.2):
+    wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n")
+    wfile.flush()
+    for _ in range(100000):
+        wfile.write(b"x")
+        wfile.flush()
+        time.sleep(every)
+
+
+def _trickle_headers(wfile, every=0.2):
+    wfile.write(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(100000):
+        wfile.write(b"X-Slow: a\r\n")
+        wfile.flush()
+        time.sleep(every)
+
+
+@pytest.fixture
+def silent_listener():
+    """A loopback port that accepts connections and never says anything (a stuck TLS peer)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+def unresponsive_port():
+    """A loopback port whose full accept queue drops SYNs: a connect there hangs, as to a
+    firewalled address, until its timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    filler = []
+    for _ in range(4):  # fill the queue; further connects get no answer
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(server.getsockname())
+        filler.append(s)
+    time.sleep(0.1)
+    yield server.getsockname()[1]
+    for s in filler:
+        s.close()
+    server.close()
+
+
+def _timed(url, **policy):
+    started = time.monotonic()
+    _data, error = _get(url, _policy(**policy))
+    return error, time.monotonic() - started
+
+
+@pytest.mark.parametrize("route, trickle", [("/special/trickle-body.jpg", _trickle_body),
+                                            ("/special/trickle-headers.jpg", _trickle_headers)])
+def test_a_trickling_server_cannot_outlast_total_timeout(image_server, connections, route,
+                                                         trickle):
+    error, took = _timed(image_server.route(route, raw=trickle), timeout=5.0, total_timeout=1.5)
+    assert error == "timeout: total"
+    assert took < 1.5 + MARGIN
+
+
+def test_retries_share_one_deadline(image_server, connections):
+    url = image_server.route("/special/trickle-retry.jpg", raw=_trickle_body)
+    before = image_server.hits("/special/trickle-retry.jpg")
+    error, took = _timed(url, timeout=0.5, total_timeout=2.0, retries=5)
+    assert error.startswith("timeout: ") and took < 2.0 + MARGIN
+    assert image_server.hits("/special/trickle-retry.jpg") - before == 1  # one slow attempt
+
+
+def test_a_transient_failure_is_retried_within_the_deadline(image_server, connections):
+    photo = image_server.near_dup_photo.read_bytes()
+    url = image_server.route("/special/busy-once.jpg", handler=lambda n: (
+        (503, {}, b"busy") if n == 1 else (200, {"Content-Type": "image/jpeg"}, photo)))
+    assert _get(url, _policy(retries=1)) == (photo, None)
+    assert _get(image_server.catalog["missing"], _policy(retries=3))[1] == "http_404: Not Found"
+
+
+def test_a_silent_peer_in_the_tls_handshake(silent_listener, connections):
+    error, took = _timed(f"https://127.0.0.1:{silent_listener}/a.jpg", timeout=5.0,
+                         total_timeout=1.0)
+    assert error == "timeout: total" and took < 1.0 + MARGIN
+
+
+def test_connect_timeouts_count_against_the_deadline(unresponsive_port, connections,
+                                                     monkeypatch):
+    from wit_builder.download import fetch
+
+    six = [(socket.AF_INET, ("127.0.0.1", unresponsive_port))] * 6
+    monkeypatch.setattr(fetch, "resolve_checked", lambda *args: six)
+    error, took = _timed(f"http://unresponsive.test:{unresponsive_port}/a.jpg", timeout=2.0,
+                         total_timeout=3.0)
+    assert error.startswith("timeout: ") and took < 3.0 + MARGIN  # not 6 x 2 s
+    assert 1 <= len(connections) <= 2
+
+
+def test_a_slow_resolver_counts_against_the_deadline(connections, monkeypatch):
+    def slow_lookup(*args, **kwargs):
+        time.sleep(4)
+        raise socket.gaierror("too late")
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    error, took = _timed("http://slow-dns.test/a.jpg", timeout=5.0, total_timeout=1.0)
+    assert error == "timeout: dns" and took < 1.0 + MARGIN
+    assert connections == []

@@ -11,7 +11,8 @@ included). Two small subclasses carry our changes:
   (fetch.download_image) and restore it afterwards. A Python worker runs one task at a time, so
   nothing else sees the swap; a plain img2dataset job in the same application is unaffected.
   If a future img2dataset stops calling that name, `_swap_point` fails loudly rather than
-  letting downloads through urllib unchecked.
+  letting downloads through urllib unchecked. img2dataset's own retry loop is off (retries=0):
+  our fetcher retries transient failures itself, within the URL's one `total_timeout`.
 - SampleWriter: img2dataset's webdataset writer with the caption stored under our column name
   `text` in KEY.json and the shard Parquet (KEY.txt is the same text).
 """
@@ -114,7 +115,7 @@ def download(input_dir: str, out_dir: str, section, done_shards: set, start_shar
         column_list=reader.column_list, timeout=section.timeout,
         number_sample_per_shard=section.samples_per_shard, oom_shard_count=SHARD_DIGITS,
         compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
-        retries=section.retries, user_agent_token=policy.robots_token,
+        retries=0, user_agent_token=policy.robots_token,
         disallowed_header_directives=ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
     fs, tmp_path = fsspec.core.url_to_fs(tmp)
     fs.makedirs(tmp_path, exist_ok=True)

@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
+from wit_builder.download.deadline import WATCHDOG, Deadline
 from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -34,19 +35,21 @@ class Policy:
     """What one fetch may do; built once from `[download]` and shipped to the executors."""
 
     timeout: float  # each connect and each read
-    total_timeout: float  # all hops and the whole body together
+    total_timeout: float  # one URL: DNS, every hop, the whole body and every retry together
     max_bytes: int
     max_pixels: int
     max_redirects: int
     allowed: tuple  # ip_network objects exempt from the public-address rule
     user_agent: str
+    retries: int = 0  # further attempts after a transient failure, within total_timeout
 
     @classmethod
     def from_config(cls, section) -> "Policy":
         return cls(timeout=section.timeout, total_timeout=section.total_timeout,
                    max_bytes=section.max_bytes, max_pixels=section.max_pixels,
                    max_redirects=section.max_redirects,
-                   allowed=parse_networks(section.allow_networks), user_agent=section.user_agent)
+                   allowed=parse_networks(section.allow_networks), user_agent=section.user_agent,
+                   retries=section.retries)
 
     @property
     def robots_token(self) -> str:
@@ -54,17 +57,36 @@ class Policy:
         return self.user_agent.split("/", 1)[0].strip().lower()
 
 
-def fetch(url: str, policy: Policy, opted_out=lambda headers: False) -> bytes:
+def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
+          deadline: Deadline | None = None) -> bytes:
     """The body of `url` after at most `max_redirects` checked redirects, or an exception.
 
     Raises Refused for our rules and HTTP outcomes, OSError/HTTPException for network failures.
-    `opted_out(headers)` says whether the final response forbids use (X-Robots-Tag).
+    `opted_out(headers)` says whether the final response forbids use (X-Robots-Tag). Everything
+    (DNS, connects, TLS, headers, body) ends by `deadline` (default: `total_timeout` from now).
     """
-    deadline = time.monotonic() + policy.total_timeout
+    deadline = deadline or Deadline(policy.total_timeout)
+    WATCHDOG.watch(deadline)
+    try:
+        body = _fetch_hops(url, policy, opted_out, deadline)
+    except Refused:
+        raise
+    except Exception:
+        if deadline.expired:  # the watchdog cut the socket: whatever broke, it was the deadline
+            raise Refused("timeout", "total") from None
+        raise
+    finally:
+        deadline.release()
+    if deadline.expired:  # a body cut short looks like a whole one without Content-Length
+        raise Refused("timeout", "total")
+    return body
+
+
+def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
     for _ in range(policy.max_redirects + 1):
         scheme, host, port = split_url(url)
-        targets = resolve_checked(host, port, policy.allowed)
-        conn = _connection(scheme, host, port, targets, _remaining(policy, deadline))
+        targets = resolve_checked(host, port, policy.allowed, _remaining(policy, deadline))
+        conn = _connection(scheme, host, port, targets, policy, deadline)
         try:
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -88,19 +110,21 @@ def fetch(url: str, policy: Policy, opted_out=lambda headers: False) -> bytes:
     raise Refused("too_many_redirects", f"more than {policy.max_redirects}")
 
 
-def _remaining(policy: Policy, deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
+def _remaining(policy: Policy, deadline: Deadline) -> float:
+    left = deadline.left()
+    if left <= 0 or deadline.expired:
         raise Refused("timeout", "total")
     return min(policy.timeout, left)
 
 
-def _connection(scheme, host, port, targets, timeout):
+def _connection(scheme, host, port, targets, policy, deadline):
     """An HTTP(S) connection for `host` whose socket goes to one of the checked `targets`.
 
     http.client connects through `self._create_connection((host, port), ...)`; pointing that at
     the checked addresses keeps the Host header, SNI and certificate check on the host name.
+    Each address gets what is left of the deadline (capped at `timeout`), not a fresh timeout.
     """
+    timeout = _remaining(policy, deadline)
     if scheme == "https":
         conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_TLS)
     else:
@@ -110,16 +134,20 @@ def _connection(scheme, host, port, targets, timeout):
         error = None
         for _family, sockaddr in targets:
             try:
-                return socket.create_connection(sockaddr[:2], timeout, source_address)
+                sock = socket.create_connection(sockaddr[:2], _remaining(policy, deadline),
+                                                source_address)
             except OSError as exc:
                 error = exc
+                continue
+            deadline.guard(sock)
+            return sock
         raise error
 
     conn._create_connection = connect_checked
     return conn
 
 
-def _read_body(response, conn, policy: Policy, deadline: float) -> bytes:
+def _read_body(response, conn, policy: Policy, deadline: Deadline) -> bytes:
     length = response.getheader("Content-Length")
     if length and length.strip().isdigit() and int(length) > policy.max_bytes:
         raise Refused("too_large", "Content-Length")
@@ -168,6 +196,7 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives,
 
     Errors read "reason: detail" with a snake_case reason (what the manifest counts) and a
     short, low-cardinality detail (img2dataset's `_stats.json` counts messages verbatim).
+    `policy.retries` further attempts follow a transient failure, all within one deadline.
     """
     from img2dataset.downloader import is_disallowed
 
@@ -178,17 +207,35 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives,
         return bool(disallowed_header_directives) and is_disallowed(
             headers, token, disallowed_header_directives)
 
+    deadline = Deadline(policy.total_timeout)  # retries share it: one URL, one budget
+    for attempt in range(policy.retries + 1):
+        error = _attempt(url, policy, opted_out, deadline)
+        if not isinstance(error, str):
+            return key, error, None
+        if attempt == policy.retries or not _transient(error) or deadline.left() <= 0:
+            return key, None, error
+    raise AssertionError("unreachable")
+
+
+def _transient(error: str) -> bool:
+    """Worth another attempt: the network failed or the server said "later"."""
+    return error.startswith(("timeout: socket", "connection_error", "tls_error", "http_5",
+                             "http_429"))
+
+
+def _attempt(url, policy, opted_out, deadline):
+    """The image as a BytesIO, or the "reason: detail" error string."""
     try:
-        data = fetch(url, policy, opted_out)
+        data = fetch(url, policy, opted_out, deadline)
         check_image(data, policy.max_pixels)
-        return key, io.BytesIO(data), None
+        return io.BytesIO(data)
     except Refused as exc:
-        return key, None, str(exc)
+        return str(exc)
     except TimeoutError:
-        return key, None, "timeout: socket"
+        return "timeout: socket"
     except ssl.SSLError as exc:  # includes certificate errors
-        return key, None, f"tls_error: {type(exc).__name__}"
+        return f"tls_error: {type(exc).__name__}"
     except (OSError, http.client.HTTPException) as exc:
-        return key, None, f"connection_error: {type(exc).__name__}"
+        return f"connection_error: {type(exc).__name__}"
     except Exception as exc:  # noqa: BLE001 - one bad URL must never fail the shard
-        return key, None, f"fetch_error: {type(exc).__name__}"
+        return f"fetch_error: {type(exc).__name__}"

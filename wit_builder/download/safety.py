@@ -11,7 +11,10 @@ lookup an attacker could answer differently) and repeats the check on every redi
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
 
 from wit_builder.errors import UserError
@@ -90,14 +93,30 @@ def address_problem(address: str, allowed: tuple = ()) -> str | None:
     return None
 
 
-def resolve_checked(host: str, port: int, allowed: tuple = ()) -> list[tuple]:
+_RESOLVERS: dict = {}  # pid -> thread pool (a forked worker needs threads of its own)
+
+
+def _resolver() -> ThreadPoolExecutor:
+    """getaddrinfo has no timeout of its own: lookups run here so that a fetch can stop waiting."""
+    pid = os.getpid()
+    if pid not in _RESOLVERS:
+        _RESOLVERS[pid] = ThreadPoolExecutor(max_workers=64, thread_name_prefix="resolve")
+    return _RESOLVERS[pid]
+
+
+def resolve_checked(host: str, port: int, allowed: tuple = (),
+                    timeout: float | None = None) -> list[tuple]:
     """Every (family, sockaddr) the host resolves to, all of them checked, or Refused.
 
     One forbidden address refuses the whole host: a name that resolves to both a public and a
-    private address is how DNS rebinding gets in.
+    private address is how DNS rebinding gets in. A lookup slower than `timeout` is refused.
     """
+    lookup = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
+                              proto=socket.IPPROTO_TCP)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        infos = lookup.result(timeout)
+    except FutureTimeout:
+        raise Refused("timeout", "dns") from None
     except (socket.gaierror, UnicodeError, OSError) as exc:
         raise Refused("dns_error", type(exc).__name__) from None
     targets = []
