@@ -23,7 +23,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from wit_builder.candidates.html import charset_from_content_type, decode, first_srcset_url
+from wit_builder.extract.html import charset_from_content_type, decode, first_srcset_url
 
 
 def write_warc(path: Path, pages: list[tuple[str, bytes]], content_type: str = "text/html") -> Path:

@@ -137,7 +137,7 @@ def _add_curate(sub, common):
 
 
 def _cmd_curate(args, cfg):
-    from wit_builder.curate import pipeline
+    from wit_builder import pipeline
 
     if args.start not in (None, "extract") and args.input:
         raise UserError(f"--from {args.start} reads the previous stage's output in OUT "
@@ -327,7 +327,7 @@ def _add_demo(sub, common):
 
 
 def _cmd_demo(args, cfg):
-    from wit_builder import demo
+    from wit_builder.demo import run as demo
     if args.train_steps < 1:
         raise UserError(f"--train-steps {args.train_steps}: give at least 1 (or --skip-train)")
     demo.run(args.out, train_steps=args.train_steps, skip_train=args.skip_train,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from wit_builder import stages, storage
-from wit_builder.curate.pipeline import CHAIN, curate
+from wit_builder.pipeline import CHAIN, curate
 from wit_builder.errors import UserError
 
 ORDER = ("extract", "match", "filter", "balance", "download", "finalize", "stats")

@@ -129,12 +129,12 @@ def _in_place(final: str):
 # `extra_inputs(cfg) -> list[str]` (files besides the data that the output depends on) and
 # `IN_PLACE = True` (the stage resumes its own partial output).
 STAGE_MODULES = {
-    "extract": "wit_builder.candidates.extract",
-    "match": "wit_builder.curate.matching",
-    "filter": "wit_builder.curate.filters",
-    "balance": "wit_builder.curate.balance",
+    "extract": "wit_builder.extract.stage",
+    "match": "wit_builder.match.matcher",
+    "filter": "wit_builder.filter.stage",
+    "balance": "wit_builder.balance.stage",
     "download": "wit_builder.download.stage",
-    "finalize": "wit_builder.shards.finalize",
+    "finalize": "wit_builder.finalize.stage",
 }
 
 

@@ -58,7 +58,7 @@ def main() -> None:
     os.environ.setdefault("WIT_DRIVER_MEMORY", "2g")
     from wit_builder import stages
     from wit_builder.config import load_config
-    from wit_builder.curate import pipeline
+    from wit_builder import pipeline
     from wit_builder.spark import get_spark
 
     cores = os.cpu_count() or 1

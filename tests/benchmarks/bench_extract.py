@@ -56,7 +56,7 @@ def _workloads(tmp: Path, repeat: int) -> dict[str, list[Path]]:
 
 
 def _ours_1proc(files: list[Path]) -> dict:
-    from wit_builder.candidates.extract import InputFile, Options, extract_file
+    from wit_builder.extract.stage import InputFile, Options, extract_file
     from wit_builder.config import load_config
 
     opts = Options.from_config(load_config())

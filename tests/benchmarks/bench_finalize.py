@@ -55,7 +55,7 @@ def baseline(tars: list[str]) -> dict:
     import imagehash
     from PIL import Image
 
-    from wit_builder.shards.hashing import image_of, read_samples
+    from wit_builder.finalize.hashing import image_of, read_samples
 
     start = time.perf_counter()
     hashes, shas = [], []
@@ -121,7 +121,7 @@ def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
 def neardup_scale(spark, n: int) -> dict:
     from pyspark.sql import functions as F
 
-    from wit_builder.shards import neardup
+    from wit_builder.finalize import neardup
 
     h = synthetic_hashes(n)
     df = spark.createDataFrame([(int(v),) for v in h], "phash long").repartition(4).cache()

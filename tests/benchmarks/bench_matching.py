@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 from matching_reference import metaclip_automaton, metaclip_match  # noqa: E402
 
-from wit_builder.curate.matching import Matcher  # noqa: E402
+from wit_builder.match.matcher import Matcher  # noqa: E402
 from wit_builder.queries.listfile import load_queries  # noqa: E402
 
 DATA = Path(os.environ.get("WIT_SHARED_DATA", REPO.parent / "shared" / "data"))

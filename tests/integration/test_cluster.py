@@ -120,7 +120,7 @@ def rows(stage_dir: Path) -> list[dict]:
 
 
 def test_cluster_run_equals_local_run(cluster, spark, shared_data, tmp_path):
-    from wit_builder.curate.langid import default_model_path
+    from wit_builder.filter.langid import default_model_path
 
     master, worker_dir, env = cluster
     inputs = tmp_path / "input"

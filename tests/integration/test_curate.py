@@ -8,7 +8,7 @@ import pytest
 
 from wit_builder import stages
 from wit_builder.cli import main
-from wit_builder.curate import pipeline
+from wit_builder import pipeline
 
 from test_filter_stage import ENGLISH, FILENAME, GERMAN
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from wit_builder import demo, stages
+from wit_builder import stages
+from wit_builder.demo import run as demo
 from wit_builder.cli import main
 
 TRAIN_STEPS = 20  # the demo's default is 150; a few steps prove the shards feed the trainer

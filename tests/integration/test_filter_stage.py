@@ -10,7 +10,7 @@ import pytest
 from wit_builder import stages
 from wit_builder.cli import main
 from wit_builder.config import load_config
-from wit_builder.curate import filters
+from wit_builder.filter import stage as filters
 
 GERMAN = "Das wilde Leben von Uschi Obermaier"
 ENGLISH = "Long Island Montauk Surfers Hamptons BeFifty"

@@ -11,7 +11,7 @@ import pytest
 from wit_builder import stages
 from wit_builder.cli import main
 from wit_builder.config import load_config
-from wit_builder.curate.matching import Matcher
+from wit_builder.match.matcher import Matcher
 from wit_builder.queries.listfile import load_queries
 
 COMMITTED = str(Path(__file__).resolve().parents[2] / "query_lists" / "wit-queries-en.json.gz")

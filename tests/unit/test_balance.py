@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from wit_builder.curate.balance import coins, keep_mask, summary, uid_hash
+from wit_builder.balance.stage import coins, keep_mask, summary, uid_hash
 
 
 def _uids(n: int, salt: str = "") -> pa.Array:

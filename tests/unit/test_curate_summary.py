@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wit_builder.curate import pipeline
+from wit_builder import pipeline
 from wit_builder.errors import UserError
 
 

@@ -6,8 +6,8 @@ import urllib.request
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from wit_builder import demo
-from wit_builder.demo_corpus import write_site, write_warc
+from wit_builder.demo import run as demo
+from wit_builder.demo.corpus import write_site, write_warc
 
 
 def _tree(root):

@@ -8,8 +8,9 @@ import shutil
 import pytest
 from warcio.warcwriter import WARCWriter
 
-from wit_builder.candidates import extract, html, tabular, warc, wat
-from wit_builder.candidates.records import CORRUPT, Image, Page, Row, Skip
+from wit_builder.extract import stage as extract
+from wit_builder.extract import html, tabular, warc, wat
+from wit_builder.extract.records import CORRUPT, Image, Page, Row, Skip
 from wit_builder.errors import UserError
 
 COLUMNS = tabular.Columns("url", "text", "")

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 
 from wit_builder.config import load_config
-from wit_builder.curate import dedup, filters, langid
+from wit_builder.filter import dedup, langid
+from wit_builder.filter import stage as filters
 from wit_builder.errors import UserError
 
 REASONS = {"language", "text_too_long", "filename_text", "boilerplate_text", "too_few_words",

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from matching_reference import (brute_force_match, metaclip_automaton, metaclip_match,  # noqa: E402
                                 metaclip_spacing)
 
-from wit_builder.curate import matching  # noqa: E402
+from wit_builder.match import matcher as matching  # noqa: E402
 from wit_builder.queries.listfile import load_queries  # noqa: E402
 
 COMMITTED = str(Path(__file__).resolve().parents[2] / "query_lists" / "wit-queries-en.json.gz")

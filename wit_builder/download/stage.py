@@ -220,7 +220,7 @@ def _with_uids(batches):
     """Plain lists: uid = blake2b of url and cleaned text, as extract computes it; no URL: null."""
     import pyarrow as pa
 
-    from wit_builder.candidates.urls import clean_text, uid
+    from wit_builder.extract.urls import clean_text, uid
 
     for batch in batches:
         if not batch.column("uid").null_count:  # a stage output: uids are there

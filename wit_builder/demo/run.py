@@ -3,8 +3,8 @@
 1. Draw a few hundred shape pictures and the web pages that show them (demo_corpus.py); serve
    them from a thread on 127.0.0.1; save the pages as a crawler would, in a WARC.
 2. extract -> match -> filter -> balance -> download -> finalize, through `stages.execute`
-   exactly as the CLI runs them, with `demo_data/demo.toml` (the defaults scaled down) and the
-   small query list `demo_data/queries.json`.
+   exactly as the CLI runs them, with `demo/data/demo.toml` (the defaults scaled down) and the
+   small query list `demo/data/queries.json`.
 3. The stats report (HTML), a short `tiny` CLIP training run on the final shards, and zero-shot
    (colour and shape) and retrieval eval on held-out pictures.
 4. Print where everything is and the commands that do the same on real data.
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from wit_builder import stages, storage
 from wit_builder.config import load_config
-from wit_builder.demo_corpus import write_site, write_warc
+from wit_builder.demo.corpus import write_site, write_warc
 
-DATA = Path(__file__).parent / "demo_data"
+DATA = Path(__file__).parent / "data"
 DEMO_CONFIG = DATA / "demo.toml"
 QUERIES = DATA / "queries.json"
 CURATION = ("extract", "match", "filter", "balance", "download", "finalize")

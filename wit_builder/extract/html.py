@@ -16,8 +16,8 @@ from typing import Iterator
 
 from selectolax.lexbor import LexborHTMLParser
 
-from wit_builder.candidates.records import CORRUPT, Image, Page
-from wit_builder.candidates.urls import clean_text
+from wit_builder.extract.records import CORRUPT, Image, Page
+from wit_builder.extract.urls import clean_text
 
 
 # --- charset --------------------------------------------------------------------------------

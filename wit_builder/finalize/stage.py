@@ -10,7 +10,7 @@ looking only at the samples still kept:
    (connected clusters over banded candidate pairs, neardup.py). Byte-identical images share a
    cluster, so 3 and 4 are decided in one pass with the same result as one after the other;
 5. balanced_out: exact balance to `t` per query entry on what was really fetched, with the
-   balance stage's own coin (wit_builder.curate.balance.keep_mask).
+   balance stage's own coin (wit_builder.balance.stage.keep_mask).
 
 The kept samples are resharded (reshard.py). Decisions run on small metadata rows; image bytes
 are read twice (hash, copy) and never shuffled.
@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 
 from wit_builder import stages, storage
 from wit_builder.errors import UserError
-from wit_builder.shards import hashing, neardup, reshard
+from wit_builder.finalize import hashing, neardup, reshard
 from wit_builder.stages import StageResult
 
 
@@ -67,7 +67,7 @@ def _duplicates(rows: DataFrame) -> DataFrame:
 def _balance_task(batches, counts, t: int, seed: int):
     import pyarrow as pa
 
-    from wit_builder.curate.balance import keep_mask
+    from wit_builder.balance.stage import keep_mask
 
     for batch in batches:
         keep = keep_mask(batch.column("uid"), batch.column("entry_ids"), counts.value, t, seed)

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from wit_builder.candidates.records import CORRUPT, Row, Skip
-from wit_builder.candidates.urls import scrub
+from wit_builder.extract.records import CORRUPT, Row, Skip
+from wit_builder.extract.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 MISSING = Skip("missing_columns")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder import stages, storage
-from wit_builder.curate.matching import ENTRY_IDS, read_inputs
+from wit_builder.match.matcher import ENTRY_IDS, read_inputs
 from wit_builder.errors import UserError
 
 BALANCED_OUT = "balanced_out"

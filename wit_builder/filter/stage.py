@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder import stages, storage
-from wit_builder.curate import dedup, langid
+from wit_builder.filter import dedup, langid
 from wit_builder.errors import UserError
 
 REQUIRED_COLUMNS = ("uid", "url", "text")

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from wit_builder.candidates.html import Image
-from wit_builder.candidates.records import CORRUPT, Page, Skip
-from wit_builder.candidates.urls import page_url_of, scrub
-from wit_builder.candidates.warc import Payload, complete_records
+from wit_builder.extract.html import Image
+from wit_builder.extract.records import CORRUPT, Page, Skip
+from wit_builder.extract.urls import page_url_of, scrub
+from wit_builder.extract.warc import Payload, complete_records
 
 IMG_SRC = "IMG@/src"
 

@@ -25,8 +25,8 @@ from typing import Iterator
 import pyarrow as pa
 
 from wit_builder import storage
-from wit_builder.candidates import html, tabular, urls, warc, wat
-from wit_builder.candidates.records import Corrupt, Page, Row, Skip
+from wit_builder.extract import html, tabular, urls, warc, wat
+from wit_builder.extract.records import Corrupt, Page, Row, Skip
 from wit_builder.errors import UserError
 from wit_builder.stages import StageResult
 

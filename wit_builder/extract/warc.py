@@ -16,9 +16,9 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
-from wit_builder.candidates import html
-from wit_builder.candidates.records import CORRUPT, Page, Skip
-from wit_builder.candidates.urls import page_url_of
+from wit_builder.extract import html
+from wit_builder.extract.records import CORRUPT, Page, Skip
+from wit_builder.extract.urls import page_url_of
 
 # What warcio raises on damaged bytes: bad gzip data, garbage where a header should be, a
 # non-numeric length. Raised only by the warcio calls inside `complete_records`.

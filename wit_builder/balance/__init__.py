@@ -1,0 +1,1 @@
+"""balance: at most t pairs per query entry (CLIP/MetaCLIP balancing)."""

@@ -1,0 +1,1 @@
+"""filter: language, caption and URL rules, decontamination and dedup, each drop counted."""
