@@ -33,7 +33,8 @@ def spark():
     from wit_builder.spark import get_spark
 
     session = get_spark(master="local[2]", app_name="wit-builder-tests",
-                        conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"})
+                        conf={"spark.sql.shuffle.partitions": "4", "spark.driver.memory": "1g"},
+                        ui=False, log_level="ERROR")
     yield session
     session.stop()
 

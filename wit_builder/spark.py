@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 import sys
 
-QUIET_LOG_LEVEL = "ERROR"
-
 
 def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: dict | None = None,
-              arrow_batch_rows: int = 10_000, s3_endpoint_url: str = ""):
-    """Return this process's SparkSession, creating it on the first call."""
+              arrow_batch_rows: int = 10_000, s3_endpoint_url: str = "", ui: bool = True,
+              log_level: str = ""):
+    """Return this process's SparkSession, creating it on the first call.
+
+    Spark's own defaults and the operator's confs (spark-submit --conf, spark-defaults.conf)
+    stand: the web UI is on and the log level is Spark's unless `ui=False` / `log_level` say
+    otherwise (the tests and the demo turn the UI off).
+    """
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -39,7 +43,6 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_rows))
         .config("spark.python.worker.reuse", "true")  # keeps per-executor caches (automaton, model)
         .config("spark.ui.showConsoleProgress", "true")
-        .config("spark.ui.enabled", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "static")
         # stages.py writes the one _SUCCESS that readers trust, after the manifest
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
@@ -47,6 +50,8 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         # let adaptive execution shrink shuffles of cached frames too (stages cache to count drops)
         .config("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning", "true")
     )
+    if not ui:
+        builder = builder.config("spark.ui.enabled", "false")
     if master:
         builder = builder.master(master)
     if master.startswith("local") and not submitted:
@@ -63,7 +68,8 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     for key, value in (conf or {}).items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(QUIET_LOG_LEVEL)
+    if log_level:
+        spark.sparkContext.setLogLevel(log_level)
     return spark
 
 
@@ -80,4 +86,5 @@ def spark_from_config(cfg, master_override: str | None = None):
         conf["spark.sql.shuffle.partitions"] = section.shuffle_partitions
     return get_spark(master=master_override or section.master or None, app_name=section.app_name,
                      conf=conf, arrow_batch_rows=section.arrow_batch_rows,
-                     s3_endpoint_url=section.s3_endpoint_url)
+                     s3_endpoint_url=section.s3_endpoint_url, ui=section.ui,
+                     log_level=section.log_level)

@@ -1,5 +1,7 @@
 """The stage runner: OUT/<stage>/ = output files + manifest.json + _SUCCESS (written last).
 
+Generic: it knows no stage by name (pipeline.py is the registry that calls it).
+
 A stage is up to date when its `_SUCCESS` exists and its manifest records the same config
 section and the same input fingerprints as now; then a rerun skips it. A stage output used as
 another stage's input is fingerprinted by its manifest, so redoing an upstream stage makes every
@@ -9,7 +11,6 @@ downstream stage stale.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import platform
 import sys
@@ -123,30 +124,6 @@ def _in_place(final: str):
     fs, p = storage.filesystem(final)
     fs.makedirs(p, exist_ok=True)
     yield final
-
-
-# Stage name -> module exposing `run(spark, cfg, inputs, out) -> StageResult` and, optionally,
-# `extra_inputs(cfg) -> list[str]` (files besides the data that the output depends on) and
-# `IN_PLACE = True` (the stage resumes its own partial output).
-STAGE_MODULES = {
-    "extract": "wit_builder.extract.stage",
-    "match": "wit_builder.match.matcher",
-    "filter": "wit_builder.filter.stage",
-    "balance": "wit_builder.balance.stage",
-    "download": "wit_builder.download.stage",
-    "finalize": "wit_builder.finalize.stage",
-}
-
-
-def execute(stage: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
-            log: Callable[[str], None] = print) -> StageRun:
-    """Run one stage the same way for the CLI, `curate`, `run`, spark-submit and the demo."""
-    module = importlib.import_module(STAGE_MODULES[stage])
-    extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
-    section = cfg.section(stage) if hasattr(cfg, stage) else {}
-    return run_stage(stage, out, section, list(inputs) + extra,
-                     lambda work: module.run(spark, cfg, list(inputs), work), force=force,
-                     log=log, in_place=getattr(module, "IN_PLACE", False))
 
 
 def _jsonable(obj):

@@ -8,6 +8,8 @@ folder without it is treated as "not there" (see stages.py).
 from __future__ import annotations
 
 import functools
+import gzip
+import io
 import json
 import os
 import posixpath
@@ -115,6 +117,30 @@ def spark_path(path: str) -> str:
 def open_file(path: str, mode: str = "rb", **kwargs):
     fs, p = filesystem(path)
     return fs.open(p, mode, **kwargs)
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+SHARD_DIGITS = 5  # img2dataset's oom_shard_count: 00000.tar ...
+
+
+def shard_name(index: int, digits: int = SHARD_DIGITS) -> str:
+    """A WebDataset shard's file stem (download's and finalize's shards alike)."""
+    return f"{index:0{digits}d}"
+
+
+
+def gunzipped(raw):
+    """A binary stream, decompressed when its first bytes are gzip's magic (whatever its name)."""
+    stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    return gzip.GzipFile(fileobj=stream, mode="rb") if stream.peek(2)[:2] == GZIP_MAGIC else stream
+
+
+@_explain_s3
+def read_bytes(path: str) -> bytes:
+    """A whole file, decompressed when it is gzipped (decided by its magic bytes)."""
+    with open_file(path, "rb") as f:
+        data = f.read()
+    return gzip.decompress(data) if data[:2] == GZIP_MAGIC else data
 
 
 @_explain_s3

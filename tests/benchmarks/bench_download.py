@@ -61,7 +61,7 @@ def main():
     import pyspark
 
     from image_server import ImageServer
-    from wit_builder import stages
+    from wit_builder import pipeline
     from wit_builder.config import load_config
     from wit_builder.download import engine
     from wit_builder.spark import get_spark
@@ -80,7 +80,7 @@ def main():
         "download.allow_networks=127.0.0.0/8", f"download.samples_per_shard={per_shard}"])
 
     def ours_stage(out):
-        stages.execute("download", spark, cfg, [str(cands)], str(out), log=lambda _m: None)
+        pipeline.execute("download", spark, cfg, [str(cands)], str(out), log=lambda _m: None)
         return out / "download"
 
     def plain_stage(out):

@@ -100,11 +100,11 @@ def _baseline(files: list[Path]) -> dict:
 
 
 def _ours_spark(spark, path: Path, out: Path) -> dict:
-    from wit_builder import stages
+    from wit_builder import pipeline
     from wit_builder.config import load_config
 
     start = time.perf_counter()
-    run = stages.execute("extract", spark, load_config(None, ["extract.format=warc"]), [str(path)],
+    run = pipeline.execute("extract", spark, load_config(None, ["extract.format=warc"]), [str(path)],
                          str(out), force=True, log=lambda _m: None)
     return {"seconds": time.perf_counter() - start, "records": run.manifest["records_read"],
             "candidates": run.manifest["rows_out"]}

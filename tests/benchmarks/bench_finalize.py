@@ -95,13 +95,13 @@ def all_pairs(h: np.ndarray, chunk: int = 2048) -> list[tuple[int, int]]:
 
 
 def ours(spark, download: str, out: str) -> dict:
-    from wit_builder import stages
+    from wit_builder import pipeline
     from wit_builder.config import load_config
 
     cfg = load_config(overrides=[f"finalize.hamming_distance={MAX_DISTANCE}", "finalize.min_side=0",
                                  "finalize.max_aspect_ratio=100", "finalize.samples_per_shard=256"])
     start = time.perf_counter()
-    run = stages.execute("finalize", spark, cfg, [download], out, force=True, log=lambda _m: None)
+    run = pipeline.execute("finalize", spark, cfg, [download], out, force=True, log=lambda _m: None)
     seconds = time.perf_counter() - start
     m = run.manifest
     return {"images": m["rows_in"], "seconds": round(seconds, 3), "kept": m["rows_out"],

@@ -127,7 +127,7 @@ def bench_spark(n_candidates: int) -> dict:
     """match + balance as stages on Spark local[2], on real texts with distinct uids."""
     import hashlib
 
-    from wit_builder import stages
+    from wit_builder import pipeline
     from wit_builder.config import load_config
     from wit_builder.spark import get_spark
 
@@ -145,9 +145,9 @@ def bench_spark(n_candidates: int) -> dict:
         spark = get_spark(master="local[2]", conf={"spark.driver.memory": "1g"})
         cfg = load_config(overrides=[f"match.queries={LIST}", "balance.t=50"])
         start = time.perf_counter()
-        match = stages.execute("match", spark, cfg, [str(folder)], tmp, log=lambda _: None)
+        match = pipeline.execute("match", spark, cfg, [str(folder)], tmp, log=lambda _: None)
         matched_s = time.perf_counter() - start
-        balance = stages.execute("balance", spark, cfg, [match.path], tmp, log=lambda _: None)
+        balance = pipeline.execute("balance", spark, cfg, [match.path], tmp, log=lambda _: None)
         total_s = time.perf_counter() - start
         spark.stop()
     return {"master": "local[2]", "candidates": n_candidates, "list_entries": match.manifest["queries"]["entries"],

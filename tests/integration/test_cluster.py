@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from wit_builder.config import load_config
-from wit_builder.run import run_pipeline
+from wit_builder.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_HOME = Path(pyspark.__file__).parent

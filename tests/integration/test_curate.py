@@ -6,7 +6,6 @@ import shutil
 import pandas as pd
 import pytest
 
-from wit_builder import stages
 from wit_builder.cli import main
 from wit_builder import pipeline
 

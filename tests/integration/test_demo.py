@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wit_builder import stages
+from wit_builder import pipeline, stages
 from wit_builder.demo import run as demo
 from wit_builder.cli import main
 
@@ -25,7 +25,7 @@ def _manifest(out, stage):
 
 def test_every_stage_finishes_and_accounts_for_every_row(demo_run):
     out, paths, _ = demo_run
-    for stage in demo.CURATION:
+    for stage in pipeline.DATA:
         assert (out / stage / stages.SUCCESS).exists(), stage
         m = _manifest(out, stage)
         assert m["rows_out"] > 0, stage
@@ -35,7 +35,7 @@ def test_every_stage_finishes_and_accounts_for_every_row(demo_run):
 
 def test_the_planted_noise_is_dropped_where_it_belongs(demo_run):
     out, _, _ = demo_run
-    drops = {stage: _manifest(out, stage)["drops"] for stage in demo.CURATION}
+    drops = {stage: _manifest(out, stage)["drops"] for stage in pipeline.DATA}
 
     def at_least(stage, **expected):
         for reason, n in expected.items():
@@ -83,7 +83,7 @@ def test_rerun_skips_every_stage(demo_run, spark):
     out, _, _ = demo_run
     lines = []
     demo.run(out, skip_train=True, spark=spark, log=lines.append)
-    for stage in demo.CURATION:
+    for stage in pipeline.DATA:
         assert any(line.startswith(f"{stage}: up to date, skipped") for line in lines), (stage, lines)
 
 

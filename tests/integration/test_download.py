@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from wit_builder import stages
+from wit_builder import pipeline
 from wit_builder.cli import main
 from wit_builder.config import load_config
 
@@ -52,7 +52,7 @@ def candidates(image_server, shared_data, tmp_path_factory):
 def downloaded(spark, candidates, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     cfg = load_config(None, SETTINGS)
-    run = stages.execute("download", spark, cfg, [str(candidates)], str(out))
+    run = pipeline.execute("download", spark, cfg, [str(candidates)], str(out))
     return out / "download", run.manifest
 
 
@@ -144,7 +144,7 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
     (folder / "_SUCCESS").unlink()
 
     cfg = load_config(None, SETTINGS)
-    again = stages.execute("download", spark, cfg, [str(candidates)], out).manifest
+    again = pipeline.execute("download", spark, cfg, [str(candidates)], out).manifest
     assert {k: again[k] for k in ("rows_in", "rows_out", "drops")} == \
         {k: manifest[k] for k in ("rows_in", "rows_out", "drops")}
     path_of = lambda url: "/" + url.split("/", 3)[3]  # noqa: E731
@@ -158,7 +158,7 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
     hits = dict(image_server.requests)
     _flaky.up = True
     retry = load_config(None, SETTINGS + ["download.retry_failed=true"])
-    retried = stages.execute("download", spark, retry, [str(candidates)], out).manifest
+    retried = pipeline.execute("download", spark, retry, [str(candidates)], out).manifest
     assert retried["rows_out"] == manifest["rows_out"] + 1  # the flaky URL
     assert "http_503" not in retried["drops"]
     assert retried["rows_in"] == retried["rows_out"] + sum(retried["drops"].values())

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from crawl_helpers import read_pages_tsv, write_warc, write_wat
-from wit_builder import cli, stages
+from wit_builder import cli, pipeline
 from wit_builder.extract.urls import uid
 from wit_builder.config import load_config
 from wit_builder.errors import UserError
@@ -16,7 +16,7 @@ from wit_builder.errors import UserError
 
 def _extract(spark, inputs, out, *overrides, force=False):
     cfg = load_config(None, list(overrides))
-    return stages.execute("extract", spark, cfg, [str(p) for p in inputs], str(out), force=force,
+    return pipeline.execute("extract", spark, cfg, [str(p) for p in inputs], str(out), force=force,
                           log=lambda _msg: None)
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from wit_builder import stages
+from wit_builder import pipeline, stages
 from wit_builder.cli import main
 from wit_builder.config import load_config
 from wit_builder.filter import stage as filters
@@ -51,7 +51,7 @@ def real_match(shared_data, tmp_path_factory):
 
 def run_filter(spark, inputs, out, overrides=()):
     cfg = load_config(overrides=list(overrides))
-    run = stages.execute("filter", spark, cfg, inputs, str(out), log=lambda _m: None)
+    run = pipeline.execute("filter", spark, cfg, inputs, str(out), log=lambda _m: None)
     kept = spark.read.parquet(f"{run.path}/*.parquet").toPandas()
     return run.manifest, kept
 
@@ -142,7 +142,7 @@ def test_bad_inputs_give_one_line_errors(real_match, tmp_path, capsys):
     bad_model = tmp_path / "lid.bin"
     bad_model.write_bytes(b"not a model")
     cases = [
-        (["--input", str(empty)], "no Parquet files"),
+        (["--input", str(empty)], "no candidate files"),
         (["--input", str(tmp_path / "missing")], "input not found"),
         (["--input", str(half)], "_SUCCESS"),
         (["--input", match_dir, "--eval-manifests", f"{tmp_path}/nope.txt"], "nope.txt"),

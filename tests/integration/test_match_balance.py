@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from wit_builder import stages
+from wit_builder import pipeline
 from wit_builder.cli import main
 from wit_builder.config import load_config
 from wit_builder.match.matcher import Matcher
@@ -45,7 +45,7 @@ def matched(shared_data, spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("match")
     inputs = _candidates(shared_data, root / "candidates", files=3)
     cfg = load_config(overrides=[f"match.queries={COMMITTED}"])
-    run = stages.execute("match", spark, cfg, [str(inputs)], str(root / "out"))
+    run = pipeline.execute("match", spark, cfg, [str(inputs)], str(root / "out"))
     return root, inputs, run
 
 
@@ -68,7 +68,7 @@ def _balance(spark, match_dir: str, out: Path, t: int, partitions: int):
     staged = out / "in"
     spark.read.parquet(f"{match_dir}/*.parquet").repartition(partitions).write.parquet(str(staged))
     cfg = load_config(overrides=[f"balance.t={t}", "balance.seed=7"])
-    return stages.execute("balance", spark, cfg, [str(staged)], str(out))
+    return pipeline.execute("balance", spark, cfg, [str(staged)], str(out))
 
 
 def test_balance_is_partition_independent_and_counts(matched, spark, tmp_path):

@@ -30,7 +30,7 @@ from wit_builder import storage
 from wit_builder.cli import main
 from wit_builder.config import load_config
 from wit_builder.errors import UserError
-from wit_builder.run import run_pipeline
+from wit_builder.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "wit-test"

@@ -30,3 +30,37 @@ def test_console_script_prints_effective_config():
     out = subprocess.run([sys.executable, "-m", "wit_builder.cli", "config", "--set", "balance.t=42"],
                          capture_output=True, text=True, check=True).stdout
     assert "[balance]\nt = 42\n" in out
+
+
+def _subcommands():
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def test_stage_commands_come_from_the_registry_with_config_defaults():
+    from wit_builder import pipeline
+
+    commands = _subcommands()
+    assert set(pipeline.DATA) <= set(commands)
+    balance = commands["balance"].format_help()
+    assert "(default: 20000)" in balance  # read from BalanceConfig, not written in the help
+    assert "one of auto|warc|wat|html" in " ".join(commands["extract"].format_help().split())
+
+
+@pytest.mark.parametrize("command, present, absent", [
+    ("extract", ["--master", "--force", "--conf", "--set"], []),
+    ("train", ["--debug"], ["--master", "--force", "--conf", "--set"]),
+    ("eval", ["--debug"], ["--master", "--force", "--set"]),
+    ("stats", ["--set"], ["--master", "--force"]),
+    ("config", ["--set"], ["--master", "--force"]),
+])
+def test_options_appear_only_where_they_act(command, present, absent):
+    text = _subcommands()[command].format_help()
+    assert all(option in text for option in present)
+    assert not any(f" {option} " in text or f"[{option}" in text for option in absent)
+
+
+def test_conf_flag_reaches_the_spark_section(capsys):
+    assert main(["extract", "--input", "/nonexistent-input", "--out", "/tmp/x",
+                 "--conf", "executor.memory=8g"]) == 2
+    assert "write --conf spark.KEY=VALUE" in capsys.readouterr().err

@@ -48,3 +48,54 @@ def test_unknown_section_in_file_and_bad_toml(tmp_path):
     bad.write_text('[balance]\nt = "20"\n')
     with pytest.raises(UserError, match="balance.t"):
         load_config(bad)
+
+
+def test_set_values_are_toml_values():
+    cfg = load_config(None, ['filter.languages=["en","de"]', "download.timeout=2.5",
+                             "download.retry_failed=true", "balance.t=1_000",
+                             "download.allow_networks=127.0.0.0/8,10.0.0.0/8",
+                             "match.queries=/data/q.json"])
+    assert cfg.filter.languages == ["en", "de"]
+    assert cfg.download.timeout == 2.5 and cfg.download.retry_failed is True
+    assert cfg.balance.t == 1000 and cfg.match.queries == "/data/q.json"
+    assert cfg.download.allow_networks == ["127.0.0.0/8", "10.0.0.0/8"]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("balance.t=[1, 2]", ["balance.t", "not a valid int"]),
+    ("download.retry_failed=maybe", ["download.retry_failed", "not a valid bool"]),
+    ("filter.languages={a = 1}", ["filter.languages", "not a valid list"]),
+])
+def test_set_values_of_the_wrong_type_are_refused(override, words):
+    with pytest.raises(UserError) as err:
+        load_config(None, [override])
+    assert all(word in str(err.value) for word in words)
+
+
+def test_spark_settings_pass_through():
+    cfg = load_config(None, ["spark.extra_conf.spark.executor.memory=8g"])
+    assert cfg.spark.extra_conf == {"spark.executor.memory": "8g"}
+    with pytest.raises(UserError, match="spark.KEY=VALUE"):
+        load_config(None, ["spark.extra_conf.executor.memory=8g"])
+
+
+def test_run_until_takes_its_choices_from_the_registry():
+    from wit_builder import pipeline
+
+    for name in pipeline.NAMES:
+        assert load_config(None, [f"run.until={name}"]).run.until == name
+    with pytest.raises(UserError, match="one of: " + ", ".join(pipeline.NAMES)):
+        load_config(None, ["run.until=train"])
+
+
+def test_spark_ui_and_log_level_are_the_operators_unless_configured(monkeypatch):
+    from wit_builder import spark as spark_module
+
+    seen = {}
+    monkeypatch.setattr(spark_module, "get_spark", lambda **kwargs: seen.update(kwargs))
+    spark_module.spark_from_config(load_config())
+    assert seen["ui"] is True and seen["log_level"] == ""  # Spark's own defaults stand
+    spark_module.spark_from_config(load_config(None, ["spark.ui=false", "spark.log_level=WARN"]))
+    assert seen["ui"] is False and seen["log_level"] == "WARN"
+    with pytest.raises(UserError, match="one of"):
+        load_config(None, ["spark.log_level=LOUD"])

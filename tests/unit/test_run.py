@@ -31,7 +31,7 @@ def test_stats_step_writes_json_and_html_for_every_stage(shared_data, tmp_path):
     import json
 
     from shard_maker import make_out_root
-    from wit_builder.run import write_stats
+    from wit_builder.stats.report import write_stats
 
     make_out_root(shared_data / "images", tmp_path)
     write_stats(str(tmp_path), load_config(), log=lambda _: None)

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.match.matcher import ENTRY_IDS, read_inputs
-from wit_builder.errors import UserError
+from wit_builder.match.matcher import ENTRY_IDS
 
 BALANCED_OUT = "balanced_out"
 COUNTS_DIR = "entry_counts"
@@ -86,10 +86,9 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     from pyspark.sql.types import StringType, StructField, StructType
 
     t, seed = cfg.balance.t, cfg.balance.seed
-    df = read_inputs(spark, inputs)
-    if ENTRY_IDS not in df.columns or "uid" not in df.columns:
-        raise UserError(f"{', '.join(inputs)} has no uid/{ENTRY_IDS} columns (give the output of "
-                        "match or filter)")
+    hint = "give the output of match or filter"
+    df = stage_inputs.read_rows(spark, inputs, hint)
+    stage_inputs.require_columns(df, ["uid", ENTRY_IDS], inputs, hint)
     before = _entry_counts(df, "count_before").toPandas()
     size = int(before["entry_id"].max()) + 1 if len(before) else 0
     counts = np.zeros(size, np.int64)

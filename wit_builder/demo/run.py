@@ -1,8 +1,8 @@
 """`wit-builder demo`: every stage, offline, on a corpus the demo generates, in a few minutes.
 
-1. Draw a few hundred shape pictures and the web pages that show them (demo_corpus.py); serve
+1. Draw a few hundred shape pictures and the web pages that show them (corpus.py); serve
    them from a thread on 127.0.0.1; save the pages as a crawler would, in a WARC.
-2. extract -> match -> filter -> balance -> download -> finalize, through `stages.execute`
+2. extract -> match -> filter -> balance -> download -> finalize, through `pipeline.run_chain`
    exactly as the CLI runs them, with `demo/data/demo.toml` (the defaults scaled down) and the
    small query list `demo/data/queries.json`.
 3. The stats report (HTML), a short `tiny` CLIP training run on the final shards, and zero-shot
@@ -24,14 +24,13 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from wit_builder import stages, storage
+from wit_builder import pipeline, stages, storage
 from wit_builder.config import load_config
 from wit_builder.demo.corpus import write_site, write_warc
 
 DATA = Path(__file__).parent / "data"
 DEMO_CONFIG = DATA / "demo.toml"
 QUERIES = DATA / "queries.json"
-CURATION = ("extract", "match", "filter", "balance", "download", "finalize")
 METADATA_ADDRESS = "http://169.254.169.254/latest/meta-data/"
 
 
@@ -105,12 +104,10 @@ def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool =
         warc = corpus / "crawl" / "shapes.warc.gz"
         write_warc(warc, corpus / "site", base_url, pages)
         log(f"demo: {len(pages)} pages in {warc}, images served at {base_url}/img/")
-        spark = spark or spark_from_config(cfg, master)
-        inputs = [str(warc.parent)]
-        for stage in CURATION:
-            step = stages.execute(stage, spark, cfg, inputs, str(out), force=force, log=log)
-            paths[stage] = step.path
-            inputs = [step.path]
+        runs = pipeline.run_chain(spark or (lambda: spark_from_config(cfg, master)), cfg,
+                                  list(pipeline.DATA), [str(warc.parent)], str(out),
+                                  force=force, log=log)
+        paths.update({run.stage: run.path for run in runs})
 
     from wit_builder.stats.report import command as stats_command
     paths["report"] = str(out / "report.html")
@@ -156,7 +153,7 @@ def next_steps(paths: dict) -> str:
         "",
         f"demo: done in {paths['seconds']:.0f}s. Outputs under {out}:",
         f"  corpus/              the generated pages, WARC and held-out eval pictures",
-        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in CURATION),
+        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in pipeline.DATA),
         f"  report.html          the stats report: open {paths['report']} in a browser",
     ]
     if "eval" in paths:

@@ -31,12 +31,12 @@ from img2dataset.reader import Reader
 from img2dataset.resizer import Resizer
 from img2dataset.writer import WebDatasetSampleWriter
 
+from wit_builder import storage
 from wit_builder.download import fetch
 
 # Columns of the prepared input that img2dataset copies into every sample's json (besides
 # url and the caption, which it handles itself).
 EXTRA_COLUMNS = ["uid", "entry_ids", "entries", "page_url", "source"]
-SHARD_DIGITS = 5  # img2dataset's oom_shard_count: 00000.tar ...
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 
 
@@ -87,10 +87,6 @@ class SampleWriter(WebDatasetSampleWriter):
         super().write(img_str, key, caption, meta)
 
 
-def shard_name(shard_id: int) -> str:
-    return f"{shard_id:0{SHARD_DIGITS}d}"
-
-
 def download(input_dir: str, out_dir: str, section, done_shards: set, start_shard_id: int = 0):
     """Download the prepared Parquet files in `input_dir` into shards of `out_dir`.
 
@@ -113,7 +109,7 @@ def download(input_dir: str, out_dir: str, section, done_shards: set, start_shar
         sample_writer_class=SampleWriter, resizer=resizer, thread_count=section.threads,
         save_caption=True, extract_exif=False, output_folder=out_dir,
         column_list=reader.column_list, timeout=section.timeout,
-        number_sample_per_shard=section.samples_per_shard, oom_shard_count=SHARD_DIGITS,
+        number_sample_per_shard=section.samples_per_shard, oom_shard_count=storage.SHARD_DIGITS,
         compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
         retries=0, user_agent_token=policy.robots_token,
         disallowed_header_directives=ROBOTS_DIRECTIVES if section.honor_robots_tag else None)

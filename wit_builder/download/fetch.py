@@ -15,7 +15,6 @@ import http.client
 import io
 import socket
 import ssl
-import time
 import warnings
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit

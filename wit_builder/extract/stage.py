@@ -13,7 +13,6 @@ records_skipped count the records that hold no candidates by nature (requests, i
 
 from __future__ import annotations
 
-import gzip
 import math
 import posixpath
 import sys
@@ -53,8 +52,7 @@ def format_of(path: str) -> str | None:
 
 def _lines(path: str) -> Iterator[str]:
     with storage.open_file(path) as raw:
-        stream = gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
-        for line in stream:
+        for line in storage.gunzipped(raw):
             yield line.decode("utf-8", errors="replace")
 
 
@@ -259,17 +257,25 @@ def _missing_columns(n_files: int, section) -> UserError:
                      f"{section.url_column!r}/{section.text_column!r} (set --url-column/--text-column)")
 
 
+def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
+    """The planned input files; what is missing or unreadable fails here, before Spark starts."""
+    section = cfg.extract
+    files = plan(inputs, section.format, section.listing_prefix)
+    first_table = next((f for f in files if f.format in tabular.FORMATS), None)
+    if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
+                                               first_table.path, first_table.format,
+                                               Options.from_config(cfg).columns):
+        raise _missing_columns(1, section)
+    return files
+
+
 def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     section = cfg.extract
-    files = plan(inputs, section.format, section.listing_prefix)
+    files = check_inputs(cfg, inputs)
     opts = Options.from_config(cfg)
-    first_table = next((f for f in files if f.format in tabular.FORMATS), None)
-    if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
-                                               first_table.path, first_table.format, opts.columns):
-        raise _missing_columns(1, section)
     # One file per task: range() splits n ids into n partitions of one id each.
     indexes = spark.range(0, len(files), 1, numPartitions=len(files))
     plan_bc = spark.sparkContext.broadcast(files)

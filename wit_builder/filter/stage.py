@@ -25,7 +25,6 @@ URL canonicalisation loop in Python); dedup is one shuffle over the canonical UR
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from functools import reduce
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.filter import dedup, langid
 from wit_builder.errors import UserError
@@ -119,13 +119,10 @@ def _read_lines(path: str, key: str) -> list[str]:
     """Non-empty, non-comment lines of a (optionally gzipped) text file."""
     if not storage.exists(path):
         raise UserError(f"{key}: file not found: {path}")
-    with storage.open_file(path, "rb") as f:
-        data = f.read()
-    if path.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{key}: {path} is not a valid gzip file: {exc}") from None
+    try:
+        data = storage.read_bytes(path)
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{key}: {path} is not a valid gzip file: {exc}") from None
     lines = (line.strip() for line in data.decode("utf-8", errors="replace").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -264,27 +261,6 @@ def annotate_batch(batch: pa.RecordBatch, rules: Rules) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 
-def read_inputs(spark, inputs: list[str]):
-    """OUT/match (or any folders/files of candidate Parquet with uid, url, text) as one frame."""
-    if not inputs:
-        raise UserError("filter needs an input (give OUT/match)")
-    frames = []
-    for path in inputs:
-        if storage.exists(storage.join(path, stages.MANIFEST)):
-            frames.append(stages.read_stage(spark, path))
-            continue
-        files = storage.list_files(path, suffixes=(".parquet",))
-        if not files:
-            raise UserError(f"no Parquet files in {path} (give OUT/match, the match stage's output)")
-        frames.append(spark.read.parquet(*[storage.spark_path(f) for f in files]))
-    df = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"filter input lacks column(s) {', '.join(missing)} "
-                        f"(has {', '.join(df.columns)}; give the match stage's output)")
-    return df
-
-
 def extra_inputs(cfg) -> list[str]:
     """Files besides the data that the output depends on (their changes redo the stage)."""
     fc = cfg.filter
@@ -296,7 +272,9 @@ def marked_frame(spark, rules: Rules, inputs: list[str], max_texts_per_url: int)
     from pyspark.sql import functions as F
     from pyspark.sql.types import FloatType, StringType, StructField, StructType
 
-    df = read_inputs(spark, inputs)
+    hint = "give OUT/match, the match stage's output"
+    df = stage_inputs.read_rows(spark, inputs, hint)
+    stage_inputs.require_columns(df, REQUIRED_COLUMNS, inputs, hint)
     schema = StructType(df.schema.fields + [
         StructField("lang", StringType()), StructField("lang_score", FloatType()),
         StructField("url_canonical", StringType()), StructField("text_norm", StringType()),

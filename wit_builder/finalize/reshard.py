@@ -27,10 +27,6 @@ META_COLUMNS = [  # (name, arrow type name) of each shard Parquet column
 ]
 
 
-def shard_name(index: int, digits: int) -> str:
-    return f"{index:0{digits}d}"
-
-
 def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
     """Kept rows (shard, pos, ...) plus out_shard and out_pos; and the number of output shards.
 
@@ -87,7 +83,7 @@ def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: 
 
     group = group.sort_values(["shard", "pos"])
     out_shard = int(group["out_shard"].iloc[0])
-    name = shard_name(out_shard, digits)
+    name = storage.shard_name(out_shard, digits)
     base = storage.join(out_dir, name)
     wanted = {}
     for row in group.itertuples(index=False):

@@ -1,4 +1,4 @@
-"""`match`: keep the texts that contain a query-list entry, with the ids of all entries they contain.
+"""The matcher: keep the texts that contain a query-list entry, with the ids of all entries they contain.
 
 The rule is MetaCLIP's substring matching: the text is wrapped in spaces, `, . ; : ? ! `` get a
 space on each side, tab/newline/carriage return become spaces, and entry e matches when
@@ -27,9 +27,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit_builder import stages, storage
-from wit_builder.errors import UserError
-from wit_builder.queries.listfile import fingerprint, load_queries
 
 WRAPPED = (",", ".", ";", ":", "?", "!", "`")
 SPACED = ("\t", "\n", "\r")
@@ -198,61 +195,3 @@ def annotate(batch: pa.RecordBatch, matcher: Matcher) -> pa.RecordBatch:
     reason = pc.if_else(pc.equal(pc.list_value_length(ids), 0), NO_MATCH, pa.scalar(None, pa.string()))
     return pa.RecordBatch.from_arrays(
         batch.columns + [ids, reason], names=batch.schema.names + [ENTRY_IDS, "drop_reason"])
-
-
-# --- the stage ----------------------------------------------------------------------------------
-
-def queries_path(cfg) -> str:
-    path = cfg.match.queries
-    if not path:
-        raise UserError("no query list: set [match] queries or give --queries FILE (build one with "
-                        "`wit-builder queries build`, or use query_lists/wit-queries-en.json.gz)")
-    if not storage.exists(path):
-        raise UserError(f"query list not found: {path} (give an existing file to --queries)")
-    return path
-
-
-def extra_inputs(cfg) -> list[str]:
-    return [queries_path(cfg)]
-
-
-def read_inputs(spark, inputs: list[str]):
-    """Rows of finished stage outputs and/or plain Parquet files, folders or globs."""
-    paths = []
-    for path in inputs:
-        if storage.exists(storage.join(path, stages.MANIFEST)):
-            stages.require_complete(path)
-            paths.append(storage.join(path, "*.parquet"))
-        else:
-            paths += storage.list_files(path, suffixes=(".parquet",))
-    if not paths:
-        raise UserError(f"no Parquet rows in {', '.join(inputs)} (give a stage output or Parquet files)")
-    return spark.read.parquet(*[storage.spark_path(p) for p in paths])
-
-
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
-    from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
-
-    path = queries_path(cfg)
-    entries = load_queries(path)
-    if not entries:
-        raise UserError(f"query list {path} is empty (build one with `wit-builder queries build`)")
-    key = (fingerprint(entries), cfg.match.normalize)
-    df = read_inputs(spark, inputs)
-    if "text" not in df.columns:
-        raise UserError(f"{', '.join(inputs)} has no `text` column (give the output of extract)")
-    df = df.drop(ENTRY_IDS, "drop_reason")
-    shipped = spark.sparkContext.broadcast(entries)  # sent once; read only where not cached
-    schema = StructType(df.schema.fields + [StructField(ENTRY_IDS, ArrayType(IntegerType())),
-                                            StructField("drop_reason", StringType())])
-
-    def match_batches(batches):
-        matcher = get_matcher(key, lambda: shipped.value)
-        for batch in batches:
-            yield annotate(batch, matcher)
-
-    result = stages.write_with_drops(df.mapInArrow(match_batches, schema), out_dir)
-    shipped.destroy()
-    result.extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
-                    "normalize": cfg.match.normalize}
-    return result

@@ -6,7 +6,6 @@ caps the list by a documented priority and writes it (listfile.py reads it back 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 
@@ -18,11 +17,7 @@ def open_text(path: str):
     """A text file (local or s3://, gzipped when it says so by its first bytes) as a reader."""
     if not storage.exists(path):
         raise UserError(f"query source not found: {path} (give an existing file)")
-    with storage.open_file(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    return io.StringIO(data.decode("utf-8"))
+    return io.StringIO(storage.read_bytes(path).decode("utf-8"))
 
 
 def sha256(path: str) -> str:

@@ -26,9 +26,7 @@ def _read_bytes(path: str) -> bytes:
     if not storage.exists(path):
         raise UserError(f"query list not found: {path} (give an existing file; build one with "
                         "`wit-builder queries build`)")
-    with storage.open_file(path, "rb") as f:
-        data = f.read()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return storage.read_bytes(path)
 
 
 def read_document(path: str):

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 from wit_builder import stages, storage
 from wit_builder.errors import UserError
 
-STAGE_ORDER = ["extract", "match", "filter", "balance", "download", "finalize"]
 MAX_CHARS = 1000  # caption lengths are counted exactly up to here; longer ones land in the last bin
 SIZE_STEP, MAX_SIZE = 16, 4096  # image sides in 16-pixel bins up to 4096 px
 RANK_POINTS = 200  # rank-frequency curves are kept at this many log-spaced ranks
@@ -68,7 +67,9 @@ def _stage_dirs(root: str) -> list[str]:
         files = _listing(storage.join(root, name))
         if stages.MANIFEST in files or any(n.endswith(".tar") for n in files):
             found.append(name)
-    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    from wit_builder.pipeline import NAMES
+
+    rank = {s: i for i, s in enumerate(NAMES)}
     return sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
 
 

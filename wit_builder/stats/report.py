@@ -272,3 +272,13 @@ def render_html(stats: dict) -> str:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>wit-builder stats</title><style>{STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
+
+
+def write_stats(out: str, cfg, log=print) -> None:
+    """OUT/stats/stats.json (and report.html): every stage of this output root."""
+    stats = collect(out, cfg.stats.top_entries)
+    target = storage.join(out, "stats")
+    storage.write_bytes_atomic(storage.join(target, "stats.json"), to_json(stats).encode())
+    if cfg.run.html_report:
+        storage.write_bytes_atomic(storage.join(target, "report.html"), render_html(stats).encode())
+    log(f"stats: {len(stats['pipeline'])} stages -> {target}")

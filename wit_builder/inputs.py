@@ -1,0 +1,79 @@
+"""The one reader of a stage's input rows: finished stage folders and/or plain candidate files.
+
+A stage folder is read by its Parquet files once its `_SUCCESS` says it is whole. Plain files
+(Parquet, CSV, TSV, JSON lines; the text ones gzipped or not, which Spark tells from the name)
+are read by the format their name says. Several inputs become one frame, columns unioned by
+name. Everything here is a user error when it cannot be read: a stage never starts on a guess.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from wit_builder import stages, storage
+from wit_builder.errors import UserError
+
+FORMATS = {"parquet": "parquet", "csv": "csv", "tsv": "tsv", "jsonl": "json", "ndjson": "json",
+           "json": "json"}
+
+
+def format_of(path: str) -> str | None:
+    """parquet | csv | tsv | json, from a file name (a trailing .gz ignored)."""
+    name = path.lower().removesuffix(".gz")
+    return FORMATS.get(name.rsplit(".", 1)[-1]) if "." in name else None
+
+
+def read_rows(spark, inputs: list[str], hint: str):
+    """All rows of `inputs` as one DataFrame; `hint` says what to give instead (in errors)."""
+    check(inputs, hint)
+    frames = [_read_one(spark, path, hint) for path in inputs]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def require_columns(df, columns, inputs: list[str], hint: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise UserError(f"{', '.join(inputs)} lacks column(s) {', '.join(missing)} "
+                        f"(has {', '.join(df.columns)}; {hint})")
+
+
+def check(inputs: list[str], hint: str) -> None:
+    """Fail before Spark starts when an input is missing, unfinished or of an unknown format."""
+    if not inputs:
+        raise UserError(f"no input given ({hint})")
+    for path in inputs:
+        _files_by_format(path, hint)
+
+
+def _files_by_format(path: str, hint: str) -> dict[str, list[str]] | None:
+    """{format: Spark paths} of a plain input; None for a (finished) stage folder."""
+    if storage.exists(storage.join(path, stages.MANIFEST)):
+        stages.require_complete(path)
+        return None
+    by_format: dict[str, list[str]] = {}
+    for f in storage.list_files(path):
+        fmt = format_of(f)
+        if fmt is None:
+            raise UserError(f"{f}: unknown candidate file format (give a stage folder or "
+                            ".parquet, .csv, .tsv or .jsonl files, gzipped or not)")
+        by_format.setdefault(fmt, []).append(storage.spark_path(f))
+    if not by_format:
+        raise UserError(f"no candidate files in {path} ({hint})")
+    return by_format
+
+
+def _read_one(spark, path: str, hint: str):
+    by_format = _files_by_format(path, hint)
+    if by_format is None:
+        return stages.read_stage(spark, path)
+    frames = [_read_files(spark, fmt, paths) for fmt, paths in sorted(by_format.items())]
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def _read_files(spark, fmt: str, paths: list[str]):
+    if fmt == "parquet":
+        return spark.read.parquet(*paths)
+    if fmt in ("csv", "tsv"):
+        return spark.read.csv(paths, header=True, sep="\t" if fmt == "tsv" else ",",
+                              multiLine=True, escape='"')
+    return spark.read.json(paths)
