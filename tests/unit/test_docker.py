@@ -62,8 +62,10 @@ def test_copied_files_exist_and_python_matches(name):
     python = re.match(r"python:(\d+\.\d+)", base).group(1)
     assert Version(python) in SpecifierSet(PYPROJECT["project"]["requires-python"])
     assert f"python{python}" in (DOCKER / name).read_text() or name == "Dockerfile.train"
-    # the package is installed from this checkout, so its dependency pins are pyproject's own
-    assert any(op == "RUN" and re.search(r"pip install \"?\.(\[|\"| |$)", a) for op, a in steps)
+    # the package is installed from this checkout with the tested pins (constraints.txt)
+    assert any(op == "RUN" and re.search(r"pip install -c constraints\.txt \"?\.(\[|\"| |$)", a)
+               for op, a in steps)
+    assert any(op == "COPY" and "constraints.txt" in a.split() for op, a in steps)
 
 
 def test_spark_image_matches_ci_java_and_the_installed_spark():
@@ -78,9 +80,42 @@ def test_spark_image_matches_ci_java_and_the_installed_spark():
     jars = Path(pyspark.__file__).parent / "jars"
     hadoop = sorted(re.match(r"hadoop-client-api-(.+)\.jar", p.name).group(1)
                     for p in jars.glob("hadoop-client-api-*.jar"))
-    assert hadoop == [args_of(DOCKER / "Dockerfile.spark")["HADOOP_AWS_VERSION"]]
+    assert len(hadoop) == 1
+    # the image reads the version from the pinned pyspark's own jar, as this test does
+    assert re.search(r'hadoop-client-api-\*\.jar.*HADOOP_AWS_VERSION|HADOOP_AWS_VERSION="\$\(ls '
+                     r'"\$\{SPARK_HOME\}"/jars/hadoop-client-api-\*\.jar', text)
+    assert "HADOOP_AWS_VERSION=3" not in text  # no hard-coded version to drift
+    pinned = re.search(r"^pyspark==(.+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
+    assert Version(pinned) == Version(pyspark.__version__)
     documented = re.findall(r"hadoop-aws:([\w.]+)", (REPO / "pipelines" / "cluster.toml").read_text())
     assert documented and set(documented) == set(hadoop)
+
+
+def test_train_image_entry_point_runs_torchrun_for_several_processes(tmp_path):
+    """train-entry.sh, run here with stand-ins for wit-builder and torchrun on PATH."""
+    steps = instructions(DOCKER / "Dockerfile.train")
+    assert ("ENTRYPOINT", '["train-entry.sh"]') in steps
+    for tool in ("wit-builder", "torchrun"):
+        (tmp_path / tool).write_text(f'#!/bin/sh\necho {tool} "$@"\n')
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    run = lambda **extra: subprocess.run(  # noqa: E731
+        ["sh", str(DOCKER / "train-entry.sh"), "train", "--steps", "5"], env={**env, **extra},
+        capture_output=True, text=True, check=True).stdout.strip()
+    assert run() == "wit-builder train --steps 5"
+    assert run(NPROC="4") == ("torchrun --standalone --nproc-per-node 4 -m wit_builder.cli "
+                              "train --steps 5")
+    assert "--shm-size" in (DOCKER / "Dockerfile.train").read_text()
+
+
+def test_build_context_leaves_out_environments_and_outputs():
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "wit-demo", "out", "runs", ".git"} <= ignored
+    for op, arguments in instructions(DOCKER / "Dockerfile.spark") + \
+            instructions(DOCKER / "Dockerfile.train"):
+        if op == "COPY":
+            assert not any(source.split("/")[0] in ignored for source in shlex.split(arguments)[:-1])
 
 
 def test_train_image_torch_is_the_ci_pin():
