@@ -182,16 +182,20 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
     raw = pc.fill_null(raw_urls, "")
     tricky = _re(raw, _TRICKY)
     absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
-    base_ok = pc.and_(_re(bases, _BASE), pc.invert(_re(bases, _TRICKY_BASE)))
+    # A page's base URL repeats for each of its images: the regexes run once per distinct base.
+    coded = pc.dictionary_encode(pc.fill_null(bases, ""))
+    distinct, codes = coded.dictionary, coded.indices
+    base_ok = pc.and_(_re(distinct, _BASE), pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
     simple = pc.and_(base_ok, pc.invert(tricky))
-    base = _lower_scheme(pc.fill_null(bases, ""))
+    base = _lower_scheme(distinct)
     proto = pc.and_(simple, _re(raw, _PROTOCOL_RELATIVE))
     path_abs = pc.and_(simple, _re(raw, _PATH_ABSOLUTE))
     path_rel = pc.and_(simple, _re(raw, _PATH_RELATIVE))
-    scheme = pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:")
-    origin = pc.replace_substring_regex(base, _ORIGIN, r"\1")
+    scheme = pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:").take(codes)
+    origin = pc.replace_substring_regex(base, _ORIGIN, r"\1").take(codes)
     folder = pc.replace_substring_regex(base, _BASE_DIR, r"\1\2")
-    folder = pc.if_else(pc.ends_with(folder, "/"), folder, pc.binary_join_element_wise(folder, "/", ""))
+    folder = pc.if_else(pc.ends_with(folder, "/"), folder,
+                        pc.binary_join_element_wise(folder, "/", "")).take(codes)
     url = pc.case_when(
         pc.make_struct(absolute, proto, path_abs, path_rel),
         _lower_scheme(raw), pc.binary_join_element_wise(scheme, raw, ""),
