@@ -31,6 +31,13 @@ class Row(NamedTuple):
     page_url: str | None
 
 
+class Table(NamedTuple):
+    """Tabular records as Arrow string arrays of raw values (url, text, page_url may be null)."""
+    url: object
+    text: object
+    page_url: object
+
+
 class Skip(NamedTuple):
     """A record that holds no candidates by nature (a request, a PNG, ...): not a drop."""
     reason: str

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit_builder import storage
 from wit_builder.extract import html, tabular, urls, warc, wat
-from wit_builder.extract.records import Corrupt, Page, Row, Skip
+from wit_builder.extract.records import Corrupt, Page, Row, Skip, Table
 from wit_builder.errors import UserError
 from wit_builder.stages import StageResult
 
@@ -154,70 +156,99 @@ def _items(f: InputFile, opts: Options) -> Iterator:
 
 
 class _Rows:
-    """Candidate rows of one file, built column by column, and the file's tally."""
+    """Candidate rows of one file and the file's tally. Readers' items are gathered column by
+    column (raw values); the checks, URL resolution and uids run on whole batches
+    (urls.check_batch), with the same results as the per-row functions."""
 
     def __init__(self, source: str, opts: Options):
         self.source, self.opts = source, opts
-        self.columns = {name: [] for name in COLUMNS}
         self.tally = Counter()
+        self._reset()
 
-    def __len__(self) -> int:
-        return len(self.columns["uid"])
+    def _reset(self) -> None:
+        # images of pages: src, alt, title, base URL, page URL (one entry per image)
+        self.img = ([], [], [], [], [])
+        self.tables: list[Table] = []
+        self.pending = 0
 
     def add(self, item) -> None:
+        if isinstance(item, Table):
+            self.tally["records_read"] += len(item.url)
+            self.tables.append(item)
+            self.pending += len(item.url)
+            return
         self.tally["records_read"] += 1
         if isinstance(item, Page):
             if not item.images:
                 self.tally["skip:no_images"] += 1
                 return
             base = urls.base_url(item.page_url, item.base_href)
+            src, alt, title, bases, pages = self.img
+            n = len(item.images)
             for image in item.images:
-                self._image(image, base, item.page_url)
+                src.append(image[0]), alt.append(image[1]), title.append(image[2])
+            bases.extend([base] * n)
+            pages.extend([item.page_url] * n)
+            self.pending += n
         elif isinstance(item, Row):
-            self._candidate(item.url, urls.clean_text(item.text), "tabular",
-                            urls.base_url(item.page_url, None), item.page_url)
+            self.add(Table(*(pa.array([v], pa.string()) for v in item)))
+            self.tally["records_read"] -= 1
         elif isinstance(item, Skip):
             self.tally["skip:" + item.reason] += 1
         elif isinstance(item, Corrupt):
             self.tally["drop:" + item.reason] += 1
 
-    def _image(self, image, base: str | None, page_url: str | None) -> None:
-        resolved = None  # the URL is checked once per image, and only when a text passed
-        for kind, text in html.texts(image, self.opts.include_title):
-            reason = urls.check_text(text, self.opts.max_text_chars)
-            if reason is None:
-                resolved = resolved or urls.resolve(image.src, base, self.opts.max_url_chars)
-                url, reason = resolved
-            if reason:
-                self.tally["drop:" + reason] += 1
-            else:
-                self._keep(url, text, page_url, kind)
+    def _image_candidates(self):
+        """(raw url, cleaned text, base, page url, kind) columns of the gathered images: each
+        image's alt, then its title when wanted, present and not the alt (html.texts)."""
+        src, alt, title, bases, pages = (pa.array(c, pa.string()) for c in self.img)
+        alt = urls.clean_texts(alt)
+        if not self.opts.include_title:
+            return src, alt, bases, pages, pa.repeat("alt", len(src))
+        title = urls.clean_texts(title)
+        extra = pc.and_(pc.not_equal(title, ""), pc.not_equal(title, alt))
+        n = len(src)
+        order = np.concatenate([np.arange(n) * 2, np.flatnonzero(extra.to_numpy(zero_copy_only=False)) * 2 + 1])
+        take = pa.array(np.argsort(order, kind="stable"))
+        cat = lambda a, b: pa.concat_arrays([a, b.filter(extra)]).take(take)  # noqa: E731
+        kinds = pa.concat_arrays([pa.repeat("alt", n), pa.repeat("title", n).filter(extra)]).take(take)
+        return cat(src, src), cat(alt, title), cat(bases, bases), cat(pages, pages), kinds
 
-    def _candidate(self, raw_url, text: str, kind: str, base, page_url) -> None:
-        reason = urls.check_text(text, self.opts.max_text_chars)
-        if reason is None:
-            url, reason = urls.resolve(raw_url, base, self.opts.max_url_chars)
-        if reason:
-            self.tally["drop:" + reason] += 1
-        else:
-            self._keep(url, text, page_url, kind)
+    def _table_candidates(self):
+        t = self.tables
+        url = pa.concat_arrays([x.url for x in t])
+        text = urls.clean_texts(pa.concat_arrays([x.text for x in t]))
+        page = pa.concat_arrays([x.page_url for x in t])
+        return url, text, page, page, pa.repeat("tabular", len(url))
 
-    def _keep(self, url: str, text: str, page_url, kind: str) -> None:
-        c = self.columns
-        c["uid"].append(urls.uid(url, text))
-        c["url"].append(url)
-        c["text"].append(text)
-        c["page_url"].append(page_url)
-        c["kind"].append(kind)
-        self.tally["rows_out"] += 1
-
-    def flush(self) -> pa.RecordBatch:
-        n = len(self)
-        self.columns["source"] = [self.source] * n
-        arrays = [pa.array(self.columns[name], pa.string()) for name in COLUMNS]
-        arrays += [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
-        self.columns = {name: [] for name in COLUMNS}
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+    def flush(self) -> Iterator[pa.RecordBatch]:
+        """The checked rows gathered so far (nothing when there are none)."""
+        parts = []
+        if self.img[0]:
+            parts.append(self._image_candidates())
+        if self.tables:
+            parts.append(self._table_candidates())
+        self._reset()
+        for raw, text, base, page, kind in parts:
+            url_list, reasons = urls.check_batch(raw, text, base, self.opts.max_text_chars,
+                                                 self.opts.max_url_chars)
+            dropped = Counter(reasons)
+            kept = dropped.pop(None, 0)
+            for reason, count in dropped.items():
+                self.tally["drop:" + reason] += count
+            if not kept:
+                continue
+            self.tally["rows_out"] += kept
+            keep = pa.array([r is None for r in reasons])
+            url = pa.array(url_list, pa.string()).filter(keep)
+            text, page, kind = text.filter(keep), page.filter(keep), kind.filter(keep)
+            uid = pa.array(urls.uids(url.to_pylist(), text.to_pylist()), pa.string())
+            n = len(url)
+            arrays = [uid, url, text, page.cast(pa.string()), pa.repeat(self.source, n), kind,
+                      pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
+            batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+            for start in range(0, n, self.opts.batch_rows):
+                yield batch.slice(start, self.opts.batch_rows)
 
     def tally_batch(self) -> pa.RecordBatch:
         keys = sorted(self.tally)
@@ -234,12 +265,11 @@ def extract_file(f: InputFile, opts: Options) -> Iterator[pa.RecordBatch]:
     try:
         for item in _items(f, opts):
             rows.add(item)
-            if len(rows) >= opts.batch_rows:
-                yield rows.flush()
+            if rows.pending >= opts.batch_rows:
+                yield from rows.flush()
     except FileNotFoundError:  # a *.paths entry that is not there: counted, reported
         rows.tally["files_missing"] += 1
-    if len(rows):
-        yield rows.flush()
+    yield from rows.flush()
     yield rows.tally_batch()
 
 

@@ -120,3 +120,102 @@ def check_text(text: str, max_chars: int) -> str | None:
     if len(text) > max_chars:
         return "text_too_long"
     return None
+
+
+# --- whole batches (Arrow) ------------------------------------------------------------------------
+#
+# The same checks as `clean_text`, `check_text`, `resolve` and `uid`, run on whole columns. URLs
+# whose result is certain without urllib (plain ASCII, no dot segments, no empty query, ...) are
+# resolved by Arrow regex kernels; every other URL goes through `resolve` itself, so the batch
+# results equal the per-row ones (tests/unit/test_extract_batch.py checks that on real data).
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+# Python's str.split() whitespace (str.isspace), spelled for RE2.
+_SPACE_RE2 = (r"[\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
+              r"\x{202f}\x{205f}\x{3000}]+")
+# Characters that `_requote` leaves as they are and urlsplit never strips or splits on oddly.
+_CH = r"A-Za-z0-9._~!$&'()*+,=@%"
+_NETLOC = r"[A-Za-z0-9._~-]+"
+# An absolute http(s) URL that resolve() returns as is (scheme lower-cased): no userinfo, no
+# port, no brackets, no whitespace, no non-ASCII.
+_ABSOLUTE = rf"^(?i:https?)://{_NETLOC}(?:[/?#][{_CH}/:?#-]*)?$"
+# A base URL the fast joins accept: as above (a port of up to 4 digits allowed), no ';' params.
+_BASE = rf"^(?i:https?)://{_NETLOC}(?::[0-9]{{1,4}})?(?:[/?#][{_CH}/:?#-]*)?$"
+_BASE_DIR = r"^([A-Za-z]+://[^/?#]*)(/(?:[^?#]*/)?)?[^?#/]*(?:[?#].*)?$"
+_ORIGIN = r"^([A-Za-z]+://[^/?#]*).*$"
+# Relative references joined without urljoin: protocol-relative, path-absolute, path-relative.
+_PROTOCOL_RELATIVE = rf"^//{_NETLOC}(?:[/?#][{_CH}/?#-]*)?$"
+_PATH_ABSOLUTE = rf"^/[{_CH}?#-][{_CH}/?#-]*$"
+_PATH_RELATIVE = rf"^[{_CH}-][{_CH}/?#-]*$"
+# Anything here sends a URL to the per-row path: an empty query or fragment (urlunsplit drops
+# its '?'/'#'), dot segments, '//' after the authority (urljoin folds some of them).
+_EMPTY_PART = r"\?#|[?#]$"
+_TRICKY = r"\?#|[?#]$|(?:^|/)\.\.?(?:[/?#]|$)|.//"
+_TRICKY_BASE = r"\?#|[?#]$|/\.\.?(?:[/?#]|$)|://.*//"
+
+
+def _re(array, pattern: str) -> pa.Array:
+    return pc.fill_null(pc.match_substring_regex(array, pattern), False)
+
+
+def clean_texts(texts: pa.Array) -> pa.Array:
+    """`clean_text` of each value (null -> "")."""
+    collapsed = pc.replace_substring_regex(pc.fill_null(texts, ""), _SPACE_RE2, " ")
+    return pc.utf8_trim(collapsed, " ")
+
+
+def _lower_scheme(urls: pa.Array) -> pa.Array:
+    urls = pc.replace_substring_regex(urls, r"^(?i:https)://", "https://")
+    return pc.replace_substring_regex(urls, r"^(?i:http)://", "http://")
+
+
+def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_chars: int,
+                max_url_chars: int) -> tuple[list, list]:
+    """(urls, reasons) as `check_text` then `resolve` give them, for cleaned `texts`."""
+    length = pc.utf8_length(texts)
+    text_reason = pc.if_else(pc.equal(length, 0), "empty_text", pc.if_else(
+        pc.match_substring(texts, "\ufffd"), "undecodable",
+        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", pa.scalar(None, pa.string()))))
+    raw = pc.fill_null(raw_urls, "")
+    tricky = _re(raw, _TRICKY)
+    absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
+    # A page's base URL repeats for each of its images: the regexes run once per distinct base.
+    coded = pc.dictionary_encode(pc.fill_null(bases, ""))
+    distinct, codes = coded.dictionary, coded.indices
+    base_ok = pc.and_(_re(distinct, _BASE), pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
+    simple = pc.and_(base_ok, pc.invert(tricky))
+    base = _lower_scheme(distinct)
+    proto = pc.and_(simple, _re(raw, _PROTOCOL_RELATIVE))
+    path_abs = pc.and_(simple, _re(raw, _PATH_ABSOLUTE))
+    path_rel = pc.and_(simple, _re(raw, _PATH_RELATIVE))
+    scheme = pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:").take(codes)
+    origin = pc.replace_substring_regex(base, _ORIGIN, r"\1").take(codes)
+    folder = pc.replace_substring_regex(base, _BASE_DIR, r"\1\2")
+    folder = pc.if_else(pc.ends_with(folder, "/"), folder,
+                        pc.binary_join_element_wise(folder, "/", "")).take(codes)
+    url = pc.case_when(
+        pc.make_struct(absolute, proto, path_abs, path_rel),
+        _lower_scheme(raw), pc.binary_join_element_wise(scheme, raw, ""),
+        pc.binary_join_element_wise(origin, raw, ""), pc.binary_join_element_wise(folder, raw, ""))
+    fast = pc.is_valid(url)
+    url = pc.if_else(pc.greater(pc.utf8_length(url), max_url_chars), pa.scalar(None, pa.string()), url)
+    url_list, reasons = url.to_pylist(), text_reason.to_pylist()
+    fast_list = fast.to_numpy(zero_copy_only=False)
+    slow = np.flatnonzero(~fast_list & pc.is_null(text_reason).to_numpy(zero_copy_only=False))
+    if len(slow):
+        raw_list, base_list = raw_urls.to_pylist(), bases.to_pylist()
+        for i in slow.tolist():
+            url_list[i], reasons[i] = resolve(raw_list[i], base_list[i], max_url_chars)
+    for i in np.flatnonzero(fast_list).tolist():
+        if reasons[i] is None and url_list[i] is None:
+            reasons[i] = "url_too_long"
+    return url_list, reasons
+
+
+def uids(url_list: list, text_list: list) -> list[str]:
+    """`uid` of each (url, text) pair."""
+    b2 = hashlib.blake2b
+    return [b2(f"{u}\x00{t}".encode(), digest_size=8).hexdigest() for u, t in zip(url_list, text_list)]
