@@ -133,6 +133,7 @@ class DownloadConfig:
     user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"
     honor_robots_tag: bool = True  # refuse X-Robots-Tag noai / noimageai
     retry_failed: bool = False  # rerun: fetch again only the failed URLs of the previous run
+    progress_seconds: float = 30.0  # a progress line this often while shards run (0: none)
 
 
 @dataclass

@@ -13,6 +13,7 @@ reason, and checks that the chain accounts for every record.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
@@ -136,9 +137,21 @@ def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = Fa
     """Run one stage the same way for every command, spark-submit and the demo."""
     module = BY_NAME[name].module
     extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
-    return stages.run_stage(name, out, cfg.section(name), list(inputs) + extra,
-                            lambda work: module.run(spark, cfg, list(inputs), work), force=force,
-                            log=log, in_place=getattr(module, "IN_PLACE", False))
+
+    def body(work: str) -> stages.StageResult:
+        # The stage's Spark jobs carry one job group, so the manifest can say how many ran.
+        group = f"wit-builder-{name}-{uuid.uuid4().hex[:8]}"
+        spark.sparkContext.setJobGroup(group, f"wit-builder {name}")
+        try:
+            result = module.run(spark, cfg, list(inputs), work)
+        finally:
+            jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        result.extra["spark_jobs"] = len(jobs)
+        return result
+
+    return stages.run_stage(name, out, cfg.section(name), list(inputs) + extra, body,
+                            force=force, log=log, in_place=getattr(module, "IN_PLACE", False))
 
 
 def run_chain(spark, cfg, names: list[str], inputs: list[str], out: str, force: bool = False,

@@ -170,8 +170,9 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
 
 
 @pytest.mark.timeout(180)  # the defect this guards against was a hang
-def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_path):
-    """The review's repro: [photo, one byte every 2 s, photo] finishes within the deadline."""
+def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_path, capfd):
+    """The review's repro: [photo, one byte every 2 s, photo] finishes within the deadline,
+    and a progress line shows while it waits."""
     import time
 
     def trickle(wfile):
@@ -187,8 +188,10 @@ def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_pat
     started = time.monotonic()
     code = main(["download", "--input", str(tmp_path / "c.parquet"), "--out", str(tmp_path),
                  "--set", "download.allow_networks=127.0.0.0/8", "--set", "download.timeout=5",
-                 "--set", "download.total_timeout=10", "--set", "download.retries=2"])
+                 "--set", "download.total_timeout=10", "--set", "download.retries=2",
+                 "--set", "download.progress_seconds=2"])
     assert code == 0 and time.monotonic() - started < 60
+    assert "download: 0/1 shards, 0 images/s" in capfd.readouterr().err
     manifest = json.loads((tmp_path / "download" / "manifest.json").read_text())
     assert (manifest["rows_out"], manifest["drops"]) == (2, {"timeout": 1})
 

@@ -28,6 +28,7 @@ import re
 from wit_builder import stages, storage
 from wit_builder.download.fetch import Policy
 from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
+from wit_builder.download.progress import Progress
 from wit_builder.errors import UserError
 
 __all__ = ["IN_PLACE", "extra_inputs", "check_config", "run", "reason"]
@@ -54,7 +55,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
-        engine.download(input_dir, out_dir, section, done_shards=_finished(out_dir))
+        with Progress(out_dir, prepared["shards"], section.progress_seconds):
+            engine.download(input_dir, out_dir, section, done_shards=_finished(out_dir))
     missing = sorted(set(range(prepared["shards"])) - _finished(out_dir))
     if missing:
         raise UserError(f"download: {len(missing)} shard(s) did not finish (first: "

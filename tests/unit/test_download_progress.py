@@ -1,0 +1,33 @@
+"""The download progress line, read from the shards' _stats.json files as img2dataset writes them."""
+
+import json
+import time
+
+from wit_builder.download.progress import Progress
+
+
+def _stats(folder, shard, ok, errors):
+    status = {"success": ok, **errors}
+    (folder / f"{shard:05d}_stats.json").write_text(json.dumps(
+        {"count": ok + sum(errors.values()), "successes": ok, "status_dict": status}))
+
+
+def test_line_counts_new_shards_rates_errors_and_eta(tmp_path):
+    _stats(tmp_path, 0, 10, {})  # finished by an earlier run: counted as done, not in the rate
+    lines = []
+    with Progress(str(tmp_path), total_shards=4, interval=0.05, log=lines.append):
+        _stats(tmp_path, 1, 6, {"http_404: Not Found": 3, "timeout: total": 1})
+        (tmp_path / "00002_stats.json").write_text('{"count": 1')  # half-written: skipped
+        time.sleep(0.3)
+    assert lines, "no progress line while the shards ran"
+    last = lines[-1]
+    assert last.startswith("download: 2/4 shards, ") and "images/s" in last
+    assert "60.0% ok" in last and "top errors: http_404 3, timeout 1" in last
+    assert "ETA " in last
+
+
+def test_off_with_zero_interval(tmp_path):
+    lines = []
+    with Progress(str(tmp_path), total_shards=1, interval=0, log=lines.append):
+        _stats(tmp_path, 0, 1, {})
+    assert lines == []
