@@ -334,6 +334,22 @@ def _cmd_demo(args, cfg):
              config=args.config, overrides=args.overrides, master=args.master, force=args.force)
 
 
+def _add_doctor(sub, common):
+    p = _stage_parser(sub, common, "doctor", "check this machine before a run: Python, packages, "
+                      "Java, Spark, models, query list, --out, S3, GPU, Chromium")
+    _flag(p, "--queries", key="match.queries", help="query list to check")
+    p.add_argument("--out", help="output root to check for write access (default: [run] out)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args, cfg):
+    from wit_builder import doctor
+
+    if not doctor.run(cfg, args.out, as_json=args.json):
+        sys.exit(1)  # something a run needs is missing: the lines above say what
+
+
 def _add_config(sub, common):
     p = _stage_parser(sub, common, "config", "print the effective config (defaults + file + --set) as TOML")
     p.set_defaults(func=_cmd_config)
@@ -369,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     for add in (_add_queries, _add_extract, _add_match, _add_filter, _add_balance, _add_curate,
                 _add_download, _add_finalize, _add_stats, _add_train_tokenizer, _add_train,
-                _add_eval, _add_run, _add_demo, _add_config):
+                _add_eval, _add_run, _add_demo, _add_config, _add_doctor):
         add(sub, common)
     return parser
 
