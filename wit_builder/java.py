@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from wit_builder.errors import UserError
 
 SUPPORTED = (17, 21)
-INSTALL = ("install Java 17: `apt-get install -y openjdk-17-jre-headless` (Debian/Ubuntu), "
-           "or `conda install -c conda-forge openjdk=17`, or point JAVA_HOME at a JDK 17 or 21")
+INSTALL = ("install Java 17 with `apt-get install -y openjdk-17-jre-headless` on Debian/Ubuntu "
+           "or `conda install -c conda-forge openjdk=17`, or point JAVA_HOME at a Java 17 or 21")
 # `openjdk version "17.0.15" 2025-04-15`, `java version "1.8.0_292"`, `JAVA_VERSION="21.0.2"`
 _VERSION = re.compile(r'(?:version|JAVA_VERSION=)\s*"([0-9][^"]*)"')
 
