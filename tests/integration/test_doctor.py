@@ -69,3 +69,26 @@ def test_an_unwritable_out_exits_1(tmp_path):
     assert items["out"]["status"] == "fail"
     assert f"{tmp_path / 'a_file'} is a file, not a folder" in items["out"]["detail"]
     assert [n for n, item in items.items() if item["status"] == "fail"] == ["out"]
+
+
+def test_s3_credentials_endpoint_and_bucket_when_out_is_on_s3(tmp_path):
+    from test_s3 import BUCKET, CREDENTIALS, start_moto, stop
+    import boto3
+
+    proc, url = start_moto(tmp_path / "moto.log", **CREDENTIALS)
+    try:
+        boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        env = {**CREDENTIALS, "WIT_S3_ENDPOINT_URL": url}
+        done = _doctor("--json", "--out", f"s3://{BUCKET}/run", **env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        s3 = _items(done)["s3"]
+        assert s3["status"] == "ok" and s3["facts"] == {"endpoint": url, "credentials": "env",
+                                                         "buckets": [BUCKET]}
+        done = _doctor("--json", "--out", "s3://no-such-bucket/run", **env)
+        assert done.returncode == 1
+        items = _items(done)
+        assert "bucket 'no-such-bucket' does not exist" in items["s3"]["detail"]
+        assert [n for n, item in items.items() if item["status"] == "fail"] == ["out", "s3"]
+    finally:
+        stop(proc)
