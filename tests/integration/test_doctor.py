@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
+
+from test_s3 import BUCKET, CREDENTIALS, start_moto, stop  # the moto server of the S3 tests
+
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = REPO / "query_lists" / "wit-queries-en.json.gz"
 ITEMS = ["python", "packages", "java", "spark", "langid", "queries", "out", "s3", "gpu", "chromium"]
@@ -72,9 +76,6 @@ def test_an_unwritable_out_exits_1(tmp_path):
 
 
 def test_s3_credentials_endpoint_and_bucket_when_out_is_on_s3(tmp_path):
-    from test_s3 import BUCKET, CREDENTIALS, start_moto, stop
-    import boto3
-
     proc, url = start_moto(tmp_path / "moto.log", **CREDENTIALS)
     try:
         boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
