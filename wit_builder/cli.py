@@ -268,6 +268,22 @@ def _cmd_demo(args, cfg):
              master=args.master, force=args.force)
 
 
+def _add_doctor(sub):
+    p = _command(sub, "doctor", "check this machine before a run: Python, packages, Java, "
+                 "Spark, models, query list, --out, S3, GPU, Chromium")
+    _flag(p, "--queries", "match.queries", "query list to check")
+    p.add_argument("--out", help="output root to check for write access (default: [run] out)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args, cfg):
+    from wit_builder import doctor
+
+    if not doctor.run(cfg, args.out, as_json=args.json):
+        sys.exit(1)  # something a run needs is missing: the lines above say what
+
+
 def _add_config(sub):
     p = _command(sub, "config", "print the effective config (defaults + file + --set) as TOML")
     p.set_defaults(func=_cmd_config)
@@ -291,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in pipeline.STAGES:
         _add_stage(sub, stage)
     for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_run,
-                _add_demo, _add_config):
+                _add_demo, _add_config, _add_doctor):
         add(sub)
     return parser
 

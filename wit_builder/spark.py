@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import sys
 
+from wit_builder.java import find_java
+
 
 def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: dict | None = None,
               arrow_batch_rows: int = 10_000, s3_endpoint_url: str = "", ui: bool = True,
@@ -32,6 +34,8 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     # Under spark-submit (which starts the JVM first and tells us its port) spark-submit's
     # --master and --conf stand unless a master is named here.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if not submitted:  # we are about to start the JVM: fail in one line if it cannot start
+        find_java()
     master = master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback

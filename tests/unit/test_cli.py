@@ -6,7 +6,7 @@ import pytest
 from wit_builder.cli import build_parser, main
 
 COMMANDS = ["queries", "extract", "match", "filter", "balance", "curate", "download", "finalize",
-            "stats", "train", "eval", "run", "demo", "train-tokenizer", "config"]
+            "stats", "train", "eval", "run", "demo", "train-tokenizer", "config", "doctor"]
 
 
 def test_every_stage_has_a_subcommand_with_help(capsys):
