@@ -54,6 +54,20 @@ def test_extract_without_java_is_one_error_line_and_exit_2(shared_data, tmp_path
     assert not (tmp_path / "out" / "extract").exists()
 
 
+@pytest.mark.parametrize("bad_input, message", [
+    ("missing.jsonl", "input not found"),
+    ("notes.xyz", "cannot tell the format"),
+])
+def test_input_mistakes_are_reported_before_java_is_looked_for(tmp_path, bad_input, message):
+    """Checks that need no Java come first: the user fixes the input before installing Java."""
+    if bad_input == "notes.xyz":
+        (tmp_path / bad_input).write_text("x")
+    done = _extract_without_java(tmp_path / bad_input, tmp_path / "out", None)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {message}") and done.stderr.count("\n") == 1
+    assert "java" not in done.stderr.lower()
+
+
 def test_java_home_comes_first_and_names_its_version(tmp_path):
     java = _fake_java(tmp_path / "jdk21", 'openjdk version "21.0.2" 2024-01-16')
     _fake_java(tmp_path / "other", 'openjdk version "17.0.15" 2025-04-15')
