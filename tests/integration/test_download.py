@@ -90,7 +90,7 @@ def test_sample_content(downloaded, image_server):
     same_photo = 0
     for sample in _samples(folder):
         meta = json.loads(sample["json"])
-        assert {"uid", "url", "text", "entry_ids", "entries", "page_url", "source", "width",
+        assert {"uid", "url", "text", "entry_ids", "entries", "page_url", "source", "lang", "width",
                 "height", "original_width", "original_height", "sha256", "status"} <= set(meta)
         assert "caption" not in meta
         assert meta["status"] == "success" and meta["entry_ids"] == [] == meta["entries"]
@@ -112,6 +112,7 @@ def test_stage_input_with_entries(spark, image_server, tmp_path):
         "uid": ["a1", "b2", "c3"], "url": image_server.photo_urls[-3:],
         "text": ["a red bus", "two dogs", "a dog on a red bus"],
         "page_url": ["http://example.org/p", None, None], "source": ["crawl.warc.gz"] * 3,
+        "lang": ["en", "de", None],
         "kind": ["alt"] * 3, "entry_ids": pa.array([[0], [1], [0, 1]], pa.list_(pa.int32()))}),
         balance / "part-0.parquet")
     (balance / "manifest.json").write_text("{}")
@@ -130,6 +131,8 @@ def test_stage_input_with_entries(spark, image_server, tmp_path):
     assert metas["c3"]["entries"] == ["red bus", "dog"] and metas["c3"]["entry_ids"] == [0, 1]
     assert metas["a1"]["page_url"] == "http://example.org/p"
     assert metas["b2"]["entries"] == ["dog"] and metas["b2"]["source"] == "crawl.warc.gz"
+    # filter's language travels with the sample (finalize and the report read it)
+    assert [metas[u]["lang"] for u in ("a1", "b2", "c3")] == ["en", "de", None]
 
 
 def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):

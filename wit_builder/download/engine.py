@@ -33,10 +33,11 @@ from img2dataset.writer import WebDatasetSampleWriter
 
 from wit_builder import storage
 from wit_builder.download import fetch
+from wit_builder.download.prepare import CARRIED
 
 # Columns of the prepared input that img2dataset copies into every sample's json (besides
 # url and the caption, which it handles itself).
-EXTRA_COLUMNS = ["uid", "entry_ids", "entries", "page_url", "source"]
+EXTRA_COLUMNS = ["uid", *CARRIED]
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 
 

@@ -26,9 +26,12 @@ SHARDS_PER_INPUT_FILE = 20  # img2dataset's Reader loads one input file at a tim
 _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_quality",
                  "samples_per_shard", "max_bytes", "max_pixels", "max_redirects",
                  "allow_networks", "user_agent", "honor_robots_tag")
+# Candidate columns that travel into every sample's json and the shard Parquet, for finalize
+# and the report (besides uid, url and the caption).
+CARRIED = ["entry_ids", "entries", "page_url", "source", "lang"]
 _ROW_SCHEMA = ("uid string, url string, text string, entry_ids array<int>, entries array<string>, "
-               "page_url string, source string")
-_ROW_COLUMNS = ["uid", "url", "text", "entry_ids", "entries", "page_url", "source"]
+               "page_url string, source string, lang string")
+_ROW_COLUMNS = ["uid", "url", "text", *CARRIED]
 
 
 def extra_inputs(cfg) -> list[str]:
@@ -128,7 +131,8 @@ def _normalised(df, cfg, path):
         F.coalesce(pick("entry_ids", default=no_ids).cast("array<int>"), no_ids).alias("entry_ids"),
         pick(cfg.extract.page_url_column, "page_url", default=none).cast("string")
         .alias("page_url"),
-        pick("source", default=F.col("_metadata.file_path")).cast("string").alias("source"))
+        pick("source", default=F.col("_metadata.file_path")).cast("string").alias("source"),
+        pick("lang", default=none).cast("string").alias("lang"))
 
 
 def _queries(cfg, max_id):

@@ -27,7 +27,7 @@ import re
 
 from wit_builder import stages, storage
 from wit_builder.download.fetch import Policy
-from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
+from wit_builder.download.prepare import CARRIED, INPUT_DIR, extra_inputs, prepare, write_input
 from wit_builder.download.progress import Progress
 from wit_builder.errors import UserError
 
@@ -114,8 +114,7 @@ def _retry_failed(spark, out_dir: str, section) -> None:
         return
     start = max(_finished(out_dir)) + 1
     failed = (_outcomes(spark, out_dir).where("ok = 0")
-              .select("uid", *[f"last.{c}" for c in ("url", "text", "entry_ids", "entries",
-                                                    "page_url", "source")]))
+              .select("uid", *[f"last.{c}" for c in ("url", "text", *CARRIED)]))
     retry_dir = storage.join(out_dir, INPUT_DIR, f"retry-{storage.shard_name(start)}")
     n = failed.count()
     if not n:
