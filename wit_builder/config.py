@@ -132,6 +132,7 @@ class DownloadConfig:
     allow_networks: list = field(default_factory=list)  # CIDRs exempt from the private-address rule
     user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"
     honor_robots_tag: bool = True  # refuse X-Robots-Tag noai / noimageai
+    honor_robots_txt: bool = True  # ask each host's robots.txt (once per executor) before fetching
     retry_failed: bool = False  # rerun: fetch again only the failed URLs of the previous run
     progress_seconds: float = 30.0  # a progress line this often while shards run (0: none)
 

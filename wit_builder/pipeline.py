@@ -208,9 +208,9 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
         raise UserError("nothing to run on: no inputs (set [run] input in the config or give --input)")
     if not run.out:
         raise UserError("no output root (set [run] out in the config or give --out)")
+    storage.check_writable(run.out)
     todo = select(NAMES, None, run.until)
     check(cfg, todo, list(run.input))
-    storage.check_writable(run.out)
     session = spark or _session(cfg, master)
     curated = [n for n in todo if n in CURATE] or [CURATE[0]]
     curate(cfg, list(run.input), run.out, until=curated[-1], force=force, log=log,

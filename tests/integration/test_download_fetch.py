@@ -228,3 +228,54 @@ def test_a_slow_resolver_counts_against_the_deadline(connections, monkeypatch):
     error, took = _timed("http://slow-dns.test/a.jpg", timeout=5.0, total_timeout=1.0)
     assert error == "timeout: dns" and took < 1.0 + MARGIN
     assert connections == []
+
+
+# --- robots.txt (issue 14) -------------------------------------------------------------------
+
+@pytest.fixture
+def site(shared_data):
+    """A fresh server per test: robots.txt answers are cached per host and process."""
+    from image_server import ImageServer
+
+    server = ImageServer({"/": shared_data / "images" / "flickr8k_dev" / "train"}).start()
+    server.photo = sorted((shared_data / "images" / "flickr8k_dev" / "train").glob("*.jpg"))[0].name
+    yield server
+    server.stop()
+
+
+def _robots(site, status=200, body=b""):
+    site.route("/robots.txt", status=status, headers={"Content-Type": "text/plain"}, body=body)
+
+
+def test_robots_txt_is_asked_once_per_host_and_obeyed(site, connections):
+    _robots(site, body=b"User-agent: otherbot\nDisallow: /\n\n"
+                       b"User-agent: wit-builder\nDisallow: /private/\n")
+    policy = _policy(honor_robots_txt=True)
+    site.route("/private/a.jpg", headers={"Content-Type": "image/jpeg"}, body=b"x")
+    assert _get(site.url("/private/a.jpg"), policy) == (None, "robots_txt: disallowed")
+    assert site.hits("/private/a.jpg") == 0  # refused before the request
+    data, error = _get(site.url("/" + site.photo), policy)
+    assert error is None and data[:2] == b"\xff\xd8"  # otherbot's rule is not ours
+    assert site.hits("/robots.txt") == 1
+    assert _get(site.url("/private/a.jpg"), _policy())[1] == "not_an_image: undecodable"  # off
+
+
+@pytest.mark.parametrize("status, allowed", [(404, True), (403, True), (503, False)])
+def test_robots_txt_answers_as_rfc_9309_says(site, connections, status, allowed):
+    _robots(site, status=status)
+    error = _get(site.url("/" + site.photo), _policy(honor_robots_txt=True))[1]
+    assert (error is None) == allowed and (allowed or error == "robots_txt: disallowed")
+
+
+def test_robots_txt_redirects_are_checked_like_images(site, connections):
+    site.route("/robots.txt", status=302, headers={"Location": "http://169.254.169.254/robots.txt"})
+    _get(site.url("/" + site.photo), _policy(honor_robots_txt=True))
+    assert all(address.startswith("127.") for address in connections)
+
+
+def test_the_download_config_turns_robots_txt_on_by_default():
+    from wit_builder.config import load_config
+
+    assert Policy.from_config(load_config().download).honor_robots_txt is True
+    off = load_config(None, ["download.honor_robots_txt=false"]).download
+    assert Policy.from_config(off).honor_robots_txt is False

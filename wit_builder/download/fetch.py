@@ -22,6 +22,7 @@ from urllib.parse import urljoin, urlsplit
 from PIL import Image
 
 from wit_builder.download.deadline import WATCHDOG, Deadline
+from wit_builder.download.robots import ROBOTS
 from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -41,6 +42,7 @@ class Policy:
     allowed: tuple  # ip_network objects exempt from the public-address rule
     user_agent: str
     retries: int = 0  # further attempts after a transient failure, within total_timeout
+    honor_robots_txt: bool = False  # ask each host's robots.txt first (download config: on)
 
     @classmethod
     def from_config(cls, section) -> "Policy":
@@ -48,7 +50,7 @@ class Policy:
                    max_bytes=section.max_bytes, max_pixels=section.max_pixels,
                    max_redirects=section.max_redirects,
                    allowed=parse_networks(section.allow_networks), user_agent=section.user_agent,
-                   retries=section.retries)
+                   retries=section.retries, honor_robots_txt=section.honor_robots_txt)
 
     @property
     def robots_token(self) -> str:
@@ -206,6 +208,8 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives,
         return bool(disallowed_header_directives) and is_disallowed(
             headers, token, disallowed_header_directives)
 
+    if policy.honor_robots_txt and not ROBOTS.allowed(url, policy, _robots_fetch):
+        return key, None, "robots_txt: disallowed"
     deadline = Deadline(policy.total_timeout)  # retries share it: one URL, one budget
     for attempt in range(policy.retries + 1):
         error = _attempt(url, policy, opted_out, deadline)
@@ -214,6 +218,10 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives,
         if attempt == policy.retries or not _transient(error) or deadline.left() <= 0:
             return key, None, error
     raise AssertionError("unreachable")
+
+
+def _robots_fetch(url: str, policy: Policy) -> bytes:
+    return fetch(url, policy)
 
 
 def _transient(error: str) -> bool:

@@ -25,7 +25,7 @@ SHARDS_PER_INPUT_FILE = 20  # img2dataset's Reader loads one input file at a tim
 # between an interrupted run and its resumption.
 _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_quality",
                  "samples_per_shard", "max_bytes", "max_pixels", "max_redirects",
-                 "allow_networks", "user_agent", "honor_robots_tag")
+                 "allow_networks", "user_agent", "honor_robots_tag", "honor_robots_txt")
 # Candidate columns that travel into every sample's json and the shard Parquet, for finalize
 # and the report (besides uid, url and the caption).
 CARRIED = ["entry_ids", "entries", "page_url", "source", "lang"]
