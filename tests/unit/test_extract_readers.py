@@ -12,6 +12,7 @@ from wit_builder.extract import stage as extract
 from wit_builder.extract import html, tabular, warc, wat
 from wit_builder.extract.records import CORRUPT, Image, Page, Row, Skip
 from wit_builder.errors import UserError
+from crawl_helpers import write_warc
 
 COLUMNS = tabular.Columns("url", "text", "")
 
@@ -250,3 +251,38 @@ def test_plan_user_errors(shared_data, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="no input files of a known format"):
         extract.plan([str(tmp_path)])
+
+
+# --- issue 13: counted, never silently lost ------------------------------------------------------
+
+def _extract_file(path, fmt="warc", max_page_bytes=5_000_000):
+    """(rows, tally) of one input file through the extract task, without Spark."""
+    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000)
+    batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
+    rows = [r for b in batches[:-1] for r in b.to_pylist()]
+    tally = dict(zip(batches[-1].column("tally").to_pylist(), batches[-1].column("n").to_pylist()))
+    return rows, tally
+
+
+STRAY = '<!-- \xff --><img src="http://e.com/画像.jpg" alt="a café photo of a cat">'
+
+
+@pytest.mark.parametrize("content_type, head", [
+    ("text/html; charset=utf-8", ""),  # declared by the HTTP header
+    ("text/html", '<meta charset="utf-8">'),  # declared by the page
+])
+def test_declared_utf8_with_a_stray_byte_stays_utf8(tmp_path, content_type, head):
+    body = head.encode() + STRAY.encode("utf-8").replace("\xff".encode("utf-8"), b"\xff")
+    path = write_warc(tmp_path / "p.warc.gz", [("http://e.com/page", body)], content_type)
+    rows, tally = _extract_file(path)
+    assert [(r["url"], r["text"]) for r in rows] == [
+        ("http://e.com/%E7%94%BB%E5%83%8F.jpg", "a café photo of a cat")]
+    assert tally["rows_out"] == 1 and not [k for k in tally if k.startswith("drop:")]
+
+
+def test_decode_keeps_a_declared_charset_with_few_errors():
+    body = "ok <b>é ü ł</b> \xff end".encode("utf-8").replace(b"\xc3\xbf", b"\xff")
+    assert html.decode(body, "utf-8") == "ok <b>é ü ł</b> \ufffd end"
+    # a legacy page declared UTF-8: (nearly) every non-ASCII byte is broken, so it is re-decoded
+    page = '<html lang="ru"><img alt="кошка на фото">'
+    assert html.decode(page.encode("cp1251"), "utf-8") == page

@@ -77,27 +77,38 @@ def _strict(body: bytes, names) -> str | None:
     return None
 
 
+def _lenient(body: bytes, names) -> str | None:
+    """The first of `names` that decodes `body` with few errors, each replaced by U+FFFD where
+    it is. Few: at most a third of the non-ASCII characters are broken. A page
+    in another encoding than the one tried breaks at (nearly) every non-ASCII character; a page
+    in it with a stray byte or a cut character breaks there only."""
+    for name in dict.fromkeys(n for n in names if n):
+        text = body.decode(name, errors="replace")
+        broken = text.count("\ufffd")
+        if broken * 3 <= len(text) - len(text.encode("ascii", errors="ignore")):
+            return text
+    return None
+
+
 def decode(body: bytes, declared: str | None = None) -> str:
     """Bytes -> text, the way a browser would, but checked: the BOM, the HTTP charset, `<meta
-    charset>`, then UTF-8, each tried strictly. A wrong declaration is common, so then: UTF-8
-    with a few broken sequences stays UTF-8; else the legacy encoding of the page's `<html lang>`;
-    else charset_normalizer's guess. Only bytes nothing decodes become U+FFFD, which makes the
-    texts holding them `undecodable` drops."""
+    charset>`, then UTF-8, each tried strictly. Then the same again with errors replaced where
+    they are, if they are few (a stray byte must not turn a whole UTF-8 page into cp1251). A
+    wrong declaration is common, so then: the legacy encoding of the page's `<html lang>`; else
+    charset_normalizer's guess. Only bytes nothing decodes become U+FFFD, which makes the texts
+    holding them `undecodable` drops."""
     boms = [name for bom, name in _BOMS if body.startswith(bom)]
     meta = _META_CHARSET.search(body, 0, 4096)
-    found = _strict(body, boms + [_codec(declared), _codec(meta and meta.group(1).decode()), "utf-8"])
-    if found is not None:
-        return found
-    text = body.decode("utf-8", errors="replace")
-    if text.count("\ufffd") <= 0.01 * (len(body) - len(body.decode("ascii", errors="ignore"))):
-        return text  # only the texts holding a cut multi-byte character are lost
-    found = _strict(body, [_legacy_for_lang(body)])
-    if found is not None:
-        return found
+    tried = boms + [_codec(declared), _codec(meta and meta.group(1).decode()), "utf-8"]
+    for attempt in (lambda: _strict(body, tried), lambda: _lenient(body, tried),
+                    lambda: _strict(body, [_legacy_for_lang(body)])):
+        found = attempt()
+        if found is not None:
+            return found
     from charset_normalizer import from_bytes  # only for the few mis-declared pages
 
     guess = from_bytes(body).best()
-    return str(guess) if guess is not None else text
+    return str(guess) if guess is not None else body.decode("utf-8", errors="replace")
 
 
 # --- images ---------------------------------------------------------------------------------
