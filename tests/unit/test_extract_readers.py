@@ -286,3 +286,25 @@ def test_decode_keeps_a_declared_charset_with_few_errors():
     # a legacy page declared UTF-8: (nearly) every non-ASCII byte is broken, so it is re-decoded
     page = '<html lang="ru"><img alt="кошка на фото">'
     assert html.decode(page.encode("cp1251"), "utf-8") == page
+
+
+def _cat_pages(n):
+    return [(f"http://e.com/{i}", f'<img src="a{i}.jpg" alt="cat {i}"><img src="b{i}.jpg" alt="dog {i}">'.encode())
+            for i in range(n)]
+
+
+def test_warc_gzipped_as_one_whole_file_is_read_fully(tmp_path):
+    path = write_warc(tmp_path / "whole.warc.gz", _cat_pages(5), whole_file_gzip=True)
+    rows, tally = _extract_file(path)
+    assert len(rows) == tally["rows_out"] == 10
+    assert tally["records_read"] == 10 and tally["skip:not_response"] == 5
+    assert not [k for k in tally if k.startswith("drop:")]
+
+
+def test_warc_gzipped_as_one_whole_file_and_cut_is_counted(tmp_path):
+    path = write_warc(tmp_path / "whole.warc.gz", _cat_pages(50), whole_file_gzip=True)
+    path.write_bytes(path.read_bytes()[:-100])  # the last records and the gzip trailer
+    items = _items(path)
+    assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
+    pages = [i.page_url for i in items if isinstance(i, Page)]
+    assert 20 < len(pages) < 50 and pages == [f"http://e.com/{i}" for i in range(len(pages))]

@@ -4,11 +4,13 @@
 yields a record's payload only once the whole record has been read: warcio silently cuts a
 record whose gzip member is truncated, so each record's Content-Length and gzip member end are
 checked here, and a damaged record becomes one `Corrupt` item that ends the file (after damage
-there is no reliable next record boundary).
+there is no reliable next record boundary). A WARC gzipped as one whole file, which warcio
+refuses after its first record, is read again as one decompressed stream.
 """
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from typing import Callable, Iterator, NamedTuple
 
@@ -44,28 +46,64 @@ def _read_capped(stream, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+class _MemberGoesOn(Exception):
+    """A whole record was read but its gzip member did not end with it."""
+
+
 def _cut_short(iterator: ArchiveIterator, record) -> bool:
-    """True when the record ended before its Content-Length or inside its gzip member."""
+    """True when the record ended before its Content-Length; `_MemberGoesOn` when it is whole
+    but inside a longer gzip member (a whole-file gzip, or a member cut before its end)."""
     iterator.read_to_end()  # drains the record and the blank lines after it
     if getattr(record.raw_stream, "limit", 0) > 0:
         return True
     decompressor = iterator.reader.decompressor
-    return decompressor is not None and not decompressor.eof
+    if decompressor is not None and not decompressor.eof:
+        raise _MemberGoesOn
+    return False
+
+
+def _records(iterator: ArchiveIterator, select, max_bytes: int) -> Iterator:
+    for record in iterator:
+        reason = select(record)
+        payload = None if reason else _read_capped(record.content_stream(), max_bytes)
+        if _cut_short(iterator, record):
+            yield CORRUPT
+            return
+        yield Skip(reason) if reason else Payload(record, payload)
+
+
+def _whole_file_gzip(fileobj, select, max_bytes: int, done: int) -> Iterator:
+    """The records after the first `done` of a WARC gzipped as a whole (`gzip x.warc`, not a
+    member per record), read as one decompressed stream; a cut member ends in `CORRUPT` here.
+    A cut gzip raises EOFError, which warcio takes for the end of the file when it comes
+    between records, hence the last check."""
+    fileobj.seek(0)
+    stream = gzip.GzipFile(fileobj=fileobj, mode="rb")
+    for i, item in enumerate(_records(ArchiveIterator(stream), select, max_bytes)):
+        if i >= done:
+            yield item
+        if item is CORRUPT:
+            return
+    stream.read(1)  # raises EOFError when the gzip stream was cut
 
 
 def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int) -> Iterator:
     """Yield `Skip(reason)` for records `select` rejects, a `Payload` for the others
     (payload = the HTTP body for responses, the block for other records, de-chunked and
     decompressed), and one `CORRUPT` for a damaged record, which ends the file."""
-    iterator = ArchiveIterator(fileobj)
+    done = 0
     try:
-        for record in iterator:
-            reason = select(record)
-            payload = None if reason else _read_capped(record.content_stream(), max_bytes)
-            if _cut_short(iterator, record):
-                yield CORRUPT
-                return
-            yield Skip(reason) if reason else Payload(record, payload)
+        for item in _records(ArchiveIterator(fileobj), select, max_bytes):
+            yield item
+            done += 1
+    except (_MemberGoesOn, ArchiveLoadFailed) as exc:
+        if isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" not in str(exc):
+            yield CORRUPT
+            return
+        try:
+            yield from _whole_file_gzip(fileobj, select, max_bytes, done)
+        except _DAMAGE:
+            yield CORRUPT
     except _DAMAGE:
         yield CORRUPT
 
