@@ -289,8 +289,8 @@ def test_decode_keeps_a_declared_charset_with_few_errors():
 
 
 def _cat_pages(n):
-    return [(f"http://e.com/{i}", f'<img src="a{i}.jpg" alt="cat {i}"><img src="b{i}.jpg" alt="dog {i}">'.encode())
-            for i in range(n)]
+    return [(f"http://e.com/{i}", f'<img src="a{i}.jpg" alt="cat {i}"><img src="b{i}.jpg" alt="dog {i}">'
+             .encode()) for i in range(n)]
 
 
 def test_warc_gzipped_as_one_whole_file_is_read_fully(tmp_path):
@@ -308,3 +308,35 @@ def test_warc_gzipped_as_one_whole_file_and_cut_is_counted(tmp_path):
     assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
     pages = [i.page_url for i in items if isinstance(i, Page)]
     assert 20 < len(pages) < 50 and pages == [f"http://e.com/{i}" for i in range(len(pages))]
+
+
+def _big_page(n_images: int) -> bytes:
+    return "".join(f'<p>{"text " * 50}</p><img src="http://e.com/i{i}.jpg" alt="cat {i}" title="t{i}">'
+                   for i in range(n_images)).encode()
+
+
+@pytest.mark.parametrize("fmt", ["warc", "html"])
+def test_images_after_max_page_bytes_are_counted(tmp_path, fmt):
+    body = _big_page(40)
+    cap = len(body) // 4 + 7  # inside some tag, not at a boundary
+    if fmt == "warc":
+        path = write_warc(tmp_path / "p.warc.gz",
+                          [("http://e.com/p", body), ("http://e.com/q", b"<img src=/x.jpg alt=x>")])
+    else:
+        path = tmp_path / "p.html"
+        path.write_bytes(body)
+    rows, tally = _extract_file(path, fmt, max_page_bytes=cap)
+    kept = [r for r in rows if r["text"].startswith("cat")]
+    assert 5 < len(kept) < 15 and len(rows) == tally["rows_out"] == 2 * len(kept) + (fmt == "warc")
+    drops = {k: v for k, v in tally.items() if k.startswith("drop:")}
+    assert drops == {"drop:page_truncated": 40 - len(kept)}  # one (its alt) per image cut off
+    assert tally["pages_truncated"] == 1
+    assert "pages_truncated" not in _extract_file(path, fmt)[1]
+
+
+def test_read_page_counts_img_tags_across_chunks():
+    body = b"<p>x</p>" * 3 + b"<IMG src=a><img\nsrc=b><imgx><img/>" * 5
+    for chunk in (1, 3, 4, 5, 7, 1000):
+        assert html.read_page(io.BytesIO(body), 24, chunk) == (body[:24], 15)
+    assert html.read_page(io.BytesIO(body), 26, 4) == (body[:24], 15)  # "<I" goes with the rest
+    assert html.read_page(io.BytesIO(body), len(body), 4) == (body, None)

@@ -111,6 +111,38 @@ def decode(body: bytes, declared: str | None = None) -> str:
     return str(guess) if guess is not None else body.decode("utf-8", errors="replace")
 
 
+# --- oversized pages --------------------------------------------------------------------------
+
+_IMG_TAG = re.compile(rb"<img[\s/>]", re.I)
+
+
+def read_page(stream, max_bytes: int, chunk: int = 1 << 16) -> tuple[bytes, int | None]:
+    """(the first `max_bytes` of a page, the `<img>` tags after them, or None when the page is
+    no longer). The rest is scanned, not kept, so that the images of an oversized page are
+    counted (`page_truncated` drops) instead of vanishing. A tag cut in two goes with the rest:
+    the parser would drop it anyway."""
+    parts, left = [], max_bytes
+    while left > 0:
+        data = stream.read(min(chunk, left))
+        if not data:
+            return b"".join(parts), None
+        parts.append(data)
+        left -= len(data)
+    body, data = b"".join(parts), stream.read(chunk)
+    if not data:
+        return body, None
+    cut = body.rfind(b"<")
+    if cut > body.rfind(b">"):
+        body, data = body[:cut], body[cut:] + data
+    images, carry = 0, b""
+    while data:
+        # `carry` is too short to hold a whole match, so none is counted twice
+        window = carry + data
+        images += len(_IMG_TAG.findall(window))
+        carry, data = window[-4:], stream.read(chunk)
+    return body, images
+
+
 # --- images ---------------------------------------------------------------------------------
 
 def first_srcset_url(srcset: str | None) -> str | None:
@@ -151,12 +183,12 @@ def read_saved(fileobj, path: str, page_url: str | None, max_bytes: int) -> Iter
     try:
         if path.lower().endswith(".gz"):
             fileobj = gzip.GzipFile(fileobj=fileobj, mode="rb")
-        body = fileobj.read(max_bytes)
+        body, images_cut = read_page(fileobj, max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error):
         yield CORRUPT
         return
     base_href, images = parse_page(decode(body))
-    yield Page(page_url, base_href, images)
+    yield Page(page_url, base_href, images, images_cut)
 
 
 def read_listing(lines: Iterator[str]) -> dict[str, str]:

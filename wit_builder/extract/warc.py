@@ -30,7 +30,7 @@ _CHUNK = 1 << 16
 
 class Payload(NamedTuple):
     record: object  # warcio's ArcWarcRecord (headers; its stream is already consumed)
-    data: bytes
+    data: object  # what the reader's `read` made of the payload stream
 
 
 def _read_capped(stream, max_bytes: int) -> bytes:
@@ -62,24 +62,24 @@ def _cut_short(iterator: ArchiveIterator, record) -> bool:
     return False
 
 
-def _records(iterator: ArchiveIterator, select, max_bytes: int) -> Iterator:
+def _records(iterator: ArchiveIterator, select, max_bytes: int, read) -> Iterator:
     for record in iterator:
         reason = select(record)
-        payload = None if reason else _read_capped(record.content_stream(), max_bytes)
+        payload = None if reason else read(record.content_stream(), max_bytes)
         if _cut_short(iterator, record):
             yield CORRUPT
             return
         yield Skip(reason) if reason else Payload(record, payload)
 
 
-def _whole_file_gzip(fileobj, select, max_bytes: int, done: int) -> Iterator:
+def _whole_file_gzip(fileobj, select, max_bytes: int, read, done: int) -> Iterator:
     """The records after the first `done` of a WARC gzipped as a whole (`gzip x.warc`, not a
     member per record), read as one decompressed stream; a cut member ends in `CORRUPT` here.
     A cut gzip raises EOFError, which warcio takes for the end of the file when it comes
     between records, hence the last check."""
     fileobj.seek(0)
     stream = gzip.GzipFile(fileobj=fileobj, mode="rb")
-    for i, item in enumerate(_records(ArchiveIterator(stream), select, max_bytes)):
+    for i, item in enumerate(_records(ArchiveIterator(stream), select, max_bytes, read)):
         if i >= done:
             yield item
         if item is CORRUPT:
@@ -87,13 +87,15 @@ def _whole_file_gzip(fileobj, select, max_bytes: int, done: int) -> Iterator:
     stream.read(1)  # raises EOFError when the gzip stream was cut
 
 
-def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int) -> Iterator:
+def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int,
+                     read=_read_capped) -> Iterator:
     """Yield `Skip(reason)` for records `select` rejects, a `Payload` for the others
-    (payload = the HTTP body for responses, the block for other records, de-chunked and
-    decompressed), and one `CORRUPT` for a damaged record, which ends the file."""
+    (payload = `read(stream, max_bytes)` of the HTTP body for responses, of the block for other
+    records, de-chunked and decompressed), and one `CORRUPT` for a damaged record, which ends
+    the file."""
     done = 0
     try:
-        for item in _records(ArchiveIterator(fileobj), select, max_bytes):
+        for item in _records(ArchiveIterator(fileobj), select, max_bytes, read):
             yield item
             done += 1
     except (_MemberGoesOn, ArchiveLoadFailed) as exc:
@@ -101,7 +103,7 @@ def complete_records(fileobj, select: Callable[[object], str | None], max_bytes:
             yield CORRUPT
             return
         try:
-            yield from _whole_file_gzip(fileobj, select, max_bytes, done)
+            yield from _whole_file_gzip(fileobj, select, max_bytes, read, done)
         except _DAMAGE:
             yield CORRUPT
     except _DAMAGE:
@@ -122,12 +124,13 @@ def _select_html_response(record) -> str | None:
 
 def read(fileobj, max_bytes: int) -> Iterator:
     """Items of one WARC file: a `Page` per HTML response, `Skip`s, and `CORRUPT`."""
-    for item in complete_records(fileobj, _select_html_response, max_bytes):
+    for item in complete_records(fileobj, _select_html_response, max_bytes, html.read_page):
         if not isinstance(item, Payload):
             yield item
             continue
+        body, images_cut = item.data
         headers = item.record.http_headers
         charset = html.charset_from_content_type(headers.get_header("Content-Type"))
-        base_href, images = html.parse_page(html.decode(item.data, charset))
+        base_href, images = html.parse_page(html.decode(body, charset))
         page_url = page_url_of(item.record.rec_headers.get_header("WARC-Target-URI"))
-        yield Page(page_url, base_href, images)
+        yield Page(page_url, base_href, images, images_cut)
