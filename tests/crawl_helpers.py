@@ -14,6 +14,7 @@ both paths describe the same images.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from html.parser import HTMLParser
@@ -26,10 +27,13 @@ from warcio.warcwriter import WARCWriter
 from wit_builder.extract.html import charset_from_content_type, decode, first_srcset_url
 
 
-def write_warc(path: Path, pages: list[tuple[str, bytes]], content_type: str = "text/html") -> Path:
-    """A gzipped WARC with one request and one 200 response record per (url, body)."""
+def write_warc(path: Path, pages: list[tuple[str, bytes]], content_type: str = "text/html",
+               whole_file_gzip: bool = False) -> Path:
+    """A gzipped WARC with one request and one 200 response record per (url, body): a gzip
+    member per record (the standard), or with `whole_file_gzip` the plain WARC gzipped as one
+    member (what `gzip x.warc` makes)."""
     with open(path, "wb") as out:
-        writer = WARCWriter(out, gzip=True)
+        writer = WARCWriter(out, gzip=not whole_file_gzip)
         for url, body in pages:
             request = StatusAndHeaders("GET / HTTP/1.1", [("Host", url.split("/")[2])],
                                        is_http_request=True)
@@ -39,6 +43,8 @@ def write_warc(path: Path, pages: list[tuple[str, bytes]], content_type: str = "
                                        protocol="HTTP/1.1")
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
                                                           http_headers=headers))
+    if whole_file_gzip:
+        path.write_bytes(gzip.compress(path.read_bytes()))
     return path
 
 

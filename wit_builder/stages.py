@@ -83,6 +83,7 @@ def run_stage(stage: str, out: str, config: dict, inputs: list[str],
     straight into OUT/<stage>, whose `_SUCCESS` is removed first and written again last.
     """
     final = storage.join(out, stage)
+    storage.recover_staged(final)  # a killed run's leftovers, before `final` is looked at
     fingerprints = [{"path": p, "fingerprint": fingerprint(p)} for p in inputs]
     if not force and is_complete(final):
         old = storage.read_json(storage.join(final, MANIFEST))

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import posixpath
+import shutil
 import uuid
 from contextlib import contextmanager
 
@@ -198,12 +199,39 @@ def check_writable(path: str) -> None:
                         "bucket's policy)") from None
 
 
+def _leftovers(parent: str, name: str, kind: str) -> list[str]:
+    prefix = f".{name}.{kind}-"
+    return sorted((os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)),
+                  key=os.path.getmtime)
+
+
+def recover_staged(final: str) -> None:
+    """Tidy what killed runs left beside a local output `final` (see `staging_dir`): when
+    `final` is missing and an `.<name>.old-*` folder is there, a kill came between the two
+    renames of a replace, and that old output, whole, is moved back (the caller's up-to-date
+    check then keeps or redoes it); every other `.<name>.tmp-*` and `.<name>.old-*` folder is
+    removed. One run per output folder at a time: another run's staging folder would go too."""
+    if is_remote(final):
+        return
+    parent, name = os.path.split(os.path.abspath(final))
+    if not os.path.isdir(parent):
+        return
+    old = _leftovers(parent, name, "old")
+    if old and not os.path.exists(final):
+        os.replace(old.pop(), final)
+    for leftover in _leftovers(parent, name, "tmp") + old:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 @contextmanager
 def staging_dir(final: str):
     """Yield a folder to write a whole output into; on success it replaces `final` at once.
 
-    Local: a hidden sibling folder renamed over `final`. Remote: `final` itself, emptied first
-    (the caller writes `_SUCCESS` last, which is what readers trust there).
+    Local: a hidden sibling folder `.<name>.tmp-*`, renamed over `final`: the old `final` is
+    renamed to `.<name>.old-*`, the new one to `final`, then the old one is deleted. A kill at
+    any point leaves either `final` or its `.old-*`, which `recover_staged` (called here first,
+    and by the stage runner before it looks at `final`) puts back. Remote: `final` itself,
+    emptied first (the caller writes `_SUCCESS` last, which is what readers trust there).
     """
     fs, p = filesystem(final)
     if is_remote(final):
@@ -214,6 +242,7 @@ def staging_dir(final: str):
         return
     parent, name = os.path.split(os.path.abspath(p))
     os.makedirs(parent, exist_ok=True)
+    recover_staged(p)
     tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:

@@ -1,7 +1,12 @@
 """`wit-builder curate`: extract -> match -> filter -> balance on the real shared data."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -114,3 +119,45 @@ def test_curate_bad_requests_are_one_line_errors(spark, shared_data, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "out" / "extract").exists()
+
+
+def _stage_counts(out) -> list[dict]:
+    return [{k: s.get(k) for k in ("stage", "rows_in", "rows_out", "drops")}
+            for s in summary_of(out)["stages"]]
+
+
+def test_curate_killed_during_filter_then_rerun_loses_and_doubles_nothing(spark, shared_data,
+                                                                          tmp_path):
+    """SIGKILL (no cleanup runs) while filter writes its staging folder, then a plain rerun."""
+    src = str(shared_data / "candidates" / "alt_text_pairs.jsonl")
+
+    def args(out):
+        return ["--input", src, "--format", "jsonl", "--set", "extract.page_url_column=page_url",
+                "--queries", QUERIES, "--out", str(out)]
+
+    assert curate(*args(tmp_path / "whole")) == 0
+    out = tmp_path / "out"
+    for stage in ("extract", "match"):  # up to date in the killed run: it goes straight to filter
+        shutil.copytree(tmp_path / "whole" / stage, out / stage)
+    # a child of its own, so the kill takes its Spark JVM and Python workers too
+    command = [sys.executable, "-c", "import sys; from wit_builder.cli import main; "
+               "sys.exit(main(sys.argv[1:]))", "curate", *args(out), "--master", "local[1]"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob(".filter.tmp-*/*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "filter never started"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"curate ended (rc {proc.returncode}) before the kill"
+    assert not (out / "filter").exists() and list(out.glob(".filter.tmp-*"))
+
+    assert curate(*args(out)) == 0
+    assert [s["status"] for s in summary_of(out)["stages"]] == ["up to date"] * 2 + ["ran"] * 2
+    assert _stage_counts(out) == _stage_counts(tmp_path / "whole")
+    for stage in ("filter", "balance"):
+        assert sorted(read(out, stage)["uid"]) == sorted(read(tmp_path / "whole", stage)["uid"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())

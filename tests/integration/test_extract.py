@@ -162,3 +162,20 @@ def test_cli_run_skip_force_and_errors(spark, shared_data, tmp_path, capsys):
     assert _cli("extract", "--input", str(tmp_path / "missing"), "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: input not found") and err.count("\n") == 1
+
+
+def test_whole_file_gzip_and_oversized_page_are_counted(spark, tmp_path):
+    """Issue 13: a `gzip x.warc` file is read fully; images beyond max_page_bytes are drops."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    pages = [(f"http://e.com/{i}", f'<img src="a{i}.jpg" alt="cat {i}"><img src="b{i}.jpg" alt="dog {i}">'
+              .encode()) for i in range(5)]
+    write_warc(inputs / "whole.warc.gz", pages, whole_file_gzip=True)
+    big = "".join(f'<p>{"text " * 200}</p><img src="/i{i}.jpg" alt="big {i}">' for i in range(30))
+    write_warc(inputs / "big.warc.gz", [("http://e.com/big", big.encode())])
+    run = _extract(spark, [inputs], tmp_path / "out", f"extract.max_page_bytes={len(big) // 3}")
+    m = run.manifest
+    _accounting_holds(m)
+    kept_big = sum(r["text"].startswith("big") for r in _rows(run))
+    assert 5 < kept_big < 15 and m["rows_out"] == 10 + kept_big
+    assert m["drops"] == {"page_truncated": 30 - kept_big} and m["pages_truncated"] == 1

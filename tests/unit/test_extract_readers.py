@@ -12,6 +12,7 @@ from wit_builder.extract import stage as extract
 from wit_builder.extract import html, tabular, warc, wat
 from wit_builder.extract.records import CORRUPT, Image, Page, Row, Skip
 from wit_builder.errors import UserError
+from crawl_helpers import write_warc
 
 COLUMNS = tabular.Columns("url", "text", "")
 
@@ -250,3 +251,92 @@ def test_plan_user_errors(shared_data, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="no input files of a known format"):
         extract.plan([str(tmp_path)])
+
+
+# --- issue 13: counted, never silently lost ------------------------------------------------------
+
+def _extract_file(path, fmt="warc", max_page_bytes=5_000_000):
+    """(rows, tally) of one input file through the extract task, without Spark."""
+    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000)
+    batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
+    rows = [r for b in batches[:-1] for r in b.to_pylist()]
+    tally = dict(zip(batches[-1].column("tally").to_pylist(), batches[-1].column("n").to_pylist()))
+    return rows, tally
+
+
+STRAY = '<!-- \xff --><img src="http://e.com/画像.jpg" alt="a café photo of a cat">'
+
+
+@pytest.mark.parametrize("content_type, head", [
+    ("text/html; charset=utf-8", ""),  # declared by the HTTP header
+    ("text/html", '<meta charset="utf-8">'),  # declared by the page
+])
+def test_declared_utf8_with_a_stray_byte_stays_utf8(tmp_path, content_type, head):
+    body = head.encode() + STRAY.encode("utf-8").replace("\xff".encode("utf-8"), b"\xff")
+    path = write_warc(tmp_path / "p.warc.gz", [("http://e.com/page", body)], content_type)
+    rows, tally = _extract_file(path)
+    assert [(r["url"], r["text"]) for r in rows] == [
+        ("http://e.com/%E7%94%BB%E5%83%8F.jpg", "a café photo of a cat")]
+    assert tally["rows_out"] == 1 and not [k for k in tally if k.startswith("drop:")]
+
+
+def test_decode_keeps_a_declared_charset_with_few_errors():
+    body = "ok <b>é ü ł</b> \xff end".encode("utf-8").replace(b"\xc3\xbf", b"\xff")
+    assert html.decode(body, "utf-8") == "ok <b>é ü ł</b> \ufffd end"
+    # a legacy page declared UTF-8: (nearly) every non-ASCII byte is broken, so it is re-decoded
+    page = '<html lang="ru"><img alt="кошка на фото">'
+    assert html.decode(page.encode("cp1251"), "utf-8") == page
+
+
+def _cat_pages(n):
+    return [(f"http://e.com/{i}", f'<img src="a{i}.jpg" alt="cat {i}"><img src="b{i}.jpg" alt="dog {i}">'
+             .encode()) for i in range(n)]
+
+
+def test_warc_gzipped_as_one_whole_file_is_read_fully(tmp_path):
+    path = write_warc(tmp_path / "whole.warc.gz", _cat_pages(5), whole_file_gzip=True)
+    rows, tally = _extract_file(path)
+    assert len(rows) == tally["rows_out"] == 10
+    assert tally["records_read"] == 10 and tally["skip:not_response"] == 5
+    assert not [k for k in tally if k.startswith("drop:")]
+
+
+def test_warc_gzipped_as_one_whole_file_and_cut_is_counted(tmp_path):
+    path = write_warc(tmp_path / "whole.warc.gz", _cat_pages(50), whole_file_gzip=True)
+    path.write_bytes(path.read_bytes()[:-100])  # the last records and the gzip trailer
+    items = _items(path)
+    assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
+    pages = [i.page_url for i in items if isinstance(i, Page)]
+    assert 20 < len(pages) < 50 and pages == [f"http://e.com/{i}" for i in range(len(pages))]
+
+
+def _big_page(n_images: int) -> bytes:
+    return "".join(f'<p>{"text " * 50}</p><img src="http://e.com/i{i}.jpg" alt="cat {i}" title="t{i}">'
+                   for i in range(n_images)).encode()
+
+
+@pytest.mark.parametrize("fmt", ["warc", "html"])
+def test_images_after_max_page_bytes_are_counted(tmp_path, fmt):
+    body = _big_page(40)
+    cap = len(body) // 4 + 7  # inside some tag, not at a boundary
+    if fmt == "warc":
+        path = write_warc(tmp_path / "p.warc.gz",
+                          [("http://e.com/p", body), ("http://e.com/q", b"<img src=/x.jpg alt=x>")])
+    else:
+        path = tmp_path / "p.html"
+        path.write_bytes(body)
+    rows, tally = _extract_file(path, fmt, max_page_bytes=cap)
+    kept = [r for r in rows if r["text"].startswith("cat")]
+    assert 5 < len(kept) < 15 and len(rows) == tally["rows_out"] == 2 * len(kept) + (fmt == "warc")
+    drops = {k: v for k, v in tally.items() if k.startswith("drop:")}
+    assert drops == {"drop:page_truncated": 40 - len(kept)}  # one (its alt) per image cut off
+    assert tally["pages_truncated"] == 1
+    assert "pages_truncated" not in _extract_file(path, fmt)[1]
+
+
+def test_read_page_counts_img_tags_across_chunks():
+    body = b"<p>x</p>" * 3 + b"<IMG src=a><img\nsrc=b><imgx><img/>" * 5
+    for chunk in (1, 3, 4, 5, 7, 1000):
+        assert html.read_page(io.BytesIO(body), 24, chunk) == (body[:24], 15)
+    assert html.read_page(io.BytesIO(body), 26, 4) == (body[:24], 15)  # "<I" goes with the rest
+    assert html.read_page(io.BytesIO(body), len(body), 4) == (body, None)

@@ -89,3 +89,25 @@ def test_incomplete_stage_is_a_user_error(tmp_path):
         stages.require_complete(str(half))
     with pytest.raises(UserError, match="input not found"):
         stages.require_complete(str(tmp_path / "nothing"))
+
+
+def test_forced_rerun_killed_between_the_renames_keeps_an_output(tmp_path, monkeypatch):
+    src = tmp_path / "input.txt"
+    src.write_text("a")
+    out = str(tmp_path / "out")
+    first = run_stage("extract", out, {}, [str(src)], _body([]))
+    real = os.replace
+
+    def replace(a, b):  # dies at the second rename of the swap (staging folder -> OUT/extract)
+        if os.path.basename(a).startswith(".extract.tmp-"):
+            raise KeyboardInterrupt
+        real(a, b)
+    with monkeypatch.context() as m:
+        m.setattr(stages.storage.os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            run_stage("extract", out, {}, [str(src)], _body([]), force=True)
+    assert not (tmp_path / "out/extract").exists()
+    # the next run puts the old output back, finds it up to date, and leaves nothing else
+    again = run_stage("extract", out, {}, [str(src)], _body([]))
+    assert again.skipped and again.manifest == first.manifest
+    assert os.listdir(tmp_path / "out") == ["extract"]

@@ -1,6 +1,7 @@
 """`wit-builder stats` numbers on download-layout shards and stage outputs, local and remote."""
 
 import json
+import shutil
 import tarfile
 
 import fsspec
@@ -85,3 +86,19 @@ def test_bad_paths(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["stats", str(tmp_path / "empty")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_cut_stats_file_is_an_unfinished_shard(out_root, tmp_path, capsys):
+    # img2dataset writes NNNNN_stats.json in place: a kill can leave it cut
+    root, made = out_root
+    folder = tmp_path / "download"
+    shutil.copytree(root / "download", folder)
+    cut = sorted(folder.glob("*_stats.json"))[0]
+    cut.write_bytes(cut.read_bytes()[:7])
+    shard = cut.name.replace("_stats.json", ".tar")
+    sh = collect(str(folder))["stages"]["download"]["shards"]
+    assert sh["unfinished"] == [shard] and shard not in sh["per_shard"]
+    assert sh["count"] == len(list(folder.glob("*.tar"))) - 1
+    assert cli.main(["stats", str(folder)]) == 0
+    table = capsys.readouterr().out
+    assert "unfinished shards" in table and shard in table

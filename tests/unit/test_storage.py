@@ -47,3 +47,46 @@ def test_staging_dir_publishes_only_on_success(tmp_path):
 def test_spark_path_maps_s3():
     assert storage.spark_path("s3://b/p") == "s3a://b/p"
     assert storage.spark_path("/tmp/x") == "/tmp/x"
+
+
+def _kill_at_replace(monkeypatch, n):
+    """Make the n-th os.replace of staging_dir die like a kill (nothing after it runs)."""
+    calls = []
+    real = os.replace
+
+    def replace(src, dst):
+        calls.append(src)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        real(src, dst)
+    monkeypatch.setattr(storage.os, "replace", replace)
+
+
+def _publish(final, text):
+    with storage.staging_dir(final) as work:
+        open(os.path.join(work, "f"), "w").write(text)
+
+
+@pytest.mark.parametrize("kill_at", [1, 2])  # old -> .old-*, new -> final
+def test_staging_dir_survives_a_kill_between_the_renames(tmp_path, monkeypatch, kill_at):
+    final = str(tmp_path / "stage")
+    _publish(final, "old")
+    with monkeypatch.context() as m:
+        _kill_at_replace(m, kill_at)
+        with pytest.raises(KeyboardInterrupt):
+            _publish(final, "new")
+    left = sorted(n.split("-")[0] for n in os.listdir(tmp_path))  # what the kill left
+    assert left == ([".stage.tmp", "stage"] if kill_at == 1 else [".stage.old", ".stage.tmp"])
+    storage.recover_staged(final)  # the next run: the old output back, the leftovers gone
+    assert os.listdir(tmp_path) == ["stage"] and open(os.path.join(final, "f")).read() == "old"
+    _publish(final, "new")
+    assert os.listdir(tmp_path) == ["stage"] and open(os.path.join(final, "f")).read() == "new"
+
+
+def test_staging_dir_removes_temporaries_of_killed_runs(tmp_path):
+    final = str(tmp_path / "filter")
+    for leftover in (".filter.tmp-1234abcd", ".filter.old-1234abcd"):
+        os.makedirs(tmp_path / leftover / "sub")
+    (tmp_path / ".match.tmp-1234abcd").mkdir()  # another stage's: not touched
+    _publish(final, "x")
+    assert sorted(os.listdir(tmp_path)) == [".match.tmp-1234abcd", "filter"]

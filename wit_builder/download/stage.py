@@ -5,7 +5,7 @@ KEY.json), NNNNN.parquet (one row per attempted URL, failures included) and NNNN
 plus our manifest.json and _SUCCESS. Beside them, `_input/` keeps the prepared candidates
 (prepare.py). This module owns the shards: resume, retry and the tally.
 
-Resume (IN_PLACE): a shard is finished when its `_stats.json` exists (img2dataset writes it
+Resume (IN_PLACE): a shard is finished when its `_stats.json` parses (img2dataset writes it
 last); a rerun deletes unfinished shard files and downloads only the missing shards. The
 partial output belongs to the inputs and settings recorded in `_input/_prepared.json`; when
 those change the folder is started afresh (throughput knobs like `threads` may change freely).
@@ -77,17 +77,26 @@ def _make_active(spark) -> None:
 
 
 def _finished(out_dir: str) -> set[int]:
+    """Shards whose `_stats.json` parses: img2dataset writes it last but in place, so a cut one
+    is a shard killed while being finished."""
     fs, p = storage.filesystem(out_dir)
-    stats = fs.glob(p.rstrip("/") + "/*_stats.json")
-    return {int(f.rsplit("/", 1)[-1].split("_")[0]) for f in stats}
+    done = set()
+    for f in fs.glob(p.rstrip("/") + "/*_stats.json"):
+        try:
+            json.loads(fs.cat_file(f))
+        except ValueError:
+            continue
+        done.add(int(f.rsplit("/", 1)[-1].split("_")[0]))
+    return done
 
 
 def _remove_unfinished(out_dir: str) -> None:
-    """Delete shard files that an interrupted run left without their `_stats.json`."""
+    """Delete shard files that an interrupted run left without a whole `_stats.json`."""
     fs, p = storage.filesystem(out_dir)
     done = _finished(out_dir)
-    for f in fs.glob(p.rstrip("/") + "/*.tar") + fs.glob(p.rstrip("/") + "/*.parquet"):
-        stem = f.rsplit("/", 1)[-1].split(".")[0]
+    for f in fs.glob(p.rstrip("/") + "/*.tar") + fs.glob(p.rstrip("/") + "/*.parquet") + \
+            fs.glob(p.rstrip("/") + "/*_stats.json"):
+        stem = f.rsplit("/", 1)[-1].split(".")[0].removesuffix("_stats")
         if stem.isdigit() and int(stem) not in done:
             fs.rm(f)
 

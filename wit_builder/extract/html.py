@@ -77,27 +77,70 @@ def _strict(body: bytes, names) -> str | None:
     return None
 
 
+def _lenient(body: bytes, names) -> str | None:
+    """The first of `names` that decodes `body` with few errors, each replaced by U+FFFD where
+    it is. Few: at most a third of the non-ASCII characters are broken. A page
+    in another encoding than the one tried breaks at (nearly) every non-ASCII character; a page
+    in it with a stray byte or a cut character breaks there only."""
+    for name in dict.fromkeys(n for n in names if n):
+        text = body.decode(name, errors="replace")
+        broken = text.count("\ufffd")
+        if broken * 3 <= len(text) - len(text.encode("ascii", errors="ignore")):
+            return text
+    return None
+
+
 def decode(body: bytes, declared: str | None = None) -> str:
     """Bytes -> text, the way a browser would, but checked: the BOM, the HTTP charset, `<meta
-    charset>`, then UTF-8, each tried strictly. A wrong declaration is common, so then: UTF-8
-    with a few broken sequences stays UTF-8; else the legacy encoding of the page's `<html lang>`;
-    else charset_normalizer's guess. Only bytes nothing decodes become U+FFFD, which makes the
-    texts holding them `undecodable` drops."""
+    charset>`, then UTF-8, each tried strictly. Then the same again with errors replaced where
+    they are, if they are few (a stray byte must not turn a whole UTF-8 page into cp1251). A
+    wrong declaration is common, so then: the legacy encoding of the page's `<html lang>`; else
+    charset_normalizer's guess. Only bytes nothing decodes become U+FFFD, which makes the texts
+    holding them `undecodable` drops."""
     boms = [name for bom, name in _BOMS if body.startswith(bom)]
     meta = _META_CHARSET.search(body, 0, 4096)
-    found = _strict(body, boms + [_codec(declared), _codec(meta and meta.group(1).decode()), "utf-8"])
-    if found is not None:
-        return found
-    text = body.decode("utf-8", errors="replace")
-    if text.count("\ufffd") <= 0.01 * (len(body) - len(body.decode("ascii", errors="ignore"))):
-        return text  # only the texts holding a cut multi-byte character are lost
-    found = _strict(body, [_legacy_for_lang(body)])
-    if found is not None:
-        return found
+    tried = boms + [_codec(declared), _codec(meta and meta.group(1).decode()), "utf-8"]
+    for attempt in (lambda: _strict(body, tried), lambda: _lenient(body, tried),
+                    lambda: _strict(body, [_legacy_for_lang(body)])):
+        found = attempt()
+        if found is not None:
+            return found
     from charset_normalizer import from_bytes  # only for the few mis-declared pages
 
     guess = from_bytes(body).best()
-    return str(guess) if guess is not None else text
+    return str(guess) if guess is not None else body.decode("utf-8", errors="replace")
+
+
+# --- oversized pages --------------------------------------------------------------------------
+
+_IMG_TAG = re.compile(rb"<img[\s/>]", re.I)
+
+
+def read_page(stream, max_bytes: int, chunk: int = 1 << 16) -> tuple[bytes, int | None]:
+    """(the first `max_bytes` of a page, the `<img>` tags after them, or None when the page is
+    no longer). The rest is scanned, not kept, so that the images of an oversized page are
+    counted (`page_truncated` drops) instead of vanishing. A tag cut in two goes with the rest:
+    the parser would drop it anyway."""
+    parts, left = [], max_bytes
+    while left > 0:
+        data = stream.read(min(chunk, left))
+        if not data:
+            return b"".join(parts), None
+        parts.append(data)
+        left -= len(data)
+    body, data = b"".join(parts), stream.read(chunk)
+    if not data:
+        return body, None
+    cut = body.rfind(b"<")
+    if cut > body.rfind(b">"):
+        body, data = body[:cut], body[cut:] + data
+    images, carry = 0, b""
+    while data:
+        # `carry` is too short to hold a whole match, so none is counted twice
+        window = carry + data
+        images += len(_IMG_TAG.findall(window))
+        carry, data = window[-4:], stream.read(chunk)
+    return body, images
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -140,12 +183,12 @@ def read_saved(fileobj, path: str, page_url: str | None, max_bytes: int) -> Iter
     try:
         if path.lower().endswith(".gz"):
             fileobj = gzip.GzipFile(fileobj=fileobj, mode="rb")
-        body = fileobj.read(max_bytes)
+        body, images_cut = read_page(fileobj, max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error):
         yield CORRUPT
         return
     base_href, images = parse_page(decode(body))
-    yield Page(page_url, base_href, images)
+    yield Page(page_url, base_href, images, images_cut)
 
 
 def read_listing(lines: Iterator[str]) -> dict[str, str]:

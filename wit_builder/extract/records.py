@@ -22,6 +22,8 @@ class Page(NamedTuple):
     page_url: str | None
     base_href: str | None  # `<base href>` as written in the page (resolved by extract)
     images: list[Image]
+    # A page cut at max_page_bytes: the `<img>` tags in the part not read (None: read whole).
+    images_cut: int | None = None
 
 
 class Row(NamedTuple):

@@ -7,8 +7,10 @@ and returns Arrow batches plus one small tally (records read and skipped, drops 
 tallies are summed by Spark, so the manifest's counts are exact without collecting any rows.
 
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
-title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record; records_read and
-records_skipped count the records that hold no candidates by nature (requests, images, ...).
+title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
+tag in the part of a page beyond max_page_bytes (`page_truncated` drops; `pages_truncated`
+counts those pages); records_read and records_skipped count the records that hold no
+candidates by nature (requests, images, ...).
 """
 
 from __future__ import annotations
@@ -179,6 +181,10 @@ class _Rows:
             return
         self.tally["records_read"] += 1
         if isinstance(item, Page):
+            if item.images_cut is not None:
+                self.tally["pages_truncated"] += 1
+                if item.images_cut:  # their titles are unknown: one candidate each, the alt
+                    self.tally["drop:page_truncated"] += item.images_cut
             if not item.images:
                 self.tally["skip:no_images"] += 1
                 return
@@ -335,5 +341,6 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
         rows_in=rows_out + sum(drops.values()), rows_out=rows_out, drops=drops,
         extra={"records_read": tally.get("records_read", 0),
                "records_skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
+               "pages_truncated": tally.get("pages_truncated", 0),
                "files": len(files), "files_missing": tally.get("files_missing", 0),
                "formats": dict(Counter(f.format for f in files))})

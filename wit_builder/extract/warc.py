@@ -4,11 +4,13 @@
 yields a record's payload only once the whole record has been read: warcio silently cuts a
 record whose gzip member is truncated, so each record's Content-Length and gzip member end are
 checked here, and a damaged record becomes one `Corrupt` item that ends the file (after damage
-there is no reliable next record boundary).
+there is no reliable next record boundary). A WARC gzipped as one whole file, which warcio
+refuses after its first record, is read again as one decompressed stream.
 """
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from typing import Callable, Iterator, NamedTuple
 
@@ -28,7 +30,7 @@ _CHUNK = 1 << 16
 
 class Payload(NamedTuple):
     record: object  # warcio's ArcWarcRecord (headers; its stream is already consumed)
-    data: bytes
+    data: object  # what the reader's `read` made of the payload stream
 
 
 def _read_capped(stream, max_bytes: int) -> bytes:
@@ -44,28 +46,66 @@ def _read_capped(stream, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+class _MemberGoesOn(Exception):
+    """A whole record was read but its gzip member did not end with it."""
+
+
 def _cut_short(iterator: ArchiveIterator, record) -> bool:
-    """True when the record ended before its Content-Length or inside its gzip member."""
+    """True when the record ended before its Content-Length; `_MemberGoesOn` when it is whole
+    but inside a longer gzip member (a whole-file gzip, or a member cut before its end)."""
     iterator.read_to_end()  # drains the record and the blank lines after it
     if getattr(record.raw_stream, "limit", 0) > 0:
         return True
     decompressor = iterator.reader.decompressor
-    return decompressor is not None and not decompressor.eof
+    if decompressor is not None and not decompressor.eof:
+        raise _MemberGoesOn
+    return False
 
 
-def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int) -> Iterator:
+def _records(iterator: ArchiveIterator, select, max_bytes: int, read) -> Iterator:
+    for record in iterator:
+        reason = select(record)
+        payload = None if reason else read(record.content_stream(), max_bytes)
+        if _cut_short(iterator, record):
+            yield CORRUPT
+            return
+        yield Skip(reason) if reason else Payload(record, payload)
+
+
+def _whole_file_gzip(fileobj, select, max_bytes: int, read, done: int) -> Iterator:
+    """The records after the first `done` of a WARC gzipped as a whole (`gzip x.warc`, not a
+    member per record), read as one decompressed stream; a cut member ends in `CORRUPT` here.
+    A cut gzip raises EOFError, which warcio takes for the end of the file when it comes
+    between records, hence the last check."""
+    fileobj.seek(0)
+    stream = gzip.GzipFile(fileobj=fileobj, mode="rb")
+    for i, item in enumerate(_records(ArchiveIterator(stream), select, max_bytes, read)):
+        if i >= done:
+            yield item
+        if item is CORRUPT:
+            return
+    stream.read(1)  # raises EOFError when the gzip stream was cut
+
+
+def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int,
+                     read=_read_capped) -> Iterator:
     """Yield `Skip(reason)` for records `select` rejects, a `Payload` for the others
-    (payload = the HTTP body for responses, the block for other records, de-chunked and
-    decompressed), and one `CORRUPT` for a damaged record, which ends the file."""
-    iterator = ArchiveIterator(fileobj)
+    (payload = `read(stream, max_bytes)` of the HTTP body for responses, of the block for other
+    records, de-chunked and decompressed), and one `CORRUPT` for a damaged record, which ends
+    the file."""
+    done = 0
     try:
-        for record in iterator:
-            reason = select(record)
-            payload = None if reason else _read_capped(record.content_stream(), max_bytes)
-            if _cut_short(iterator, record):
-                yield CORRUPT
-                return
-            yield Skip(reason) if reason else Payload(record, payload)
+        for item in _records(ArchiveIterator(fileobj), select, max_bytes, read):
+            yield item
+            done += 1
+    except (_MemberGoesOn, ArchiveLoadFailed) as exc:
+        if isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" not in str(exc):
+            yield CORRUPT
+            return
+        try:
+            yield from _whole_file_gzip(fileobj, select, max_bytes, read, done)
+        except _DAMAGE:
+            yield CORRUPT
     except _DAMAGE:
         yield CORRUPT
 
@@ -84,12 +124,13 @@ def _select_html_response(record) -> str | None:
 
 def read(fileobj, max_bytes: int) -> Iterator:
     """Items of one WARC file: a `Page` per HTML response, `Skip`s, and `CORRUPT`."""
-    for item in complete_records(fileobj, _select_html_response, max_bytes):
+    for item in complete_records(fileobj, _select_html_response, max_bytes, html.read_page):
         if not isinstance(item, Payload):
             yield item
             continue
+        body, images_cut = item.data
         headers = item.record.http_headers
         charset = html.charset_from_content_type(headers.get_header("Content-Type"))
-        base_href, images = html.parse_page(html.decode(item.data, charset))
+        base_href, images = html.parse_page(html.decode(body, charset))
         page_url = page_url_of(item.record.rec_headers.get_header("WARC-Target-URI"))
-        yield Page(page_url, base_href, images)
+        yield Page(page_url, base_href, images, images_cut)

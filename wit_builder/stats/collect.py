@@ -87,12 +87,13 @@ def stage_stats(path: str, top: int = 20) -> dict:
            "manifest": {k: v for k, v in manifest.items() if k not in ("config", "inputs", "versions")}}
     if manifest.get("config"):
         out["config"] = manifest["config"]
-    parquet = sorted(n for n in listing if n.endswith(".parquet"))
+    shard_stats, unfinished = _read_shard_stats(path, listing)
+    parquet = sorted(n for n in listing if n.endswith(".parquet") and _shard(n) not in unfinished)
     if parquet:
         out.update(_parquet_stats([storage.join(path, n) for n in parquet], top))
     tars = sorted(n for n in listing if n.endswith(".tar"))
     if tars:
-        out["shards"] = _shard_stats(path, listing, tars)
+        out["shards"] = _shard_stats(path, listing, tars, shard_stats, unfinished)
     counts_dir = storage.join(path, "entry_counts")
     if storage.exists(counts_dir):
         out["entry_counts"] = entry_count_stats(counts_dir, manifest.get("config", {}).get("t"), top)
@@ -181,16 +182,40 @@ def _numpy(column) -> np.ndarray:
 
 # --- shards -------------------------------------------------------------------------------
 
-def _shard_stats(path: str, listing: dict, tars: list[str]) -> dict:
-    """Samples and bytes per shard, from sizes.json and/or the per-shard _stats.json files.
+def _shard(name: str) -> str:
+    """The shard a file belongs to: 00001.parquet, 00001_stats.json -> 00001.tar."""
+    return name.split(".")[0].removesuffix("_stats") + ".tar"
+
+
+def _read_shard_stats(path: str, listing: dict) -> tuple[dict[str, dict], list[str]]:
+    """({shard: its parsed _stats.json}, [shards whose _stats.json does not parse]).
+
+    img2dataset writes `_stats.json` last but in place, so a cut one is a shard killed while
+    being finished: unfinished, as download's resume treats it (it redoes the shard)."""
+    parsed, unfinished = {}, []
+    for name in sorted(n for n in listing if n.endswith("_stats.json")):
+        try:
+            s = storage.read_json(storage.join(path, name))
+        except ValueError:
+            s = None
+        if isinstance(s, dict):
+            parsed[_shard(name)] = s
+        else:
+            unfinished.append(_shard(name))
+    return parsed, unfinished
+
+
+def _shard_stats(path: str, listing: dict, tars: list[str], shard_stats: dict[str, dict],
+                 unfinished: list[str]) -> dict:
+    """Samples and bytes per finished shard, from sizes.json and/or the per-shard _stats.json
+    files; the unfinished ones are only listed.
 
     img2dataset's `_stats.json` counts attempted URLs (`count`) and the written samples
     (`successes`); finalize's count written samples (`count`). When a folder has neither file,
     the tars' headers are counted."""
+    tars = [t for t in tars if t not in unfinished]
     per_stats, download = {}, Counter()
-    for name in sorted(n for n in listing if n.endswith("_stats.json")):
-        s = storage.read_json(storage.join(path, name))
-        shard = name[: -len("_stats.json")] + ".tar"
+    for shard, s in shard_stats.items():
         per_stats[shard] = s.get("successes", s.get("count", 0))
         if "successes" in s:
             download.update({k: s.get(k, 0) for k in ("count", "successes", "failed_to_download",
@@ -203,6 +228,8 @@ def _shard_stats(path: str, listing: dict, tars: list[str]) -> dict:
            "counted_from": "sizes.json" if sizes else "_stats.json" if per_stats else "tar headers"}
     if sizes and per_stats:
         out["consistent"] = all(sizes.get(t) == per_stats.get(t) for t in tars)
+    if unfinished:
+        out["unfinished"] = unfinished
     if download:
         out["download_totals"] = dict(download)
     return out

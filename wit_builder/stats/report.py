@@ -52,6 +52,10 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
                                 f"{sh['bytes'] / 1e6:,.1f} MB (counts from {sh['counted_from']})"))
         if "consistent" in sh:
             facts.append(("sizes.json vs _stats.json", "agree" if sh["consistent"] else "DISAGREE"))
+        if unfinished := sh.get("unfinished"):
+            facts.append(("unfinished shards", f"{len(unfinished):,} ({', '.join(unfinished[:3])}"
+                          f"{', ...' if len(unfinished) > 3 else ''}: _stats.json cut, not counted; "
+                          "rerun download to redo them)"))
     if c := s.get("caption_chars"):
         facts.append(("caption chars", f"mean {c['mean']}, median {c['p50']}, p90 {c['p90']}, p99 {c['p99']}"))
     if im := s.get("image_sizes"):
