@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 
 from wit_builder.extract import html, urls
 

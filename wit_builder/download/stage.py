@@ -23,6 +23,7 @@ img2dataset's resize errors; rows_out = images in the shards.
 
 from __future__ import annotations
 
+import json
 import re
 
 from wit_builder import stages, storage
