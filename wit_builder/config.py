@@ -40,6 +40,7 @@ class SparkConfig:
     arrow_batch_rows: int = _at_least(10_000, 1)
     s3_endpoint_url: str = ""  # S3-compatible store; empty: AWS (or AWS_ENDPOINT_URL)
     extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
+    progress_seconds: float = 30.0  # long stages print a progress line this often (0: never)
     ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
     log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 
@@ -134,7 +135,6 @@ class DownloadConfig:
     honor_robots_tag: bool = True  # refuse X-Robots-Tag noai / noimageai
     honor_robots_txt: bool = True  # ask each host's robots.txt (once per executor) before fetching
     retry_failed: bool = False  # rerun: fetch again only the failed URLs of the previous run
-    progress_seconds: float = 30.0  # a progress line this often while shards run (0: none)
 
 
 @dataclass

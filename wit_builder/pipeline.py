@@ -27,6 +27,7 @@ from wit_builder.extract import stage as extract
 from wit_builder.filter import stage as filter_stage
 from wit_builder.finalize import stage as finalize
 from wit_builder.match import stage as match
+from wit_builder.spark_progress import SparkProgress
 
 SUMMARY = "curate_summary.json"
 REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest
@@ -51,13 +52,14 @@ class Stage:
     help: str
     reads: str  # what --input takes
     curate: bool = False  # one of `wit-builder curate`'s stages
+    task_progress: bool = False  # print Spark task progress (a task per file or shard)
     options: tuple[Option, ...] = ()
 
 
 STAGES = (
     Stage("extract", extract, "extract (image URL, alt text) candidates from WAT/WARC/HTML/tabular "
           "inputs", "files, folders, globs, s3:// prefixes, or a listing file (*.paths[.gz])",
-          curate=True, options=(
+          curate=True, task_progress=True, options=(
               Option("--format", "extract.format", "input format"),
               Option("--url-column", "extract.url_column", "tabular: the image URL column"),
               Option("--text-column", "extract.text_column", "tabular: the caption column"))),
@@ -87,7 +89,7 @@ STAGES = (
               Option("--allow-networks", "download.allow_networks",
                      "CIDR ranges exempt from the private-address rule (comma-separated)"))),
     Stage("finalize", finalize, "image dedup, decontamination, exact balance, reshard",
-          "OUT/download (or a folder of WebDataset shards)", options=(
+          "OUT/download (or a folder of WebDataset shards)", task_progress=True, options=(
               Option("--eval-images", "finalize.eval_image_folders",
                      "evaluation image folders to decontaminate against (comma-separated)"),
               Option("--hamming-distance", "finalize.hamming_distance",
@@ -135,15 +137,18 @@ def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
 def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
             log: Callable[[str], None] = print) -> stages.StageRun:
     """Run one stage the same way for every command, spark-submit and the demo."""
-    module = BY_NAME[name].module
+    stage = BY_NAME[name]
+    module = stage.module
     extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
 
     def body(work: str) -> stages.StageResult:
         # The stage's Spark jobs carry one job group, so the manifest can say how many ran.
         group = f"wit-builder-{name}-{uuid.uuid4().hex[:8]}"
         spark.sparkContext.setJobGroup(group, f"wit-builder {name}")
+        interval = cfg.spark.progress_seconds if stage.task_progress else 0
         try:
-            result = module.run(spark, cfg, list(inputs), work)
+            with SparkProgress(spark, name, interval):
+                result = module.run(spark, cfg, list(inputs), work)
         finally:
             jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
             spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)

@@ -192,7 +192,7 @@ def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_pat
     code = main(["download", "--input", str(tmp_path / "c.parquet"), "--out", str(tmp_path),
                  "--set", "download.allow_networks=127.0.0.0/8", "--set", "download.timeout=5",
                  "--set", "download.total_timeout=10", "--set", "download.retries=2",
-                 "--set", "download.progress_seconds=2"])
+                 "--set", "spark.progress_seconds=2"])
     assert code == 0 and time.monotonic() - started < 60
     assert "download: 0/1 shards, 0 images/s" in capfd.readouterr().err
     manifest = json.loads((tmp_path / "download" / "manifest.json").read_text())

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 from wit_builder import storage
+from wit_builder.spark_progress import duration
 
 
 class Progress:
@@ -79,11 +80,7 @@ class Progress:
             parts.append("top errors: " + ", ".join(f"{k} {v:,}" for k, v in errors.most_common(3)))
         shards_new = done - self.already
         if 0 < shards_new and done < self.total:
-            parts.append(f"ETA {_duration(elapsed / shards_new * (self.total - done))}")
+            parts.append(f"ETA {duration(elapsed / shards_new * (self.total - done))}")
         return ", ".join(parts)
 
 
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
