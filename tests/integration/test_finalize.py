@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -82,6 +83,24 @@ def test_drop_reasons_and_invariant(finalized):
     assert drops["near_duplicate"] == len(made["overlap"]) + len(made["variants_of"])
     assert drops["balanced_out"] > 0
     assert m["shards"] == len(list(finalized["out"].glob("*.tar")))
+
+
+def test_drops_are_recorded_with_their_source(finalized):
+    """drops/ names every dropped sample: uid, reason, source shard and key in that shard."""
+    m, made = finalized["manifest"], finalized["made"]
+    rows = pq.read_table(finalized["out"] / "drops").to_pylist()
+    assert len(rows) == sum(m["drops"].values())
+    counted = {}
+    for r in rows:
+        counted[r["reason"]] = counted.get(r["reason"], 0) + 1
+    assert counted == m["drops"]
+    by_uid = {s["uid"]: s for s in made["samples"]}
+    for r in rows:
+        with tarfile.open(r["source_shard"]) as tar:
+            meta = json.loads(tar.extractfile(r["key"] + ".json").read())
+        assert meta["uid"] == r["uid"] and r["uid"] in by_uid
+    tiny = [r for r in rows if r["reason"] == "too_small"]
+    assert by_uid[tiny[0]["uid"]]["url"] == "http://images.test/bad/tiny.jpg"
 
 
 def test_near_duplicates_collapse_and_val_photo_is_gone(finalized, shared_data):
