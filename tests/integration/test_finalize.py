@@ -164,3 +164,15 @@ def test_stats_command_agrees_with_the_tars(finalized, capsys):
     assert s["entry_counts"]["t"] == 6
     assert s["entry_counts"]["pairs_after"] == sum(len(json.loads(x["json"])["entry_ids"])
                                                    for x in _read(finalized["out"]))
+
+
+def test_report_shows_real_finalize_drops(finalized, capsys, tmp_path):
+    """The report's drop grids read the images that finalize really dropped, from drops/."""
+    page = tmp_path / "report.html"
+    assert cli.main(["stats", str(finalized["root"] / "out"), "--html", str(page)]) == 0
+    text = page.read_text()
+    for reason in ("too_small", "near_duplicate", "eval_contamination"):
+        assert f'<div class="grid drops" data-reason="{reason}">' in text, reason
+    assert "a tiny photo" in text
+    assert text.count('<figure class="sample"><img alt="sample ') >= 16
+

@@ -7,6 +7,7 @@ import shutil
 import tarfile
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -134,11 +135,27 @@ def test_drop_samples_come_from_the_source_tars(full_root):
 def test_drop_samples_fall_back_to_the_download_folder(full_root, tmp_path):
     root, _, _ = full_root
     moved = tmp_path / "OUT"
-    shutil.copytree(root, moved)  # drops/ still names the old tars: found by name in OUT/download
-    d = drop_samples(str(moved / "finalize" / "drops"), 1, 0, download=str(moved / "download"))
+    shutil.copytree(root, moved)
+    drops = moved / "finalize" / "drops" / "part-00000.parquet"
+    table = pq.read_table(drops).to_pylist()
+    for r in table:  # the tars were at another place when finalize ran
+        r["source_shard"] = "/somewhere/else/download/" + r["source_shard"].rsplit("/", 1)[1]
+    pq.write_table(pa.Table.from_pylist(table), drops)
+    d = collect(str(moved), samples=2, drop_samples=1)["stages"]["finalize"]["drop_samples"]
     assert d["too_small"][0]["caption"] == "a tiny photo"
-    gone = drop_samples(str(moved / "finalize" / "drops"), 1, 0, download=str(tmp_path / "nowhere"))
-    assert gone.get("too_small")  # the original tars still exist here
+    assert drop_samples(str(drops.parent), 1, 0, download=str(tmp_path / "nowhere")) == {}
+
+
+def test_write_stats_writes_the_report_with_samples(full_root, tmp_path):
+    from wit_builder.config import Config
+
+    root, _, _ = full_root
+    out = tmp_path / "OUT2"
+    shutil.copytree(root, out)
+    report.write_stats(str(out), Config(), log=lambda _: None)
+    page = (out / "stats" / "report.html").read_text()
+    assert page.count('<figure class="sample">') >= report.SAMPLE_IMAGES
+    assert '"thumb"' not in (out / "stats" / "stats.json").read_text()
 
 
 def test_top_entries_have_names_and_cap_share(full_root):
