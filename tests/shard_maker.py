@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import tarfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,14 +133,19 @@ def make_download(images: Path, out: Path, per_shard: int = 9, n_train: int = 24
             "overlap": overlap, "variants_of": base, "val_photo": "1003163366_44323f5815.jpg"}
 
 
+VERSIONS = {"python": "3.11.0", "pyspark": "3.5.1", "pyarrow": "16.1.0", "numpy": "1.26.4"}
+QUERY_NAMES = ["dog", "cat", "beach", "child", "bicycle", "mountain", "river", "street", "horse", "ball"]
+
+
 def write_stage(folder: Path, stage: str, rows: int, drops: dict, columns: dict,
-                entry_counts: dict | None = None, t: int | None = None) -> None:
+                entry_counts: dict | None = None, t: int | None = None, extra: dict | None = None) -> None:
     """A finished stage output as stages.py writes one: Parquet + manifest.json + _SUCCESS,
     and for balance the entry_counts/ side table."""
     folder.mkdir(parents=True)
     pq.write_table(pa.table(columns), folder / "part-00000.parquet")
     manifest = {"stage": stage, "config": {"t": t} if t else {}, "rows_in": rows + sum(drops.values()),
-                "rows_out": rows, "drops": drops, "seconds": 1.5}
+                "rows_out": rows, "drops": drops, "seconds": 1.5, "spark_jobs": 3,
+                "versions": VERSIONS, **(extra or {})}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "_SUCCESS").write_text("")
     if entry_counts is not None:
@@ -157,4 +163,96 @@ def make_out_root(images: Path, root: Path) -> dict:
     counts["count_after"] = [min(c, 50) for c in counts["count_before"]]
     write_stage(root / "balance", "balance", 4, {"balanced_out": 0}, {"text": texts},
                 entry_counts=counts, t=50)
+    return made
+
+
+def _download_index(download: Path) -> dict[str, tuple[Path, str, dict, bytes]]:
+    """{uid: (tar, key, json meta, image bytes)} of the download shards."""
+    found = {}
+    for tar_path in sorted(download.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".json"):
+                    key = m.name[: -len(".json")]
+                    meta = json.loads(tar.extractfile(m).read())
+                    found[meta["uid"]] = (tar_path, key, meta, tar.extractfile(key + ".jpg").read())
+    return found
+
+
+def make_finalize(root: Path, made: dict, per_shard: int = 6, side: int = 256) -> dict:
+    """OUT/finalize as finalize writes it, decided here without Spark from the URLs of
+    make_download's samples: resized shards (original sizes in the json), shard Parquet,
+    sizes.json, drops/ (uid, reason, source_shard, key), entry_counts/ and the manifest."""
+    index = _download_index(root / "download")
+    rules = [("bad/truncated", "undecodable_image"), ("bad/tiny", "too_small"), ("bad/strip", "bad_aspect"),
+             ("dup/", "duplicate_image"), ("variant/", "near_duplicate"),
+             (f"coco/{made['val_photo']}", "eval_contamination"),
+             *((f"coco/{n}", "near_duplicate") for n in made["overlap"])]
+    kept, drops = [], []
+    for s in made["samples"]:
+        if s["data"] is None:
+            continue
+        tar_path, key, meta, data = index[s["uid"]]
+        reason = next((r for prefix, r in rules if s["url"].startswith(f"http://images.test/{prefix}")), None)
+        if reason:
+            drops.append({"uid": s["uid"], "reason": reason, "source_shard": str(tar_path), "key": key})
+        else:
+            kept.append((meta, data))
+    out = root / "finalize"
+    out.mkdir(parents=True)
+    sizes, rows_all = {}, []
+    for shard_id, start in enumerate(range(0, len(kept), per_shard)):
+        name = f"{shard_id:05d}"
+        rows = []
+        with open(out / f"{name}.tar", "wb") as raw:
+            writer = TarWriter(raw)
+            for i, (meta, data) in enumerate(kept[start:start + per_shard]):
+                img = Image.open(io.BytesIO(data))
+                small = img.copy()
+                small.thumbnail((side, side))
+                meta = {**meta, "key": f"{name}{i}", "lang": "en", "width": small.width, "height": small.height,
+                        "original_width": img.width, "original_height": img.height}
+                writer.write({"__key__": meta["key"], "jpg": jpeg(small), "txt": meta["text"],
+                              "json": json.dumps(meta, indent=4)})
+                rows.append({k: meta.get(k) for k in ("key", "uid", "url", "text", "entry_ids", "lang", "width",
+                                                      "height", "original_width", "original_height")})
+            writer.close()
+        pq.write_table(pa.Table.from_pylist(rows), out / f"{name}.parquet")
+        (out / f"{name}_stats.json").write_text(json.dumps({"shard": f"{name}.tar", "count": len(rows)}))
+        sizes[f"{name}.tar"] = len(rows)
+        rows_all += rows
+    (out / "sizes.json").write_text(json.dumps(sizes))
+    (out / "drops").mkdir()
+    pq.write_table(pa.Table.from_pylist(drops), out / "drops" / "part-00000.parquet")
+    counts = {}
+    for r in rows_all:
+        for e in r["entry_ids"]:
+            counts[e] = counts.get(e, 0) + 1
+    ids = sorted(counts)
+    (out / "entry_counts").mkdir()
+    pq.write_table(pa.table({"entry_id": pa.array(ids, pa.int32()), "count_before": [counts[e] for e in ids],
+                             "count_after": [min(counts[e], 6) for e in ids]}),
+                   out / "entry_counts" / "part-00000.parquet")
+    reasons = {}
+    for d in drops:
+        reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+    manifest = {"stage": "finalize", "config": {"t": 6, "min_side": 64, "samples_per_shard": per_shard,
+                                                "eval_image_folders": ["flickr8k_dev/val"]},
+                "rows_in": len(kept) + len(drops), "rows_out": len(kept), "drops": reasons,
+                "seconds": 12.5, "spark_jobs": 17, "versions": VERSIONS, "shards": len(sizes)}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "_SUCCESS").write_text("")
+    return {"kept": len(kept), "drops": drops, "reasons": reasons}
+
+
+def make_full_root(images: Path, root: Path) -> dict:
+    """make_out_root plus OUT/match (naming a query list whose entries have names) and
+    OUT/finalize (make_finalize)."""
+    made = make_out_root(images, root)
+    queries = root.parent / "queries.json"
+    queries.write_text(json.dumps(QUERY_NAMES + [f"query {i}" for i in range(len(QUERY_NAMES), 100)]))
+    write_stage(root / "match", "match", 4, {"no_match": 6}, {"text": ["a dog", "a cat", "dogs", "cats"]},
+                extra={"queries": {"path": str(queries), "entries": 100, "fingerprint": "test"}})
+    made["finalize"] = make_finalize(root, made)
+    made["queries"] = queries
     return made

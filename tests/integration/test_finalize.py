@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 
+import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
@@ -84,6 +85,24 @@ def test_drop_reasons_and_invariant(finalized):
     assert m["shards"] == len(list(finalized["out"].glob("*.tar")))
 
 
+def test_drops_are_recorded_with_their_source(finalized):
+    """drops/ names every dropped sample: uid, reason, source shard and key in that shard."""
+    m, made = finalized["manifest"], finalized["made"]
+    rows = pq.read_table(finalized["out"] / "drops").to_pylist()
+    assert len(rows) == sum(m["drops"].values())
+    counted = {}
+    for r in rows:
+        counted[r["reason"]] = counted.get(r["reason"], 0) + 1
+    assert counted == m["drops"]
+    by_uid = {s["uid"]: s for s in made["samples"]}
+    for r in rows:
+        with tarfile.open(r["source_shard"]) as tar:
+            meta = json.loads(tar.extractfile(r["key"] + ".json").read())
+        assert meta["uid"] == r["uid"] and r["uid"] in by_uid
+    tiny = [r for r in rows if r["reason"] == "too_small"]
+    assert by_uid[tiny[0]["uid"]]["url"] == "http://images.test/bad/tiny.jpg"
+
+
 def test_near_duplicates_collapse_and_val_photo_is_gone(finalized, shared_data):
     samples = _read(finalized["out"])
     metas = [json.loads(s["json"]) for s in samples]
@@ -145,3 +164,15 @@ def test_stats_command_agrees_with_the_tars(finalized, capsys):
     assert s["entry_counts"]["t"] == 6
     assert s["entry_counts"]["pairs_after"] == sum(len(json.loads(x["json"])["entry_ids"])
                                                    for x in _read(finalized["out"]))
+
+
+def test_report_shows_real_finalize_drops(finalized, capsys, tmp_path):
+    """The report's drop grids read the images that finalize really dropped, from drops/."""
+    page = tmp_path / "report.html"
+    assert cli.main(["stats", str(finalized["root"] / "out"), "--html", str(page)]) == 0
+    text = page.read_text()
+    for reason in ("too_small", "near_duplicate", "eval_contamination"):
+        assert f'<div class="grid drops" data-reason="{reason}">' in text, reason
+    assert "a tiny photo" in text
+    assert text.count('<figure class="sample"><img alt="sample ') >= 16
+

@@ -6,19 +6,29 @@ import subprocess
 
 import pytest
 
-from shard_maker import make_out_root
+from shard_maker import make_full_root, make_out_root
 from wit_builder import cli
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--disable-default-apps", "--enable-logging=stderr", "--v=0",
-                  "--virtual-time-budget=5000"]
+                  "--virtual-time-budget=5000", "--window-size=1280,1000"]
 
 # Appended to a copy of the report: after load, count images that failed to decode.
 PROBE = """<script>window.addEventListener("load", () => {
   const imgs = [...document.images];
   document.body.dataset.images = imgs.length;
   document.body.dataset.broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  const cards = [...document.querySelectorAll("#samples figure.sample")];
+  document.body.dataset.samples = cards.length;
+  document.body.dataset.shown = cards.filter(c => {
+    const img = c.querySelector("img"), caption = c.querySelector(".caption");
+    return img && img.naturalWidth > 0 && img.naturalWidth <= 128 && img.getBoundingClientRect().width > 0
+      && caption && caption.textContent.trim().length > 0 && caption.getBoundingClientRect().height > 0;
+  }).length;
+  document.body.dataset.drops = [...document.querySelectorAll(".drops")].map(g => g.dataset.reason).join(",");
+  const wide = [...document.images].filter(i => i.alt === "Image sizes")[0];
+  document.body.dataset.sizeswidth = wide ? Math.round(wide.getBoundingClientRect().width) : 0;
 });</script>"""
 
 
@@ -38,7 +48,7 @@ def dump_dom(page, tmp_path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    make_out_root(shared_data / "images", root / "OUT")
+    make_full_root(shared_data / "images", root / "OUT")
     page = root / "report.html"
     assert cli.main(["stats", str(root / "OUT"), "--html", str(page)]) == 0
     return page
@@ -54,6 +64,9 @@ def test_report_is_self_contained(report):
                   "Languages", "Caption length", "Image sizes", "Download status",
                   "Download errors", "Shard sizes"):
         assert title in pngs, title
+    assert text.count('<figure class="sample"><img alt="sample ') >= 16 + 3
+    assert "<h3>Dropped: eval_contamination</h3>" in text and "<th>Spark jobs</th>" in text
+    assert "<td>dog</td>" in text  # top entries by name
 
 
 def test_report_renders_in_chromium(report, tmp_path):
@@ -70,6 +83,14 @@ def test_report_renders_in_chromium(report, tmp_path):
     broken = int(re.search(r'data-broken="(\d+)"', result.stdout).group(1))
     assert images == report.read_text().count("<img ") >= 10
     assert broken == 0
+    # the sample grid: every card shows its thumbnail and its caption
+    samples = int(re.search(r'data-samples="(\d+)"', result.stdout).group(1))
+    shown = int(re.search(r'data-shown="(\d+)"', result.stdout).group(1))
+    assert samples == shown == 16
+    drops = re.search(r'data-drops="([^"]*)"', result.stdout).group(1).split(",")
+    assert {"too_small", "near_duplicate", "eval_contamination"} <= set(drops)
+    # charts fill the page width (max 1100 px minus margins), not a third of it
+    assert int(re.search(r'data-sizeswidth="(\d+)"', result.stdout).group(1)) >= 900
 
 
 def test_absent_data_is_said_not_plotted(tmp_path, shared_data):

@@ -1,17 +1,24 @@
 """`wit-builder stats` numbers on download-layout shards and stage outputs, local and remote."""
 
+import base64
+import io
 import json
 import shutil
 import tarfile
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shard_maker import make_out_root
+from PIL import Image
+
+from shard_maker import make_full_root, make_out_root
 from wit_builder import cli
 from wit_builder.errors import UserError
-from wit_builder.stats.collect import collect, count_tar_samples
+from wit_builder.stats import collect as collect_mod
+from wit_builder.stats import report
+from wit_builder.stats.collect import collect, count_tar_samples, drop_samples
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +109,125 @@ def test_cut_stats_file_is_an_unfinished_shard(out_root, tmp_path, capsys):
     assert cli.main(["stats", str(folder)]) == 0
     table = capsys.readouterr().out
     assert "unfinished shards" in table and shard in table
+
+
+# --- the report's samples, entry names, original sizes and run facts (issue 14) -------------
+
+@pytest.fixture(scope="module")
+def full_root(shared_data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stats_full") / "OUT"
+    made = make_full_root(shared_data / "images", root)
+    return root, made, collect(str(root), samples=8, drop_samples=2, seed=3)
+
+
+def test_random_samples_are_seeded_from_the_final_shards(full_root):
+    root, made, stats = full_root
+    f = stats["stages"]["finalize"]
+    assert "samples" not in stats["stages"]["download"]  # only the final shards are sampled
+    items = f["samples"]
+    assert len(items) == 8 and len({(i["shard"], i["key"]) for i in items}) == 8
+    assert len({i["shard"] for i in items}) <= collect_mod.SAMPLE_SHARDS
+    for item in items:
+        thumb = Image.open(io.BytesIO(base64.b64decode(item["thumb"])))
+        assert thumb.format == "JPEG" and max(thumb.size) <= 128
+        with tarfile.open(root / "finalize" / item["shard"]) as tar:
+            meta = json.loads(tar.extractfile(item["key"] + ".json").read())
+        assert item["caption"] == meta["text"] and item["entries"] == meta["entries"]
+        assert item["original_width"] == meta["original_width"]
+    again = collect(str(root), samples=8, drop_samples=2, seed=3)["stages"]["finalize"]["samples"]
+    assert [i["key"] for i in again] == [i["key"] for i in items]
+    assert collect(str(root))["stages"]["finalize"].get("samples") is None  # off by default
+
+
+def test_drop_samples_come_from_the_source_tars(full_root):
+    _, made, stats = full_root
+    d = stats["stages"]["finalize"]["drop_samples"]
+    assert set(d) == {"too_small", "bad_aspect", "near_duplicate", "duplicate_image", "eval_contamination"}
+    assert len(d["near_duplicate"]) == 2 and all(len(v) <= 2 for v in d.values())
+    assert d["too_small"][0]["caption"] == "a tiny photo" and d["too_small"][0]["thumb"]
+    assert made["val_photo"] in d["eval_contamination"][0]["url"]
+
+
+def test_drop_samples_fall_back_to_the_download_folder(full_root, tmp_path):
+    root, _, _ = full_root
+    moved = tmp_path / "OUT"
+    shutil.copytree(root, moved)
+    drops = moved / "finalize" / "drops" / "part-00000.parquet"
+    table = pq.read_table(drops).to_pylist()
+    for r in table:  # the tars were at another place when finalize ran
+        r["source_shard"] = "/somewhere/else/download/" + r["source_shard"].rsplit("/", 1)[1]
+    pq.write_table(pa.Table.from_pylist(table), drops)
+    d = collect(str(moved), samples=2, drop_samples=1)["stages"]["finalize"]["drop_samples"]
+    assert d["too_small"][0]["caption"] == "a tiny photo"
+    assert drop_samples(str(drops.parent), 1, 0, download=str(tmp_path / "nowhere")) == {}
+
+
+def test_write_stats_writes_the_report_with_samples(full_root, tmp_path):
+    from wit_builder.config import Config
+
+    root, _, _ = full_root
+    out = tmp_path / "OUT2"
+    shutil.copytree(root, out)
+    report.write_stats(str(out), Config(), log=lambda _: None)
+    page = (out / "stats" / "report.html").read_text()
+    assert page.count('<figure class="sample">') >= report.SAMPLE_IMAGES
+    assert '"thumb"' not in (out / "stats" / "stats.json").read_text()
+
+
+def test_top_entries_have_names_and_cap_share(full_root):
+    _, made, stats = full_root
+    e = stats["stages"]["balance"]["entry_counts"]
+    assert e["names"][0] == "dog" and e["names"][19] == "query 19"
+    assert e["capped_share"] == pytest.approx(e["head_entries"] / e["entries"])
+    rows = report.top_entry_rows(e)
+    assert rows[0][:5] == [1, "dog", 0, "1,000", "50"]
+    page = report.render_html(stats)
+    assert "<td>dog</td>" in page and "hit the cap t" in page
+
+
+def test_entry_names_of_a_stage_folder_from_the_sibling_match(full_root):
+    root, _, _ = full_root
+    e = collect(str(root / "balance"))["stages"]["balance"]["entry_counts"]
+    assert e["names"][1] == "cat"
+
+
+def test_original_sizes_before_the_resize(full_root):
+    _, _, stats = full_root
+    f = stats["stages"]["finalize"]
+    assert f["original_sizes"]["width"]["count"] == f["image_sizes"]["width"]["count"] == f["rows"]
+    assert f["original_sizes"]["width"]["mean"] > f["image_sizes"]["width"]["mean"]  # some were shrunk
+    assert max(len(f["image_sizes"][s]["hist"]) for s in ("width", "height")) * 16 <= 256 + 16
+    png = report.plot_image_sizes(f["image_sizes"], f["original_sizes"])
+    img = Image.open(io.BytesIO(base64.b64decode(png)))
+    assert img.size[0] >= 1000  # drawn at the page width, two panels side by side
+
+
+def test_pipeline_seconds_rows_per_second_jobs_config_versions(full_root):
+    _, made, stats = full_root
+    fin = next(p for p in stats["pipeline"] if p["stage"] == "finalize")
+    assert fin["seconds"] == 12.5 and fin["spark_jobs"] == 17
+    assert fin["rows_per_second"] == round(fin["rows_in"] / 12.5, 1)
+    assert stats["stages"]["finalize"]["config"]["t"] == 6
+    assert stats["stages"]["finalize"]["versions"]["pyspark"] == "3.5.1"
+    page = report.render_html(stats)
+    assert "<th>Spark jobs</th>" in page and "<th>rows/s</th>" in page and "<td class=\"num\">17</td>" in page
+    assert "<h2>Config</h2>" in page and "samples_per_shard" in page
+    assert "<h2>Versions</h2>" in page and "3.5.1" in page
+
+
+def test_sample_cards_escape_captions():
+    card = report._sample_card({"key": "k", "caption": '<script>alert("x")</script> & <b>', "thumb": "AAAA",
+                                "entries": ["<i>dog</i>"], "width": 10, "height": 5})
+    assert "<script" not in card and "<b>" not in card and "<i>" not in card
+    assert "&lt;script&gt;" in card and "&amp;" in card and "&lt;i&gt;dog&lt;/i&gt;" in card
+    assert '<img alt="sample k: &lt;script&gt;' in card
+
+
+def test_json_leaves_thumbnails_out(full_root, tmp_path, capsys):
+    root, _, stats = full_root
+    assert "thumb" not in collect_mod.to_json(stats)
+    assert '"thumb"' in collect_mod.to_json(stats, thumbs=True)
+    assert cli.main(["stats", str(root / "finalize"), "--json", "--html", str(tmp_path / "r.html")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["stages"]["finalize"]["samples"] and "thumb" not in data["stages"]["finalize"]["samples"][0]
+    assert (tmp_path / "r.html").read_text().count('src="data:image/jpeg;base64,') >= 16

@@ -12,7 +12,8 @@ looking only at the samples still kept:
 5. balanced_out: exact balance to `t` per query entry on what was really fetched, with the
    balance stage's own coin (wit_builder.balance.stage.keep_mask).
 
-The kept samples are resharded (reshard.py). Decisions run on small metadata rows; image bytes
+The kept samples are resharded (reshard.py); every dropped sample's uid, reason, source shard
+and key go to `drops/part-00000.parquet` (the report shows some of them). Decisions run on small metadata rows; image bytes
 are read twice (hash, copy) and never shuffled.
 """
 
@@ -106,6 +107,31 @@ def _balance(df: DataFrame, t: int, seed: int) -> tuple[DataFrame, pa.Table | No
     return df, table
 
 
+DROPS_SCHEMA = pa.schema([("uid", pa.string()), ("reason", pa.string()),
+                          ("source_shard", pa.string()), ("key", pa.string())])
+
+
+def _write_drops(df: DataFrame, tars: list[str], out_dir: str, batch_rows: int = 65_536) -> None:
+    """OUT/finalize/drops/part-00000.parquet: (uid, reason, source_shard, key) of every dropped
+    sample, so the report can show dropped images. Rows stream to the driver a partition at a
+    time and are written in batches (small metadata, bounded memory), through fsspec."""
+    dropped = df.where(F.col("drop_reason").isNotNull()) \
+        .select("uid", F.col("drop_reason").alias("reason"), "shard", "key")
+    folder = storage.join(out_dir, "drops")
+    fs, path = storage.filesystem(folder)
+    fs.makedirs(path, exist_ok=True)
+    with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f, \
+            pq.ParquetWriter(f, DROPS_SCHEMA) as writer:
+        rows = []
+        for r in dropped.toLocalIterator():
+            rows.append({"uid": r["uid"], "reason": r["reason"], "source_shard": tars[r["shard"]],
+                         "key": r["key"]})
+            if len(rows) >= batch_rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=DROPS_SCHEMA))
+                rows = []
+        writer.write_table(pa.Table.from_pylist(rows, schema=DROPS_SCHEMA))
+
+
 def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     c = cfg.finalize
     neardup.check_bands(c.bands, c.hamming_distance)
@@ -136,6 +162,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
         with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
             pq.write_table(entry_counts, f)
 
+    _write_drops(df, tars, out_dir)
     drops = {r["drop_reason"]: r["n"] for r in df.groupBy("drop_reason").agg(F.count("*").alias("n")).collect()}
     kept = drops.pop(None, 0)
     written = reshard.write(alive(df), tars, out_dir, c.samples_per_shard)

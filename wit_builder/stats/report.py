@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import sys
 
 import numpy as np
@@ -17,9 +18,12 @@ import numpy as np
 from wit_builder import storage
 from wit_builder.stats.collect import collect, to_json
 
+SAMPLE_IMAGES = 16  # random samples of the final shards shown in the HTML report
+DROP_SAMPLES = 3  # and dropped samples per finalize drop reason
+
 
 def command(path: str, as_json: bool = False, html_file: str | None = None, top: int = 20) -> dict:
-    stats = collect(path, top)
+    stats = collect(path, top, samples=SAMPLE_IMAGES if html_file else 0, drop_samples=DROP_SAMPLES)
     if as_json:
         print(to_json(stats))
     else:
@@ -61,6 +65,10 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
     if im := s.get("image_sizes"):
         facts.append(("image width / height", f"median {im['width']['p50']} / {im['height']['p50']} px "
                                               f"(mean {im['width']['mean']} / {im['height']['mean']})"))
+    if im := s.get("original_sizes"):
+        facts.append(("original width / height", f"median {im['width']['p50']} / {im['height']['p50']} px "
+                                                 f"(mean {im['width']['mean']} / {im['height']['mean']}), "
+                                                 "before the resize"))
     if langs := s.get("languages"):
         facts.append(("languages", ", ".join(f"{k} {v:,}" for k, v in list(langs.items())[:6])
                       + f" ({s.get('language_count', len(langs))} in all)"))
@@ -73,7 +81,22 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
                       f"{e['entries']:,} entries, {e['head_entries']:,} head; pairs "
                       f"{e['pairs_before']:,} -> {e['pairs_after']:,}; head share "
                       f"{e['head_share_before']:.1%} -> {e['head_share_after']:.1%}"))
+        facts.append(("capped at t", f"{e['head_entries']:,} of {e['entries']:,} "
+                                              f"({e.get('capped_share', 0):.1%}) had more than t pairs "
+                                              "and were capped"))
     return facts
+
+
+def entry_name(e: dict, entry_id: int) -> str:
+    names = e.get("names") or {}
+    return names.get(entry_id) or names.get(str(entry_id)) or f"#{entry_id}"
+
+
+def top_entry_rows(e: dict) -> list[list]:
+    """[rank, name, id, before, after, kept share] of the top entries by pairs before balancing."""
+    return [[i + 1, entry_name(e, eid), eid, _fmt(before), _fmt(after),
+             f"{after / before:.0%}" if before else ""]
+            for i, (eid, before, after) in enumerate(e["top"])]
 
 
 def print_tables(stats: dict, console=None) -> None:
@@ -98,25 +121,43 @@ def print_tables(stats: dict, console=None) -> None:
         for label, value in stage_facts(s) or [("", "no data")]:
             table.add_row(label, value)
         console.print(table)
+        if (e := s.get("entry_counts")) and e["top"]:
+            table = Table(title=f"{name}: top entries (t = {e['t']:,})")
+            for col in ("rank", "entry", "id", "before", "after", "kept"):
+                table.add_column(col, justify="left" if col == "entry" else "right")
+            for row in top_entry_rows(e):
+                table.add_row(*map(str, row))
+            console.print(table)
 
 
 # --- plots --------------------------------------------------------------------------------
 
-def _png(draw, width: float = 6.4, height: float = 3.6) -> str:
-    """Run draw(ax) on a fresh figure and return it as a base64 PNG."""
+PAGE_WIDTH_IN, DPI = 10.5, 100  # a full-width figure is 1050 px: the page is 1100 px at most
+FONTS = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
+         "ytick.labelsize": 11, "legend.fontsize": 11}
+
+
+def _png(draw, width: float = PAGE_WIDTH_IN, height: float = 4.2, panels: int = 1) -> str:
+    """Run draw(ax) (draw(axes) when `panels` > 1) on a fresh figure; return it as a base64 PNG.
+
+    Figures are drawn at the size they are shown (full page width at 100 dpi), so text is
+    never scaled down by the browser."""
+    import matplotlib
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=96, layout="constrained")
-    draw(fig.add_subplot())
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    with matplotlib.rc_context(FONTS):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        axes = fig.subplots(1, panels)
+        draw(axes)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _barh(ax, items: dict, title: str, xlabel: str = "count") -> None:
     labels, values = list(items)[::-1], list(items.values())[::-1]
     ax.barh(range(len(values)), values, color="#4c72b0")
-    ax.set_yticks(range(len(values)), [str(label)[:60] for label in labels], fontsize=8)
+    ax.set_yticks(range(len(values)), [str(label)[:60] for label in labels])
     ax.set_title(title)
     ax.set_xlabel(xlabel)
 
@@ -152,7 +193,7 @@ def plot_head_tail(e: dict) -> str | None:
         ax.set_ylabel("share of pairs")
         ax.set_title("Head / tail shares")
         ax.legend()
-    return _png(draw, 4.8, 3.6)
+    return _png(draw, PAGE_WIDTH_IN / 2, 4.2)
 
 
 def plot_pipeline(pipeline: list) -> str | None:
@@ -175,13 +216,13 @@ def plot_drops(pipeline: list) -> str | None:
     if not items:
         return None
     return _png(lambda ax: _barh(ax, items, "Drops per stage and reason"),
-                height=max(2.5, 0.28 * len(items) + 1))
+                height=max(3, 0.32 * len(items) + 1.2))
 
 
 def plot_counts(items: dict | None, title: str) -> str | None:
     if not items:
         return None
-    return _png(lambda ax: _barh(ax, items, title), height=max(2.5, 0.28 * len(items) + 1))
+    return _png(lambda ax: _barh(ax, items, title), height=max(3, 0.32 * len(items) + 1.2))
 
 
 def plot_hist(summaries: dict, title: str, xlabel: str) -> str | None:
@@ -205,6 +246,36 @@ def plot_hist(summaries: dict, title: str, xlabel: str) -> str | None:
     return _png(draw)
 
 
+def _merged(s: dict, merge: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.asarray(s["hist"])
+    counts = np.pad(counts, (0, -len(counts) % merge)).reshape(-1, merge).sum(axis=1)
+    return counts, np.arange(len(counts) + 1) * s["step"] * merge
+
+
+def plot_image_sizes(resized: dict | None, original: dict | None) -> str | None:
+    """Widths and heights in two panels side by side (they no longer hide each other), each
+    with the sizes written to the shards and, when known, the original sizes before the resize."""
+    series = {"in the shards": resized or {}, "original": original or {}}
+    series = {k: v for k, v in series.items() if v.get("width") and v.get("height")}
+    if not series:
+        return None
+    longest = max(len(v[side]["hist"]) * v[side]["step"] for v in series.values() for side in ("width", "height"))
+    step = min(v[side]["step"] for v in series.values() for side in ("width", "height"))
+    merge = max(1, -(-longest // step // 60))  # at most ~60 bars, one bin width for every series
+
+    def draw(axes):
+        for ax, side in zip(axes, ("width", "height")):
+            for (label, v), style in zip(series.items(), (dict(fill=True, alpha=0.55, color="#4c72b0"),
+                                                         dict(fill=False, linewidth=2, color="#dd8452"))):
+                counts, edges = _merged(v[side], merge)
+                ax.stairs(counts, edges, label=f"{label} (median {v[side]['p50']})", **style)
+            ax.set_title(f"Image {side}" + (", before and after the resize" if len(series) > 1 else ""))
+            ax.set_xlabel(f"{side} (pixels)")
+            ax.set_ylabel("images")
+            ax.legend(loc="best", fontsize=10)
+    return _png(draw, height=4.2, panels=2)
+
+
 def plot_shards(sh: dict | None) -> str | None:
     if not sh or not sh["per_shard"]:
         return None
@@ -214,7 +285,7 @@ def plot_shards(sh: dict | None) -> str | None:
         samples = [v["samples"] for v in sh["per_shard"].values()]
         if len(names) <= 40:
             ax.bar(range(len(names)), samples, color="#55a868")
-            ax.set_xticks(range(len(names)), [n.removesuffix(".tar") for n in names], rotation=90, fontsize=7)
+            ax.set_xticks(range(len(names)), [n.removesuffix(".tar") for n in names], rotation=90, fontsize=9)
             ax.set_ylabel("samples")
         else:
             ax.hist(samples, bins=40, color="#55a868")
@@ -225,23 +296,98 @@ def plot_shards(sh: dict | None) -> str | None:
 
 # --- HTML ---------------------------------------------------------------------------------
 
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:left;font-size:14px}figure{display:inline-block;margin:0.5em}
-img{max-width:100%}.none{color:#888;font-style:italic}"""
+text-align:left;font-size:14px;vertical-align:top}td.num{text-align:right}figure{margin:0.8em 0}
+figure.half{display:inline-block;width:49%}img{max-width:100%}.none{color:#888;font-style:italic}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:10px;margin:0.5em 0 1.5em}
+.sample{margin:0;padding:6px;border:1px solid #ddd;border-radius:4px;font-size:12px;overflow-wrap:anywhere}
+.sample img{display:block;margin:0 auto 4px;max-width:128px;max-height:128px}
+.sample .caption{margin:2px 0}.sample .meta{color:#666;margin:2px 0}
+details{margin:0.3em 0}pre{font-size:12px;background:#f6f6f6;padding:6px;overflow-x:auto}"""
 
 
-def _figure(title: str, png: str | None) -> str:
+def _figure(title: str, png: str | None, half: bool = False) -> str:
     if png is None:
         return f'<p class="none">{html.escape(title)}: no data</p>'
-    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
+    cls = ' class="half"' if half else ""
+    return (f'<figure{cls}><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
             f'<figcaption>{html.escape(title)}</figcaption></figure>')
 
 
 def _table(rows: list[list], header: list[str] | None = None) -> str:
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    cell = lambda c: (f'<td class="num">{html.escape(_fmt(c))}</td>' if isinstance(c, (int, float))
+                      and not isinstance(c, bool) else f"<td>{html.escape(str(c))}</td>")
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _flat(config: dict, prefix: str = "") -> list[list]:
+    rows = []
+    for k, v in config.items():
+        if isinstance(v, dict) and v:
+            rows += _flat(v, f"{prefix}{k}.")
+        else:
+            rows.append([f"{prefix}{k}", json.dumps(v, default=str)])
+    return rows
+
+
+def pipeline_rows(pipeline: list) -> list[list]:
+    """[stage, rows in, rows out, dropped, reasons, seconds, rows/s, Spark jobs] per stage."""
+    return [[p["stage"], p.get("rows_in", ""), p.get("rows_out", ""), sum(p.get("drops", {}).values()),
+             _drops_text(p.get("drops", {}), 10),
+             f"{p['seconds']:,.1f}" if isinstance(p.get("seconds"), (int, float)) else "",
+             f"{p['rows_per_second']:,.0f}" if "rows_per_second" in p else "",
+             p.get("spark_jobs", "")] for p in pipeline]
+
+
+def _runs_html(stats: dict) -> list[str]:
+    """Each stage's config section and the library versions it ran with."""
+    parts = []
+    configs = {name: s["config"] for name, s in stats["stages"].items() if s.get("config")}
+    versions = {name: s["versions"] for name, s in stats["stages"].items() if s.get("versions")}
+    if configs:
+        parts.append("<h2>Config</h2>")
+        for name, config in configs.items():
+            parts.append(f"<h3>{html.escape(name)}</h3>" + _table(_flat(config), ["key", "value"]))
+    if versions:
+        libs = sorted({lib for v in versions.values() for lib in v}, key=lambda k: (k != "python", k))
+        parts.append("<h2>Versions</h2>")
+        parts.append(_table([[name, *(v.get(lib, "") for lib in libs)] for name, v in versions.items()],
+                            ["stage", *libs]))
+    return parts
+
+
+def _sample_card(item: dict) -> str:
+    caption = html.escape(item.get("caption") or "")
+    entries = item.get("entries") or [f"#{i}" for i in item.get("entry_ids", [])]
+    size = ""
+    if item.get("width"):
+        size = f"{item['width']}×{item.get('height')} px"
+        if item.get("original_width") and (item["original_width"], item.get("original_height")) != \
+                (item["width"], item.get("height")):
+            size += f" (original {item['original_width']}×{item.get('original_height')})"
+    alt = html.escape(f"sample {item.get('key', '')}: {item.get('caption', '')[:80]}")
+    image = (f'<img alt="{alt}" src="data:image/jpeg;base64,{item["thumb"]}">' if item.get("thumb")
+             else '<p class="none">image does not decode</p>')
+    meta = [f"entries: {html.escape(', '.join(map(str, entries)))}" if entries else "",
+            html.escape(size), html.escape(f"{item.get('shard', '')} {item.get('key', '')}".strip())]
+    return (f'<figure class="sample">{image}<figcaption><p class="caption">{caption}</p>'
+            + "".join(f'<p class="meta">{m}</p>' for m in meta if m) + "</figcaption></figure>")
+
+
+def samples_html(s: dict) -> list[str]:
+    parts = []
+    if s.get("samples") is not None:
+        parts.append(f"<h3>Random samples ({len(s['samples'])}, seeded)</h3>")
+        parts.append('<div class="grid" id="samples">' + "".join(_sample_card(i) for i in s["samples"])
+                     + "</div>" if s["samples"] else '<p class="none">Random samples: no data</p>')
+    for reason, items in (s.get("drop_samples") or {}).items():
+        parts.append(f"<h3>Dropped: {html.escape(reason)}</h3>")
+        parts.append(f'<div class="grid drops" data-reason="{html.escape(reason)}">'
+                     + "".join(_sample_card(i) for i in items) + "</div>")
+    return parts
 
 
 def render_html(stats: dict) -> str:
@@ -249,30 +395,36 @@ def render_html(stats: dict) -> str:
     pipeline = stats["pipeline"]
     if pipeline:
         parts.append("<h2>Pipeline</h2>")
-        parts.append(_table([[p["stage"], _fmt(p.get("rows_in", "")), _fmt(p.get("rows_out", "")),
-                              _fmt(sum(p.get("drops", {}).values())), _drops_text(p.get("drops", {}), 10)]
-                             for p in pipeline], ["stage", "rows in", "rows out", "dropped", "reasons"]))
+        parts.append(_table(pipeline_rows(pipeline), ["stage", "rows in", "rows out", "dropped", "reasons",
+                                                      "seconds", "rows/s", "Spark jobs"]))
         parts.append(_figure("Rows per stage", plot_pipeline(pipeline)))
         parts.append(_figure("Drops per stage and reason", plot_drops(pipeline)))
     for name, s in stats["stages"].items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         parts.append(_table([list(f) for f in stage_facts(s)] or [["", "no data"]]))
+        parts += samples_html(s)
         e = s.get("entry_counts")
         if e or name in ("balance", "finalize"):
             parts.append(_figure("Entry-count distribution before and after balancing", plot_entry_counts(e)))
-            parts.append(_figure("Head / tail shares", plot_head_tail(e)))
+            parts.append(_figure("Head / tail shares", plot_head_tail(e), half=True))
+        if e and e["top"]:
+            parts.append(f"<h3>Top {len(e['top'])} entries by pairs before balancing (t = {e['t']:,})</h3>")
+            parts.append(f"<p>{e['head_entries']:,} of {e['entries']:,} entries "
+                         f"({e.get('capped_share', 0):.1%}) hit the cap t and were cut to it.</p>")
+            parts.append(_table(top_entry_rows(e), ["rank", "entry", "id", "pairs before", "pairs after", "kept"]))
         parts.append(_figure("Languages", plot_counts(s.get("languages"), "Languages")))
         parts.append(_figure("Caption length", plot_hist({"caption": s.get("caption_chars")},
                                                          "Caption length", "characters")))
         sizes = s.get("image_sizes") or {}
         if sizes or s.get("shards"):
-            parts.append(_figure("Image sizes", plot_hist(sizes, "Image sizes", "pixels")))
+            parts.append(_figure("Image sizes", plot_image_sizes(sizes, s.get("original_sizes"))))
         d = s.get("download") or {}
         if d or name == "download":
             parts.append(_figure("Download status", plot_counts(d.get("status"), "Download status")))
             parts.append(_figure("Download errors", plot_counts(d.get("errors"), "Error reasons")))
         if s.get("shards"):
             parts.append(_figure("Shard sizes", plot_shards(s["shards"])))
+    parts += _runs_html(stats)
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>wit-builder stats</title><style>{STYLE}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
@@ -280,7 +432,8 @@ def render_html(stats: dict) -> str:
 
 def write_stats(out: str, cfg, log=print) -> None:
     """OUT/stats/stats.json (and report.html): every stage of this output root."""
-    stats = collect(out, cfg.stats.top_entries)
+    stats = collect(out, cfg.stats.top_entries, samples=SAMPLE_IMAGES if cfg.run.html_report else 0,
+                    drop_samples=DROP_SAMPLES)
     target = storage.join(out, "stats")
     storage.write_bytes_atomic(storage.join(target, "stats.json"), to_json(stats).encode())
     if cfg.run.html_report:
