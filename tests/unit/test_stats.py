@@ -16,9 +16,11 @@ from PIL import Image
 from shard_maker import make_full_root, make_out_root
 from wit_builder import cli
 from wit_builder.errors import UserError
-from wit_builder.stats import collect as collect_mod
+from wit_builder.stats import plots
+from wit_builder.stats import samples as samples_mod
 from wit_builder.stats import report
-from wit_builder.stats.collect import collect, count_tar_samples, drop_samples
+from wit_builder.stats.collect import collect, count_tar_samples, to_json
+from wit_builder.stats.samples import drop_samples
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,7 @@ def test_random_samples_are_seeded_from_the_final_shards(full_root):
     assert "samples" not in stats["stages"]["download"]  # only the final shards are sampled
     items = f["samples"]
     assert len(items) == 8 and len({(i["shard"], i["key"]) for i in items}) == 8
-    assert len({i["shard"] for i in items}) <= collect_mod.SAMPLE_SHARDS
+    assert len({i["shard"] for i in items}) <= samples_mod.SAMPLE_SHARDS
     for item in items:
         thumb = Image.open(io.BytesIO(base64.b64decode(item["thumb"])))
         assert thumb.format == "JPEG" and max(thumb.size) <= 128
@@ -197,7 +199,7 @@ def test_original_sizes_before_the_resize(full_root):
     assert f["original_sizes"]["width"]["count"] == f["image_sizes"]["width"]["count"] == f["rows"]
     assert f["original_sizes"]["width"]["mean"] > f["image_sizes"]["width"]["mean"]  # some were shrunk
     assert max(len(f["image_sizes"][s]["hist"]) for s in ("width", "height")) * 16 <= 256 + 16
-    png = report.plot_image_sizes(f["image_sizes"], f["original_sizes"])
+    png = plots.plot_image_sizes(f["image_sizes"], f["original_sizes"])
     img = Image.open(io.BytesIO(base64.b64decode(png)))
     assert img.size[0] >= 1000  # drawn at the page width, two panels side by side
 
@@ -225,8 +227,8 @@ def test_sample_cards_escape_captions():
 
 def test_json_leaves_thumbnails_out(full_root, tmp_path, capsys):
     root, _, stats = full_root
-    assert "thumb" not in collect_mod.to_json(stats)
-    assert '"thumb"' in collect_mod.to_json(stats, thumbs=True)
+    assert "thumb" not in to_json(stats)
+    assert '"thumb"' in to_json(stats, thumbs=True)
     assert cli.main(["stats", str(root / "finalize"), "--json", "--html", str(tmp_path / "r.html")]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["stages"]["finalize"]["samples"] and "thumb" not in data["stages"]["finalize"]["samples"][0]

@@ -7,8 +7,6 @@ stays bounded whatever the row count. Works on local paths and s3:// alike (fssp
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import posixpath
 import tarfile
@@ -20,15 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import stages, storage
+from wit_builder.stats.samples import add_samples
 from wit_builder.errors import UserError
 
 MAX_CHARS = 1000  # caption lengths are counted exactly up to here; longer ones land in the last bin
 SIZE_STEP, MAX_SIZE = 16, 4096  # image sides in 16-pixel bins up to 4096 px
 RANK_POINTS = 200  # rank-frequency curves are kept at this many log-spaced ranks
-THUMB_SIDE = 128  # sample thumbnails: longest side in pixels, JPEG
-SAMPLE_SHARDS = 4  # random samples are read from at most this many tars
-DROP_SAMPLE_REASONS = ("too_small", "bad_aspect", "near_duplicate", "duplicate_image",
-                       "eval_contamination")  # finalize drops whose images are worth showing
 
 
 def collect(path: str, top: int = 20, samples: int = 0, drop_samples: int = 3, seed: int = 0) -> dict:
@@ -51,7 +46,7 @@ def collect(path: str, top: int = 20, samples: int = 0, drop_samples: int = 3, s
     per_stage = {name: stage_stats(p, top) for name, p in found.items()}
     pipeline = [_pipeline_row(name, s["manifest"]) for name, s in per_stage.items() if s["manifest"]]
     if samples > 0:
-        _add_samples(per_stage, samples, drop_samples, seed)
+        add_samples(per_stage, samples, drop_samples, seed)
     _add_entry_names(path, found, per_stage)
     return {"path": path, "pipeline": pipeline, "stages": per_stage}
 
@@ -354,150 +349,6 @@ def _add_entry_names(path: str, found: dict[str, str], per_stage: dict) -> None:
         for item in s.get("samples", []) + [i for g in s.get("drop_samples", {}).values() for i in g]:
             if item.get("entry_ids") and not item.get("entries"):
                 item["entries"] = [names.get(i, f"#{i}") for i in item["entry_ids"]]
-
-
-# --- sample images ------------------------------------------------------------------------
-
-def _add_samples(per_stage: dict, n: int, per_reason: int, seed: int) -> None:
-    with_shards = [name for name, s in per_stage.items() if s.get("shards")]
-    if not with_shards:
-        return
-    name = "finalize" if "finalize" in with_shards else with_shards[-1]
-    s = per_stage[name]
-    s["samples"] = random_samples(s["path"], s["shards"]["per_shard"], n, seed)
-    drops = storage.join(s["path"], "drops")
-    if per_reason > 0 and storage.exists(drops):
-        s["drop_samples"] = drop_samples(drops, per_reason, seed, per_stage.get("download", {}).get("path"))
-
-
-def random_samples(folder: str, per_shard: dict, n: int, seed: int = 0) -> list[dict]:
-    """`n` random samples (seeded) of a shard folder, read from at most SAMPLE_SHARDS tars.
-
-    Tars are drawn with probability proportional to their sample counts, positions uniformly
-    within them; each chosen tar is streamed only up to its last chosen sample."""
-    rng = np.random.default_rng(seed)
-    names = [t for t, v in per_shard.items() if v["samples"] > 0]
-    if not names:
-        return []
-    counts = np.array([per_shard[t]["samples"] for t in names], dtype=np.float64)
-    chosen = rng.choice(len(names), size=min(SAMPLE_SHARDS, len(names)), replace=False, p=counts / counts.sum())
-    chosen = sorted(chosen.tolist())
-    sizes = counts[chosen]
-    total = int(sizes.sum())
-    picks = np.sort(rng.choice(total, size=min(n, total), replace=False))
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    out = []
-    for i, shard in enumerate(chosen):
-        lo, hi = starts[i], starts[i + 1]
-        positions = {int(p - lo) for p in picks if lo <= p < hi}
-        if positions:
-            tar = storage.join(folder, names[shard])
-            out += [_sample_item(key, files, names[shard])
-                    for _, key, files in _read_tar(tar, positions=positions)]
-    return out
-
-
-def drop_samples(folder: str, per_reason: int, seed: int = 0, download: str | None = None) -> dict:
-    """{reason: [sample, ...]}: up to `per_reason` dropped samples per image drop reason, drawn
-    with a seeded reservoir over finalize's drops/ table, their images read from the source tars
-    (or a tar of that name in `download`, if the source path is gone)."""
-    rng = np.random.default_rng(seed)
-    reservoirs: dict[str, list] = {}
-    seen = Counter()
-    for f in storage.list_files(folder, suffixes=(".parquet",)):
-        with storage.open_file(f, "rb") as handle:
-            pf = pq.ParquetFile(handle)
-            for batch in pf.iter_batches(columns=["reason", "source_shard", "key"], batch_size=65_536):
-                keep = pc.is_in(batch.column("reason"), pa.array(DROP_SAMPLE_REASONS))
-                for r in batch.filter(keep).to_pylist():
-                    reason = r["reason"]
-                    seen[reason] += 1
-                    bucket = reservoirs.setdefault(reason, [])
-                    if len(bucket) < per_reason:
-                        bucket.append(r)
-                    else:
-                        j = int(rng.integers(seen[reason]))
-                        if j < per_reason:
-                            bucket[j] = r
-    by_shard: dict[str, dict[str, str]] = {}
-    for reason, rows in reservoirs.items():
-        for r in rows:
-            by_shard.setdefault(r["source_shard"], {})[r["key"]] = reason
-    out = {reason: [] for reason in DROP_SAMPLE_REASONS if reason in reservoirs}
-    for source, keys in sorted(by_shard.items()):
-        tar = source
-        if not storage.exists(tar) and download:
-            tar = storage.join(download, posixpath.basename(source))
-        if not storage.exists(tar):
-            continue
-        for _, key, files in _read_tar(tar, keys=set(keys)):
-            out[keys[key]].append(_sample_item(key, files, posixpath.basename(source)))
-    return {reason: items for reason, items in out.items() if items}
-
-
-def _read_tar(path: str, positions: set[int] | None = None, keys: set[str] | None = None):
-    """Yield (position, key, {ext: bytes}) of the wanted samples of a WebDataset tar, streaming
-    it and stopping after the last one; other samples' bytes are skipped, never kept."""
-    wanted_left = len(positions) if positions is not None else len(keys)
-    if wanted_left == 0:
-        return
-    with storage.open_file(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-        key, files, pos = None, {}, -1
-        for member in tar:
-            if not member.isfile():
-                continue
-            folder, base = posixpath.split(member.name)
-            stem, dot, ext = base.partition(".")
-            if not dot:
-                continue
-            member_key = posixpath.join(folder, stem)
-            if member_key != key:
-                if key is not None and files:
-                    yield pos, key, files
-                    wanted_left -= 1
-                    if wanted_left == 0:
-                        return
-                key, files, pos = member_key, {}, pos + 1
-            if (positions is not None and pos in positions) or (keys is not None and key in keys):
-                files[ext.lower()] = tar.extractfile(member).read()
-        if key is not None and files:
-            yield pos, key, files
-
-
-def _sample_item(key: str, files: dict, shard: str) -> dict:
-    meta = {}
-    if "json" in files:
-        try:
-            meta = json.loads(files["json"])
-        except (ValueError, UnicodeDecodeError):
-            meta = {}
-    text = meta.get("text") or meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")
-    item = {"key": key, "shard": shard, "caption": str(text)[:300],
-            **{k: meta[k] for k in ("uid", "url", "lang", "width", "height", "original_width",
-                                    "original_height") if meta.get(k) is not None}}
-    if isinstance(meta.get("entry_ids"), list):
-        item["entry_ids"] = [int(i) for i in meta["entry_ids"][:8]]
-    if isinstance(meta.get("entries"), list):
-        item["entries"] = [str(e) for e in meta["entries"][:8]]
-    image = next((files[e] for e in ("jpg", "jpeg", "png", "webp") if e in files), None)
-    item["thumb"] = thumbnail(image) if image else None
-    return item
-
-
-def thumbnail(data: bytes, side: int = THUMB_SIDE) -> str | None:
-    """A base64 JPEG at most `side` px on its longest side; None if the image does not decode."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (side, side))
-            img = img.convert("RGB")
-            img.thumbnail((side, side))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except Exception:  # a truncated or odd file: shown as "no image"
-        return None
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _strip_thumbs(obj):

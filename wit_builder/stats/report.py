@@ -7,15 +7,13 @@ inline, no scripts and no external resources. A plot whose data is absent become
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import sys
 
-import numpy as np
 
 from wit_builder import storage
+from wit_builder.stats import plots
 from wit_builder.stats.collect import collect, to_json
 
 SAMPLE_IMAGES = 16  # random samples of the final shards shown in the HTML report
@@ -130,170 +128,6 @@ def print_tables(stats: dict, console=None) -> None:
             console.print(table)
 
 
-# --- plots --------------------------------------------------------------------------------
-
-PAGE_WIDTH_IN, DPI = 10.5, 100  # a full-width figure is 1050 px: the page is 1100 px at most
-FONTS = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
-         "ytick.labelsize": 11, "legend.fontsize": 11}
-
-
-def _png(draw, width: float = PAGE_WIDTH_IN, height: float = 4.2, panels: int = 1) -> str:
-    """Run draw(ax) (draw(axes) when `panels` > 1) on a fresh figure; return it as a base64 PNG.
-
-    Figures are drawn at the size they are shown (full page width at 100 dpi), so text is
-    never scaled down by the browser."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    with matplotlib.rc_context(FONTS):
-        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-        axes = fig.subplots(1, panels)
-        draw(axes)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _barh(ax, items: dict, title: str, xlabel: str = "count") -> None:
-    labels, values = list(items)[::-1], list(items.values())[::-1]
-    ax.barh(range(len(values)), values, color="#4c72b0")
-    ax.set_yticks(range(len(values)), [str(label)[:60] for label in labels])
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-
-
-def plot_entry_counts(e: dict) -> str | None:
-    if not e or not e["rank_before"]:
-        return None
-
-    def draw(ax):
-        for key, label in (("rank_before", "before balancing"), ("rank_after", "after balancing")):
-            if e[key]:
-                ranks, counts = zip(*e[key])
-                ax.plot(ranks, counts, marker=".", label=label)
-        ax.axhline(e["t"], color="grey", linestyle="--", label=f"t = {e['t']:,}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("entry rank")
-        ax.set_ylabel("pairs per entry")
-        ax.set_title("Entry-count distribution (log-log)")
-        ax.legend()
-    return _png(draw)
-
-
-def plot_head_tail(e: dict) -> str | None:
-    if not e or not e["pairs_before"]:
-        return None
-
-    def draw(ax):
-        heads = [e["head_share_before"], e["head_share_after"]]
-        names = ["before", "after"]
-        ax.bar(names, heads, color="#c44e52", label=f"head ({e['head_entries']:,} entries > t)")
-        ax.bar(names, [1 - h for h in heads], bottom=heads, color="#4c72b0", label="tail")
-        ax.set_ylabel("share of pairs")
-        ax.set_title("Head / tail shares")
-        ax.legend()
-    return _png(draw, PAGE_WIDTH_IN / 2, 4.2)
-
-
-def plot_pipeline(pipeline: list) -> str | None:
-    if not pipeline:
-        return None
-
-    def draw(ax):
-        names = [p["stage"] for p in pipeline]
-        x = np.arange(len(names))
-        ax.bar(x - 0.2, [p.get("rows_in", 0) for p in pipeline], 0.4, label="rows in")
-        ax.bar(x + 0.2, [p.get("rows_out", 0) for p in pipeline], 0.4, label="rows out")
-        ax.set_xticks(x, names)
-        ax.set_title("Rows per stage")
-        ax.legend()
-    return _png(draw)
-
-
-def plot_drops(pipeline: list) -> str | None:
-    items = {f"{p['stage']}: {reason}": n for p in pipeline for reason, n in p.get("drops", {}).items()}
-    if not items:
-        return None
-    return _png(lambda ax: _barh(ax, items, "Drops per stage and reason"),
-                height=max(3, 0.32 * len(items) + 1.2))
-
-
-def plot_counts(items: dict | None, title: str) -> str | None:
-    if not items:
-        return None
-    return _png(lambda ax: _barh(ax, items, title), height=max(3, 0.32 * len(items) + 1.2))
-
-
-def plot_hist(summaries: dict, title: str, xlabel: str) -> str | None:
-    """Histograms from collect's {"step", "hist"} summaries, one line per named series."""
-    summaries = {k: v for k, v in summaries.items() if v}
-    if not summaries:
-        return None
-
-    def draw(ax):
-        for label, s in summaries.items():
-            counts = np.asarray(s["hist"])
-            merge = -(-len(counts) // 60)  # at most ~60 bars, however fine the counts are
-            counts = np.pad(counts, (0, -len(counts) % merge)).reshape(-1, merge).sum(axis=1)
-            edges = np.arange(len(counts) + 1) * s["step"] * merge
-            ax.stairs(counts, edges, label=label, fill=len(summaries) == 1)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("count")
-        ax.set_title(title)
-        if len(summaries) > 1:
-            ax.legend()
-    return _png(draw)
-
-
-def _merged(s: dict, merge: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = np.asarray(s["hist"])
-    counts = np.pad(counts, (0, -len(counts) % merge)).reshape(-1, merge).sum(axis=1)
-    return counts, np.arange(len(counts) + 1) * s["step"] * merge
-
-
-def plot_image_sizes(resized: dict | None, original: dict | None) -> str | None:
-    """Widths and heights in two panels side by side (they no longer hide each other), each
-    with the sizes written to the shards and, when known, the original sizes before the resize."""
-    series = {"in the shards": resized or {}, "original": original or {}}
-    series = {k: v for k, v in series.items() if v.get("width") and v.get("height")}
-    if not series:
-        return None
-    longest = max(len(v[side]["hist"]) * v[side]["step"] for v in series.values() for side in ("width", "height"))
-    step = min(v[side]["step"] for v in series.values() for side in ("width", "height"))
-    merge = max(1, -(-longest // step // 60))  # at most ~60 bars, one bin width for every series
-
-    def draw(axes):
-        for ax, side in zip(axes, ("width", "height")):
-            for (label, v), style in zip(series.items(), (dict(fill=True, alpha=0.55, color="#4c72b0"),
-                                                         dict(fill=False, linewidth=2, color="#dd8452"))):
-                counts, edges = _merged(v[side], merge)
-                ax.stairs(counts, edges, label=f"{label} (median {v[side]['p50']})", **style)
-            ax.set_title(f"Image {side}" + (", before and after the resize" if len(series) > 1 else ""))
-            ax.set_xlabel(f"{side} (pixels)")
-            ax.set_ylabel("images")
-            ax.legend(loc="best", fontsize=10)
-    return _png(draw, height=4.2, panels=2)
-
-
-def plot_shards(sh: dict | None) -> str | None:
-    if not sh or not sh["per_shard"]:
-        return None
-
-    def draw(ax):
-        names = list(sh["per_shard"])
-        samples = [v["samples"] for v in sh["per_shard"].values()]
-        if len(names) <= 40:
-            ax.bar(range(len(names)), samples, color="#55a868")
-            ax.set_xticks(range(len(names)), [n.removesuffix(".tar") for n in names], rotation=90, fontsize=9)
-            ax.set_ylabel("samples")
-        else:
-            ax.hist(samples, bins=40, color="#55a868")
-            ax.set_xlabel("samples per shard")
-        ax.set_title(f"Shard sizes ({len(names):,} shards)")
-    return _png(draw)
-
-
 # --- HTML ---------------------------------------------------------------------------------
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1100px;color:#222}
@@ -397,33 +231,33 @@ def render_html(stats: dict) -> str:
         parts.append("<h2>Pipeline</h2>")
         parts.append(_table(pipeline_rows(pipeline), ["stage", "rows in", "rows out", "dropped", "reasons",
                                                       "seconds", "rows/s", "Spark jobs"]))
-        parts.append(_figure("Rows per stage", plot_pipeline(pipeline)))
-        parts.append(_figure("Drops per stage and reason", plot_drops(pipeline)))
+        parts.append(_figure("Rows per stage", plots.plot_pipeline(pipeline)))
+        parts.append(_figure("Drops per stage and reason", plots.plot_drops(pipeline)))
     for name, s in stats["stages"].items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         parts.append(_table([list(f) for f in stage_facts(s)] or [["", "no data"]]))
         parts += samples_html(s)
         e = s.get("entry_counts")
         if e or name in ("balance", "finalize"):
-            parts.append(_figure("Entry-count distribution before and after balancing", plot_entry_counts(e)))
-            parts.append(_figure("Head / tail shares", plot_head_tail(e), half=True))
+            parts.append(_figure("Entry-count distribution before and after balancing", plots.plot_entry_counts(e)))
+            parts.append(_figure("Head / tail shares", plots.plot_head_tail(e), half=True))
         if e and e["top"]:
             parts.append(f"<h3>Top {len(e['top'])} entries by pairs before balancing (t = {e['t']:,})</h3>")
             parts.append(f"<p>{e['head_entries']:,} of {e['entries']:,} entries "
                          f"({e.get('capped_share', 0):.1%}) hit the cap t and were cut to it.</p>")
             parts.append(_table(top_entry_rows(e), ["rank", "entry", "id", "pairs before", "pairs after", "kept"]))
-        parts.append(_figure("Languages", plot_counts(s.get("languages"), "Languages")))
-        parts.append(_figure("Caption length", plot_hist({"caption": s.get("caption_chars")},
+        parts.append(_figure("Languages", plots.plot_counts(s.get("languages"), "Languages")))
+        parts.append(_figure("Caption length", plots.plot_hist({"caption": s.get("caption_chars")},
                                                          "Caption length", "characters")))
         sizes = s.get("image_sizes") or {}
         if sizes or s.get("shards"):
-            parts.append(_figure("Image sizes", plot_image_sizes(sizes, s.get("original_sizes"))))
+            parts.append(_figure("Image sizes", plots.plot_image_sizes(sizes, s.get("original_sizes"))))
         d = s.get("download") or {}
         if d or name == "download":
-            parts.append(_figure("Download status", plot_counts(d.get("status"), "Download status")))
-            parts.append(_figure("Download errors", plot_counts(d.get("errors"), "Error reasons")))
+            parts.append(_figure("Download status", plots.plot_counts(d.get("status"), "Download status")))
+            parts.append(_figure("Download errors", plots.plot_counts(d.get("errors"), "Error reasons")))
         if s.get("shards"):
-            parts.append(_figure("Shard sizes", plot_shards(s["shards"])))
+            parts.append(_figure("Shard sizes", plots.plot_shards(s["shards"])))
     parts += _runs_html(stats)
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>wit-builder stats</title><style>{STYLE}</style></head><body>"
