@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from wit_builder import __version__, storage
+from wit_builder.download.safety import check_inputs, parse_networks
 from wit_builder.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -143,6 +144,8 @@ def execute(stage: str, spark, cfg, inputs: list[str], out: str, force: bool = F
     """Run one stage the same way for the CLI, `curate`, `run`, spark-submit and the demo."""
     module = importlib.import_module(STAGE_MODULES[stage])
     extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
+    allowed = parse_networks(cfg.download.allow_networks)
+    check_inputs(list(inputs) + extra, allowed)  # before fingerprinting, an input's first read
     section = cfg.section(stage) if hasattr(cfg, stage) else {}
     return run_stage(stage, out, section, list(inputs) + extra,
                      lambda work: module.run(spark, cfg, list(inputs), work), force=force,

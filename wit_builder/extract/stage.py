@@ -25,6 +25,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from wit_builder import storage
+from wit_builder.download.safety import check_inputs, parse_networks
 from wit_builder.extract import html, tabular, urls, warc, wat
 from wit_builder.extract.records import Corrupt, Page, Row, Skip
 from wit_builder.errors import UserError
@@ -85,14 +86,22 @@ class InputFile:
     page_url: str | None = None
 
 
-def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "") -> list[InputFile]:
-    """Every input file with its format (and, for saved pages, its URL from a listing)."""
+def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
+         allowed: tuple = ()) -> list[InputFile]:
+    """Every input file with its format (and, for saved pages, its URL from a listing).
+
+    Inputs and listing entries are checked against the network rules before anything reads
+    them (safety.check_inputs, with `allowed` = `[download] allow_networks`).
+    """
     found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
+    check_inputs(inputs, allowed)
     for item in inputs:
         files, direct = _expand(item)
         for path in files:
             if format_of(path) == "listing":
-                found.update(dict.fromkeys(_listing_entries(path, listing_prefix), True))
+                entries = _listing_entries(path, listing_prefix)
+                check_inputs(entries, allowed)
+                found.update(dict.fromkeys(entries, True))
             else:
                 found[path] = found.get(path, False) or direct
     formats = {path: fmt if fmt != "auto" else format_of(path) for path in found}
@@ -264,7 +273,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     from pyspark.sql import functions as F
 
     section = cfg.extract
-    files = plan(inputs, section.format, section.listing_prefix)
+    files = plan(inputs, section.format, section.listing_prefix,
+                 parse_networks(cfg.download.allow_networks))
     opts = Options.from_config(cfg)
     first_table = next((f for f in files if f.format in tabular.FORMATS), None)
     if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
