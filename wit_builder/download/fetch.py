@@ -24,6 +24,7 @@ from PIL import Image
 
 from wit_builder.download.deadline import WATCHDOG, Deadline
 from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
+from wit_builder.extract.urls import requote
 
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 1 << 16
@@ -84,6 +85,8 @@ def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
 
 def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
     for _ in range(policy.max_redirects + 1):
+        split_url(url)  # not an http(s) URL: refused before anything else
+        url = _on_the_wire(url)
         scheme, host, port = split_url(url)
         targets = resolve_checked(host, port, policy.allowed, _remaining(policy, deadline))
         conn = _connection(scheme, host, port, targets, policy, deadline)
@@ -98,7 +101,7 @@ def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
                 location = response.getheader("Location")
                 if not location:
                     raise Refused("bad_redirect", "no Location")
-                url = urljoin(url, location.strip())
+                url = urljoin(url, _header_text(location).strip())
                 continue
             if response.status != 200:
                 raise Refused(f"http_{response.status}", (response.reason or "")[:40])
@@ -108,6 +111,27 @@ def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
         finally:
             conn.close()
     raise Refused("too_many_redirects", f"more than {policy.max_redirects}")
+
+
+def _on_the_wire(url: str) -> str:
+    """The URL as a request may carry it: path and query percent-encoded, host in IDNA.
+
+    Plain candidate lists and redirects hold URLs as people write them (spaces, non-ASCII);
+    http.client would refuse those (InvalidURL, UnicodeEncodeError). Existing %XX escapes stay.
+    """
+    try:
+        return requote(url)
+    except ValueError:  # a host IDNA cannot encode
+        raise Refused("bad_url", "host") from None
+
+
+def _header_text(value: str) -> str:
+    """A header as its sender wrote it: http.client decodes headers as Latin-1, servers mostly
+    send UTF-8 (a Location with "é" arrives as "Ã©")."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _remaining(policy: Policy, deadline: Deadline) -> float:
