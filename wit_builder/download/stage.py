@@ -163,6 +163,7 @@ def _read(spark, path: str):
     spark_paths = [storage.spark_path(f) for f in files]
     suffix = files[0].lower().removesuffix(".gz").rsplit(".", 1)[-1]
     if suffix == "parquet":
+        storage.check_parquet(files)  # Spark reports a bad file as a page of JVM trace
         return spark.read.parquet(*spark_paths)
     if suffix in ("csv", "tsv"):
         return spark.read.csv(spark_paths, header=True, sep="\t" if suffix == "tsv" else ",",
@@ -191,8 +192,12 @@ def _normalised(df, cfg, path):
                         f"{', '.join(df.columns)}; set --set extract.url_column=NAME)")
     none = F.lit(None).cast("string")
     no_ids = F.array().cast("array<int>")
+    # A stage output's uid is ours. A plain list's `uid` column is the user's: nothing makes
+    # it name one (url, text) pair, and equal uids would merge different pairs into one
+    # sample, so _with_uids computes ours there.
+    ours = storage.exists(storage.join(path, stages.MANIFEST))
     return df.select(
-        pick("uid", default=none).cast("string").alias("uid"),
+        (pick("uid", default=none) if ours else none).cast("string").alias("uid"),
         url.cast("string").alias("url"),
         F.coalesce(pick(cfg.extract.text_column, "text", "caption", default=none).cast("string"),
                    F.lit("")).alias("text"),
