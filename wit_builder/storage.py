@@ -28,7 +28,17 @@ def is_remote(path: str) -> bool:
 S3_RETRIES = {"max_attempts": 10, "mode": "adaptive"}
 
 
+async def _no_redirect(response) -> None:
+    """An http(s) input that redirects is an error, not an empty file (aiohttp response hook)."""
+    if 300 <= response.status < 400:
+        raise UserError(f"{response.url}: redirects to {response.headers.get('Location')!r} "
+                        "(not followed: give the final URL as the input)")
+
+
 def _storage_options(path: str) -> dict:
+    if path.startswith(("http://", "https://")):
+        # The host passed safety.check_inputs; a redirect would reach one that did not.
+        return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _no_redirect}}
     if path.startswith(("s3://", "s3a://")):
         options = {"config_kwargs": {"retries": S3_RETRIES}}
         endpoint = os.environ.get("WIT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")

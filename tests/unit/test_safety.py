@@ -1,6 +1,8 @@
 """Network rules: schemes, address classes (IPv4, IPv6, embedded IPv4), the CIDR allow list."""
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +216,24 @@ def test_input_schemes_and_addresses(path, refused):
         return
     with pytest.raises(UserError, match=refused):
         check_inputs([path])
+
+
+def test_an_http_input_that_redirects_is_not_followed(internal_listeners):
+    """An allowed input host cannot send extract on to a host that was never checked."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from image_server import ImageServer
+    from wit_builder import storage
+
+    (v4, port), _ = internal_listeners
+    server = ImageServer().start()
+    try:
+        hop = server.route("/crawl.jsonl", status=302,
+                           headers={"Location": f"http://{v4}:{port}/latest/meta-data.jsonl"})
+        with pytest.raises(UserError, match=r"redirects to .*127\.0\.0\.2.*\(not followed"):
+            storage.exists(hop)
+        with pytest.raises(FileNotFoundError):  # inside a task: a counted missing file
+            storage.open_file(hop)
+        with storage.open_file(server.route("/ok.jsonl", body=b"{}\n")) as f:
+            assert f.read() == b"{}\n"
+    finally:
+        server.stop()
