@@ -85,7 +85,7 @@ def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
 
 def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
     for _ in range(policy.max_redirects + 1):
-        split_url(url)  # not an http(s) URL: refused before anything else
+        split_url(url)  # a missing or non-http(s) URL keeps its own refusal reason
         url = _on_the_wire(url)
         scheme, host, port = split_url(url)
         targets = resolve_checked(host, port, policy.allowed, _remaining(policy, deadline))

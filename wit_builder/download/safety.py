@@ -4,8 +4,11 @@ A crawl list is untrusted input. Without these rules a candidate URL (or a redir
 harmless-looking one) could make the downloader read cloud metadata (169.254.169.254), an
 intranet service or the machine itself. So: http and https only, and every address a host name
 resolves to must be a public unicast address, unless it lies in one of the `[download]
-allow_networks` CIDR ranges. The caller connects to the address that was checked (no second DNS
-lookup an attacker could answer differently) and repeats the check on every redirect hop.
+allow_networks` CIDR ranges; cloud metadata addresses never. An IPv6 address that carries an
+IPv4 one (mapped, NAT64, 6to4, Teredo) is judged by that too. The caller connects to the
+address that was checked (no second DNS lookup an attacker could answer differently) and
+repeats the check on every redirect hop. Stage inputs (and *.paths entries) that are URLs pass
+the same rules before anything reads them (check_inputs).
 """
 
 from __future__ import annotations
