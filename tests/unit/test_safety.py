@@ -147,34 +147,6 @@ def test_literal_addresses_resolve_without_dns():
 
 # --- inputs: a crawl listing must not make extract read internal services -------------------
 
-def _listener(host: str):
-    """A listening socket nobody accepts on: a connection attempt would wait in its queue."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        server = socket.create_server((host, 0), family=family)
-    except OSError:
-        pytest.skip(f"no {host} on this machine")
-    server.setblocking(False)
-    return server
-
-
-def _connected(server) -> bool:
-    try:
-        server.accept()[0].close()
-        return True
-    except BlockingIOError:
-        return False
-
-
-@pytest.fixture
-def internal_listeners():
-    servers = [_listener("127.0.0.2"), _listener("::1")]
-    yield [(s.getsockname()[0], s.getsockname()[1]) for s in servers]
-    assert not any(_connected(s) for s in servers)  # refused without touching them
-    for s in servers:
-        s.close()
-
-
 def _internal_urls(listeners):
     (v4, port4), (v6, port6) = listeners
     return [f"http://{v4}:{port4}/latest/meta-data/iam?x=.jsonl",
