@@ -1,6 +1,7 @@
 """Shared fixtures: the real data in ../shared/data and one local SparkSession per test run."""
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -42,3 +43,35 @@ def spark():
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+def _listener(host: str):
+    """A listening socket nobody accepts on: a connection attempt would wait in its queue."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        server = socket.create_server((host, 0), family=family)
+    except OSError:
+        pytest.skip(f"no {host} on this machine")
+    server.setblocking(False)
+    return server
+
+
+def _connected(server) -> bool:
+    try:
+        server.accept()[0].close()
+        return True
+    except BlockingIOError:
+        return False
+
+
+@pytest.fixture
+def internal_listeners():
+    """(address, port) of listeners on 127.0.0.2 and ::1 standing for internal services; the
+    test fails if anything connected to them."""
+    servers = [_listener("127.0.0.2"), _listener("::1")]
+    try:
+        yield [(s.getsockname()[0], s.getsockname()[1]) for s in servers]
+        assert not any(_connected(s) for s in servers)  # refused without touching them
+    finally:
+        for s in servers:
+            s.close()

@@ -128,7 +128,10 @@ class DownloadConfig:
     total_timeout: float = 30.0  # seconds for one image: every redirect hop and the whole body
     retries: int = _at_least(0, 0)
     max_bytes: int = _at_least(20_000_000, 1)
-    max_pixels: int = _at_least(89_478_485, 1)  # PIL's decompression-bomb bound
+    # One resize decodes the whole image: ~6 bytes a pixel (twice that with 16-bit samples; a
+    # pixel with alpha counts as fetch.ALPHA_COST pixels). 40 Mpx keeps it under ~500 MB per
+    # download process and still admits 8K frames (33 Mpx) and most camera originals.
+    max_pixels: int = _at_least(40_000_000, 1)
     max_redirects: int = _at_least(5, 0)
     allow_networks: list = field(default_factory=list)  # CIDRs exempt from the private-address rule
     user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"

@@ -51,7 +51,8 @@ def _files_by_format(path: str, hint: str) -> dict[str, list[str]] | None:
         stages.require_complete(path)
         return None
     by_format: dict[str, list[str]] = {}
-    for f in storage.list_files(path):
+    files = storage.list_files(path)
+    for f in files:
         fmt = format_of(f)
         if fmt is None:
             raise UserError(f"{f}: unknown candidate file format (give a stage folder or "
@@ -59,6 +60,7 @@ def _files_by_format(path: str, hint: str) -> dict[str, list[str]] | None:
         by_format.setdefault(fmt, []).append(storage.spark_path(f))
     if not by_format:
         raise UserError(f"no candidate files in {path} ({hint})")
+    storage.check_parquet([f for f in files if format_of(f) == "parquet"])  # else: a JVM trace
     return by_format
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.balance import stage as balance
+from wit_builder.download import safety
 from wit_builder.download import stage as download
 from wit_builder.errors import UserError
 from wit_builder.extract import stage as extract
@@ -140,6 +141,8 @@ def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = Fa
     stage = BY_NAME[name]
     module = stage.module
     extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
+    # Network inputs pass the download address rules before anything (fingerprinting) reads them.
+    safety.check_inputs(list(inputs) + extra, safety.parse_networks(cfg.download.allow_networks))
 
     def body(work: str) -> stages.StageResult:
         # The stage's Spark jobs carry one job group, so the manifest can say how many ran.

@@ -31,7 +31,17 @@ def is_remote(path: str) -> bool:
 S3_RETRIES = {"max_attempts": 10, "mode": "adaptive"}
 
 
+async def _no_redirect(response) -> None:
+    """An http(s) input that redirects is an error, not an empty file (aiohttp response hook)."""
+    if 300 <= response.status < 400:
+        raise UserError(f"{response.url}: redirects to {response.headers.get('Location')!r} "
+                        "(not followed: give the final URL as the input)")
+
+
 def _storage_options(path: str) -> dict:
+    if path.startswith(("http://", "https://")):
+        # The host passed safety.check_inputs; a redirect would reach one that did not.
+        return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _no_redirect}}
     if path.startswith(("s3://", "s3a://")):
         options = {"config_kwargs": {"retries": S3_RETRIES}}
         endpoint = os.environ.get("WIT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
@@ -286,6 +296,20 @@ def list_files(pattern_or_dir: str, suffixes: tuple[str, ...] = ()) -> list[str]
             continue
         keep.append(as_url(fs, f))
     return keep
+
+
+def check_parquet(files: list[str]) -> None:
+    """UserError naming the first file whose Parquet footer cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            with open_file(path) as handle:
+                pq.read_metadata(handle)
+        except (pa.ArrowException, OSError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{path}: not a readable Parquet file ({why})") from None
 
 
 @_explain_s3

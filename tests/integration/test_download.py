@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import socket
 import json
 from pathlib import Path
 
@@ -204,3 +205,49 @@ def test_cli_refuses_a_bad_allow_list(spark, candidates, tmp_path, capsys):
                  "--allow-networks", "10.0.0.0/33"])
     assert code == 2
     assert "allow_networks: '10.0.0.0/33' is not a CIDR range" in capsys.readouterr().err
+
+
+def test_a_plain_lists_uid_column_is_not_trusted(spark, tmp_path):
+    """Three different pairs sharing a user's uid stay three candidates (uids are ours)."""
+    from wit_builder.download.stage import _prepare
+    from wit_builder.extract.urls import uid
+
+    urls = [f"http://10.0.0.{i}/a.jpg" for i in range(3)]
+    pq.write_table(pa.table({"uid": ["dup"] * 3, "url": urls, "text": ["a", "b", "c"]}),
+                   tmp_path / "c.parquet")
+    prepared = _prepare(spark, load_config(None, SETTINGS), [str(tmp_path / "c.parquet")],
+                        str(tmp_path / "out"))
+    assert (prepared["rows_in"], prepared["rows"], prepared["drops"]) == (3, 3, {})
+    rows = pq.read_table(tmp_path / "out" / "_input").to_pylist()
+    assert sorted(r["uid"] for r in rows) == sorted(uid(u, t) for u, t in zip(urls, "abc"))
+
+
+def test_cli_refuses_a_corrupt_parquet_in_one_line(spark, tmp_path, capsys):
+    import os
+
+    bad = tmp_path / "cands" / "part-1.parquet"
+    bad.parent.mkdir()
+    pq.write_table(pa.table({"url": ["http://10.0.0.1/a.jpg"], "text": ["a"]}),
+                   tmp_path / "cands" / "part-0.parquet")
+    bad.write_bytes(b"PAR1" + os.urandom(4096))
+    code = main(["download", "--input", str(bad.parent), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"error: {bad}: not a readable Parquet file "
+                   "(Parquet magic bytes not found in footer. Either the file is corrupted or "
+                   "this is not a parquet file.)"]
+
+
+def test_cli_refuses_an_input_on_an_internal_address(spark, tmp_path, capsys):
+    listener = socket.create_server(("127.0.0.2", 0))
+    listener.setblocking(False)
+    url = f"http://127.0.0.2:{listener.getsockname()[1]}/c.parquet"
+    try:
+        code = main(["download", "--input", url, "--out", str(tmp_path / "out")])
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected
+    finally:
+        listener.close()
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f"error: refusing input {url} (blocked_address: "
+                                              "loopback;")

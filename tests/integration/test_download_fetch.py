@@ -48,7 +48,7 @@ def _get(url, policy=None):
     return (stream.getvalue() if stream else None), error
 
 
-@pytest.mark.parametrize("case, error", [("redirect_metadata", "blocked_address: link-local"),
+@pytest.mark.parametrize("case, error", [("redirect_metadata", "blocked_address: metadata"),
                                          ("redirect_private", "blocked_address: private")])
 def test_redirect_to_internal_address_is_refused_before_connecting(image_server, connections,
                                                                    case, error):
@@ -279,3 +279,145 @@ def test_the_download_config_turns_robots_txt_on_by_default():
     assert Policy.from_config(load_config().download).honor_robots_txt is True
     off = load_config(None, ["download.honor_robots_txt=false"]).download
     assert Policy.from_config(off).honor_robots_txt is False
+
+
+# --- URLs as plain lists write them: encoded before the request (hardening defect 9) -------
+
+def _fake_dns(monkeypatch, answers):
+    """getaddrinfo answering for the hosts in `answers` (host -> one address list per lookup,
+    the last one repeated); returns the hosts asked, in order. Other names (create_connection
+    looks up its numeric address too) get the real answer."""
+    asked = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        addresses = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, port)) for a in addresses]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def _utf8_redirect(target: str):
+    def raw(wfile):  # send_header would write Latin-1; servers send UTF-8 bytes
+        wfile.write(b"HTTP/1.1 302 Found\r\nLocation: " + target.encode() +
+                    b"\r\nContent-Length: 0\r\n\r\n")
+    return raw
+
+
+def test_spaces_and_non_ascii_are_encoded(image_server, connections, monkeypatch):
+    photo = image_server.near_dup_photo.read_bytes()
+    for route in ("/special/a%20b.jpg", "/special/caf%C3%A9.jpg", "/special/q.jpg"):
+        image_server.route(route, headers={"Content-Type": "image/jpeg"}, body=photo)
+    base = image_server.url("/special/")
+    assert _get(base + "a b.jpg") == (photo, None)
+    assert _get(base + "café.jpg") == (photo, None)
+    assert _get(base + "q.jpg?name=a b&x=ü") == (photo, None)
+    assert _get(base + "a%20b.jpg") == (photo, None)  # escapes stay as they are
+    assert _get(image_server.route("/special/to-cafe.jpg", raw=_utf8_redirect("/special/café.jpg"))) \
+        == (photo, None)
+    asked = _fake_dns(monkeypatch, {"xn--bcher-kva.test": [["127.0.0.1"]]})
+    assert _get(f"http://bücher.test:{image_server.port}/special/q.jpg") == (photo, None)
+    assert asked == ["xn--bcher-kva.test"]
+
+
+# --- the review's attacks: refused before any connection to them ---------------------------
+
+METADATA_SPELLINGS = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://2852039166/",  # decimal
+    "http://0xA9FEA9FE/",  # hex
+    "http://0251.0376.0251.0376/",  # octal
+    "http://[::ffff:169.254.169.254]/",  # IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[64:ff9b::a9fe:a9fe]/",  # NAT64
+    "http://user:pw@169.254.169.254/",  # credentials
+    "http://169.254.169.254.nip.io.169.254.169.254/",  # resolves by DNS or not at all
+    "http://[fd00:ec2::254]/",
+    "http://168.63.129.16/",  # Azure
+    "http://100.100.100.200/",  # Alibaba
+    "http://192.0.0.192/",  # Oracle
+]
+PRIVATE_TARGETS = ["http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.0.1/",
+                   "http://127.0.0.1/", "http://localhost./", "http://localhost/",
+                   "http://0.0.0.0/", "http://0/", "http://[::]/", "http://[::1]/",
+                   "http://[fe80::1]/", "http://[fec0::1]/", "http://[fc00::1]/",
+                   "http://100.64.0.1/", "http://192.0.0.8/", "http://224.0.0.1/",
+                   "http://255.255.255.255/", "http://[2002:a9fe:a9fe::]/"]
+
+# the image server's own addresses: the redirect tests' policy must allow them
+LOOPBACK_ALLOWED_HERE = ["http://127.0.0.1/", "http://localhost./", "http://localhost/"]
+
+
+def _refused_silently(url) -> str:
+    data, error = _get(url, _policy(allowed=()))
+    assert data is None
+    return error
+
+
+@pytest.mark.parametrize("url", METADATA_SPELLINGS + PRIVATE_TARGETS)
+def test_internal_targets_never_connected(connections, url):
+    error = _refused_silently(url)
+    assert error.startswith(("blocked_address: ", "dns_error: ")), error
+    assert connections == []
+
+
+@pytest.mark.parametrize("url", METADATA_SPELLINGS +
+                         [u for u in PRIVATE_TARGETS if u not in LOOPBACK_ALLOWED_HERE] +
+                         ["file:///etc/passwd", "gopher://127.0.0.1:70/", "dict://127.0.0.1/",
+                          "ftp://127.0.0.1/"])
+def test_redirects_to_internal_targets_are_refused(image_server, connections, url):
+    hop = image_server.route(f"/special/to/{hashlib.md5(url.encode()).hexdigest()}.jpg",
+                             status=302, headers={"Location": url})
+    data, error = _get(hop)
+    assert data is None
+    assert error.startswith(("blocked_address: ", "dns_error: ", "bad_scheme: ")), error
+    assert set(connections) == {"127.0.0.1"}  # the first hop only
+
+
+def test_a_second_lookup_cannot_change_the_address(image_server, connections, monkeypatch):
+    """DNS rebinding: the checked answer is the one connected to (one lookup per hop)."""
+    photo = image_server.near_dup_photo.read_bytes()
+    image_server.route("/special/rebind.jpg", headers={"Content-Type": "image/jpeg"}, body=photo)
+    asked = _fake_dns(monkeypatch, {"rebind.test": [["127.0.0.1"], ["169.254.169.254"]]})
+    assert _get(f"http://rebind.test:{image_server.port}/special/rebind.jpg") == (photo, None)
+    assert asked == ["rebind.test"] and connections == ["127.0.0.1"]
+    # the next fetch gets the second answer: refused before connecting
+    assert _get(f"http://rebind.test:{image_server.port}/special/rebind.jpg")[1] == \
+        "blocked_address: metadata"
+    assert connections == ["127.0.0.1"]
+
+
+def test_proxy_variables_do_not_route_the_fetch(image_server, connections, monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://169.254.169.254:3128")
+    data, error = _get(image_server.catalog["original"])
+    assert error is None and data[:2] == b"\xff\xd8"
+    assert connections == ["127.0.0.1"]
+
+
+def test_a_huge_content_length_is_refused_unread(image_server, connections):
+    url = image_server.route("/special/huge.jpg", headers={"Content-Length": str(2 << 30),
+                                                            "Content-Type": "image/jpeg"})
+    assert _get(url)[1] == "too_large: Content-Length"
+
+
+def test_pixel_bombs_judged_from_the_header(image_server, connections):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data)))
+
+    def png_header(width, height):  # a header that claims the size, then almost no data
+        return (b"\x89PNG\r\n\x1a\n" +
+                chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) +
+                chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    for name, body in [("wide", png_header(2**31 - 1, 1)), ("square", png_header(65535, 65535))]:
+        url = image_server.route(f"/special/bomb-{name}.png", body=body,
+                                 headers={"Content-Type": "image/png"})
+        assert _get(url)[1] == "too_many_pixels: header"

@@ -179,3 +179,21 @@ def test_whole_file_gzip_and_oversized_page_are_counted(spark, tmp_path):
     kept_big = sum(r["text"].startswith("big") for r in _rows(run))
     assert 5 < kept_big < 15 and m["rows_out"] == 10 + kept_big
     assert m["drops"] == {"page_truncated": 30 - kept_big} and m["pages_truncated"] == 1
+
+
+def test_cli_refuses_listing_entries_on_internal_hosts(spark, internal_listeners, tmp_path,
+                                                       capsys):
+    """The review's repro: a *.paths listing naming a metadata-like and an admin URL on
+    internal addresses. One error line; the listeners see no HEAD, GET or range request."""
+    (v4, port4), (v6, port6) = internal_listeners
+    listing = tmp_path / "crawl.paths"
+    listing.write_text(f"http://{v4}:{port4}/latest/meta-data/iam?x=.jsonl\n"
+                       f"http://[{v6}]:{port6}/internal/admin?x=.warc.gz\n")
+    assert _cli("extract", "--input", str(listing), "--out", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: refusing input http://{v4}:{port4}/latest/meta-data/iam?x="
+                          ".jsonl (blocked_address: loopback;") and err.count("\n") == 1
+    # inputs themselves too (pipeline.execute checks them before fingerprinting)
+    assert _cli("extract", "--input", f"http://[{v6}]:{port6}/x.warc.gz", "--out",
+                str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err.startswith(f"error: refusing input http://[{v6}]:{port6}/")

@@ -1,6 +1,8 @@
 """Network rules: schemes, address classes (IPv4, IPv6, embedded IPv4), the CIDR allow list."""
 
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,8 @@ LOOPBACK_ONLY = parse_networks(["127.0.0.0/8"])
     ("10.0.0.1", "private"),
     ("172.16.5.4", "private"),
     ("192.168.1.1", "private"),
-    ("169.254.169.254", "link-local"),  # cloud metadata
+    ("169.254.169.254", "metadata"),
+    ("169.254.169.253", "link-local"),
     ("224.0.0.1", "multicast"),
     ("240.0.0.1", "reserved"),
     ("0.0.0.0", "unspecified"),
@@ -30,9 +33,20 @@ LOOPBACK_ONLY = parse_networks(["127.0.0.0/8"])
     ("fc00::1", "private"),
     ("ff02::1", "multicast"),
     ("::ffff:10.0.0.1", "private"),  # IPv4-mapped
-    ("::ffff:169.254.169.254", "link-local"),
+    ("::ffff:169.254.169.254", "metadata"),
+    ("::ffff:a9fe:a9fe", "metadata"),
     ("2002:a00:1::1", "private"),  # 6to4 wrapping 10.0.0.1
-    ("64:ff9b::a00:1", "reserved"),  # NAT64 prefix
+    ("64:ff9b::a00:1", "private"),  # NAT64 of 10.0.0.1: the embedded address is judged
+    ("64:ff9b::a9fe:a9fe", "metadata"),
+    ("64:ff9b::7f00:1", "loopback"),
+    ("64:ff9b::808:808", None),  # NAT64 of 8.8.8.8
+    ("64:ff9b:1::a00:1", "reserved"),  # local-use NAT64 (inside ::/8): no fixed layout
+    ("fec0::1", "site-local"),
+    ("192.0.0.8", "non-global"),  # IETF protocol assignments
+    ("192.88.99.1", "non-global"),  # 6to4 relay anycast
+    ("3fff::1", "non-global"),  # documentation
+    ("2001:db8::1", "private"),
+    ("198.18.0.1", "private"),  # benchmarking
     ("8.8.8.8", None),
     ("93.184.216.34", None),
     ("2001:4860:4860::8888", None),
@@ -42,12 +56,22 @@ def test_address_classes(address, problem):
     assert address_problem(address) == problem
 
 
+@pytest.mark.parametrize("address", ["169.254.169.254", "169.254.170.2", "fd00:ec2::254",
+                                     "fd20:ce::254", "168.63.129.16", "100.100.100.200",
+                                     "192.0.0.192"])
+def test_cloud_metadata_refused_even_inside_the_allow_list(address):
+    everything = parse_networks(["0.0.0.0/0", "::/0"])
+    assert address_problem(address) == "metadata"
+    assert address_problem(address, everything) == "metadata"
+
+
 def test_allow_list_exempts_only_its_ranges():
     assert address_problem("127.0.0.1", LOOPBACK_ONLY) is None
     assert address_problem("127.255.0.9", LOOPBACK_ONLY) is None
     assert address_problem("::ffff:127.0.0.1", LOOPBACK_ONLY) is None  # mapped: judged as IPv4
     assert address_problem("10.0.0.1", LOOPBACK_ONLY) == "private"
-    assert address_problem("169.254.169.254", LOOPBACK_ONLY) == "link-local"
+    assert address_problem("169.254.1.1", LOOPBACK_ONLY) == "link-local"
+    assert address_problem("64:ff9b::7f00:1", LOOPBACK_ONLY) is None  # NAT64: judged as IPv4
     assert address_problem("::1", LOOPBACK_ONLY) == "loopback"  # an IPv4 range says nothing of ::1
     v6 = parse_networks(["fd00::/8", "10.1.0.0/16"])
     assert address_problem("fd12::5", v6) is None
@@ -117,5 +141,71 @@ def test_dns_failure_is_a_refusal(monkeypatch):
 def test_literal_addresses_resolve_without_dns():
     with pytest.raises(Refused) as info:
         resolve_checked("169.254.169.254", 80)
-    assert info.value.detail == "link-local"
+    assert info.value.detail == "metadata"
     assert resolve_checked("127.0.0.1", 8080, LOOPBACK_ONLY)[0][1][:2] == ("127.0.0.1", 8080)
+
+
+# --- inputs: a crawl listing must not make extract read internal services -------------------
+
+def _internal_urls(listeners):
+    (v4, port4), (v6, port6) = listeners
+    return [f"http://{v4}:{port4}/latest/meta-data/iam?x=.jsonl",
+            f"http://[{v6}]:{port6}/internal/admin?x=.warc.gz"]
+
+
+def test_listing_entries_on_internal_hosts_are_refused(internal_listeners, tmp_path):
+    from wit_builder.extract.stage import plan
+
+    listing = tmp_path / "crawl.paths"
+    listing.write_text("\n".join(_internal_urls(internal_listeners)) + "\n")
+    with pytest.raises(UserError, match=r"refusing input http://127\.0\.0\.2:\d+/latest.*"
+                                        r"blocked_address: loopback"):
+        plan([str(listing)])
+    listing.write_text(_internal_urls(internal_listeners)[1] + "\n")
+    with pytest.raises(UserError, match=r"refusing input http://\[::1\].*loopback"):
+        plan([str(listing)])
+    # allow_networks opens them, as for download (planning reads nothing from them)
+    allowed = parse_networks(["127.0.0.0/8", "::1/128"])
+    listing.write_text("\n".join(_internal_urls(internal_listeners)) + "\n")
+    assert [f.format for f in plan([str(listing)], allowed=allowed)] == ["jsonl", "warc"]
+
+
+@pytest.mark.parametrize("path, refused", [
+    ("http://169.254.169.254/latest/meta-data/x.jsonl", "metadata"),
+    ("https://10.1.2.3/crawl.warc.gz", "private"),
+    ("ftp://example.com/crawl.warc.gz", "bad_scheme"),
+    ("simplecache::http://169.254.169.254/x.warc", "bad_scheme"),
+    ("s3://commoncrawl/crawl-data/x.warc.gz", None),
+    ("gs://bucket/x.parquet", None),
+    ("/data/x.warc.gz", None),
+    ("file:///data/x.warc.gz", None),
+])
+def test_input_schemes_and_addresses(path, refused):
+    from wit_builder.download.safety import check_inputs
+
+    if refused is None:
+        check_inputs([path])
+        return
+    with pytest.raises(UserError, match=refused):
+        check_inputs([path])
+
+
+def test_an_http_input_that_redirects_is_not_followed(internal_listeners):
+    """An allowed input host cannot send extract on to a host that was never checked."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from image_server import ImageServer
+    from wit_builder import storage
+
+    (v4, port), _ = internal_listeners
+    server = ImageServer().start()
+    try:
+        hop = server.route("/crawl.jsonl", status=302,
+                           headers={"Location": f"http://{v4}:{port}/latest/meta-data.jsonl"})
+        with pytest.raises(UserError, match=r"redirects to .*127\.0\.0\.2.*\(not followed"):
+            storage.exists(hop)
+        with pytest.raises(FileNotFoundError):  # inside a task: a counted missing file
+            storage.open_file(hop)
+        with storage.open_file(server.route("/ok.jsonl", body=b"{}\n")) as f:
+            assert f.read() == b"{}\n"
+    finally:
+        server.stop()

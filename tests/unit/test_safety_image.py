@@ -59,3 +59,21 @@ def test_truncated_jpeg_and_non_images():
 ])
 def test_reasons(status, message, expected):
     assert reason(status, message) == expected
+
+
+def test_alpha_counts_for_what_the_resizer_spends_on_it():
+    """img2dataset mattes alpha in float64 (~72 bytes a pixel against ~6): a 4 Mpx RGBA PNG
+    weighs like 48 Mpx; the same picture opaque passes."""
+    from wit_builder.config import DownloadConfig
+    from wit_builder.download.fetch import ALPHA_COST
+
+    limit = DownloadConfig().max_pixels
+    side = 2000
+    assert side * side * ALPHA_COST > limit > side * side
+    check_image(_encode(Image.new("RGB", (side, side)), "PNG"), limit)
+    for mode in ("RGBA", "LA"):
+        assert _refusal(_encode(Image.new(mode, (side, side)), "PNG"), limit) == "too_many_pixels"
+    palette = _encode(Image.new("P", (side, side)), "PNG", transparency=0)
+    assert _refusal(palette, limit) == "too_many_pixels"
+    # the review's 236 kB all-zero 9000x9000 PNG (81 Mpx): refused by the default bound
+    assert _refusal(_encode(Image.new("1", (9000, 9000)), "PNG"), limit) == "too_many_pixels"

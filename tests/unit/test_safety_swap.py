@@ -19,7 +19,7 @@ def test_fetcher_swapped_in_and_restored():
         key, stream, error = i2d.download_image_with_retry(
             (3, "http://169.254.169.254/latest/meta-data/"), timeout=1, retries=0,
             user_agent_token="wit-builder", disallowed_header_directives=None)
-        assert (key, stream, error) == (3, None, "blocked_address: link-local")
+        assert (key, stream, error) == (3, None, "blocked_address: metadata")
     assert i2d.download_image is original
 
 

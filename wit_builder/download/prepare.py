@@ -123,8 +123,12 @@ def _normalised(df, cfg, path):
                         f"{', '.join(df.columns)}; set --set extract.url_column=NAME)")
     none = F.lit(None).cast("string")
     no_ids = F.array().cast("array<int>")
+    # A stage output's uid is ours. A plain list's `uid` column is the user's: nothing makes
+    # it name one (url, text) pair, and equal uids would merge different pairs into one
+    # sample, so _with_uids computes ours there.
+    ours = storage.exists(storage.join(path, stages.MANIFEST))
     return df.select(
-        pick("uid", default=none).cast("string").alias("uid"),
+        (pick("uid", default=none) if ours else none).cast("string").alias("uid"),
         url.cast("string").alias("url"),
         F.coalesce(pick(cfg.extract.text_column, "text", "caption", default=none).cast("string"),
                    F.lit("")).alias("text"),

@@ -4,8 +4,11 @@ A crawl list is untrusted input. Without these rules a candidate URL (or a redir
 harmless-looking one) could make the downloader read cloud metadata (169.254.169.254), an
 intranet service or the machine itself. So: http and https only, and every address a host name
 resolves to must be a public unicast address, unless it lies in one of the `[download]
-allow_networks` CIDR ranges. The caller connects to the address that was checked (no second DNS
-lookup an attacker could answer differently) and repeats the check on every redirect hop.
+allow_networks` CIDR ranges; cloud metadata addresses never. An IPv6 address that carries an
+IPv4 one (mapped, NAT64, 6to4, Teredo) is judged by that too. The caller connects to the
+address that was checked (no second DNS lookup an attacker could answer differently) and
+repeats the check on every redirect hop. Stage inputs (and *.paths entries) that are URLs pass
+the same rules before anything reads them (check_inputs).
 """
 
 from __future__ import annotations
@@ -61,14 +64,52 @@ def split_url(url) -> tuple[str, str, int]:
     return scheme, host, port
 
 
+# Cloud instance-metadata and platform endpoints: refused even inside an allow_networks range
+# (an intranet image server is a reason to allow 10.0.0.0/8, never to reach these).
+METADATA = frozenset(map(ipaddress.ip_address, (
+    "169.254.169.254",  # AWS, GCP, Azure, Oracle, DigitalOcean, OpenStack
+    "169.254.170.2",  # AWS ECS task metadata
+    "fd00:ec2::254",  # AWS IMDS over IPv6
+    "fd20:ce::254",  # GCP metadata over IPv6
+    "168.63.129.16",  # Azure WireServer (platform endpoint, a public-looking address)
+    "100.100.100.200",  # Alibaba Cloud
+    "192.0.0.192",  # Oracle Cloud (OCI)
+)))
+# Ranges that are not public although Python's `is_global` (which lags the IANA registries
+# and differs between Python versions) lets them through.
+NON_GLOBAL = {
+    "site-local": [ipaddress.ip_network("fec0::/10")],  # deprecated, still routed in intranets
+    "non-global": [ipaddress.ip_network(n) for n in (
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "3fff::/20",  # documentation (RFC 9637)
+    )],
+}
+# NAT64's well-known prefix: the last 32 bits are the IPv4 address the gateway connects to.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _category(ip) -> str | None:
     """Why an address is not a public unicast address (None when it is one)."""
     for name in ("loopback", "link_local", "multicast", "unspecified", "reserved", "private"):
         if getattr(ip, f"is_{name}"):
             return name.replace("_", "-")
-    if not ip.is_global:  # e.g. 100.64.0.0/10 (carrier-grade NAT), 192.0.0.0/24
+    for name, networks in NON_GLOBAL.items():
+        if any(ip.version == net.version and ip in net for net in networks):
+            return name
+    if not ip.is_global:  # e.g. 100.64.0.0/10 (carrier-grade NAT)
         return "non-global"
     return None
+
+
+def _on_the_wire(ip):
+    """The IPv4 address an IPv6 one reaches: IPv4-mapped (::ffff:a.b.c.d) or NAT64."""
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return ip.ipv4_mapped
+        if ip in NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip
 
 
 def _embedded_ipv4(ip) -> list:
@@ -82,9 +123,10 @@ def _embedded_ipv4(ip) -> list:
 def address_problem(address: str, allowed: tuple = ()) -> str | None:
     """None when we may connect to `address`; else the category that forbids it."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id ("fe80::1%eth0")
-    if getattr(ip, "ipv4_mapped", None):  # ::ffff:a.b.c.d is a.b.c.d on the wire
-        ip = ip.ipv4_mapped
+    ip = _on_the_wire(ip)
     for candidate in [ip] + _embedded_ipv4(ip):
+        if candidate in METADATA:
+            return "metadata"
         if any(candidate.version == net.version and candidate in net for net in allowed):
             continue
         problem = _category(candidate)
@@ -129,3 +171,37 @@ def resolve_checked(host: str, port: int, allowed: tuple = (),
     if not targets:
         raise Refused("dns_error", "no address")
     return targets
+
+
+# Inputs read without an address check: object stores (through their own endpoints) and files.
+STORE_SCHEMES = {"s3", "s3a", "gs", "gcs", "file"}
+INPUT_DNS_TIMEOUT = 30.0
+
+
+def check_input(path: str, allowed: tuple = ()) -> None:
+    """Refuse (UserError), before anything connects, an input path that reaches a forbidden host.
+
+    A crawl listing is as untrusted as a crawl: its entries must not make extract read cloud
+    metadata or an intranet service. Local paths, s3:// and gs:// pass; an http(s) URL only when
+    every address of its host passes the rules above (with `[download] allow_networks`); any
+    other scheme (ftp://, fsspec chains such as simplecache::) never.
+    """
+    if "://" not in path or path.split("://", 1)[0].lower() in STORE_SCHEMES:
+        return
+    try:
+        _, host, port = split_url(path)
+        resolve_checked(host, port, allowed, INPUT_DNS_TIMEOUT)
+    except Refused as exc:
+        raise UserError(f"refusing input {path} ({exc}; inputs are local paths, s3:// or gs://, "
+                        "or http(s) on public addresses and [download] allow_networks)") from None
+
+
+def check_inputs(paths, allowed: tuple = ()) -> None:
+    """check_input on each path, one DNS lookup per scheme://host:port (a listing of 90,000
+    entries on one host is one check)."""
+    checked = set()
+    for path in paths:
+        origin = "/".join(path.split("/", 3)[:3]) if "://" in path else ""
+        if origin not in checked:
+            check_input(path, allowed)
+            checked.add(origin)

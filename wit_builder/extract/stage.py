@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder import storage
+from wit_builder.download import safety
 from wit_builder.extract import html, tabular, urls, warc, wat
 from wit_builder.extract.records import Corrupt, Page, Row, Skip, Table
 from wit_builder.errors import UserError
@@ -87,14 +88,22 @@ class InputFile:
     page_url: str | None = None
 
 
-def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "") -> list[InputFile]:
-    """Every input file with its format (and, for saved pages, its URL from a listing)."""
+def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
+         allowed: tuple = ()) -> list[InputFile]:
+    """Every input file with its format (and, for saved pages, its URL from a listing).
+
+    Inputs and listing entries are checked against the network rules before anything reads
+    them (safety.check_inputs, with `allowed` = `[download] allow_networks`).
+    """
     found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
+    safety.check_inputs(inputs, allowed)
     for item in inputs:
         files, direct = _expand(item)
         for path in files:
             if format_of(path) == "listing":
-                found.update(dict.fromkeys(_listing_entries(path, listing_prefix), True))
+                entries = _listing_entries(path, listing_prefix)
+                safety.check_inputs(entries, allowed)
+                found.update(dict.fromkeys(entries, True))
             else:
                 found[path] = found.get(path, False) or direct
     formats = {path: fmt if fmt != "auto" else format_of(path) for path in found}
@@ -296,7 +305,8 @@ def _missing_columns(n_files: int, section) -> UserError:
 def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     """The planned input files; what is missing or unreadable fails here, before Spark starts."""
     section = cfg.extract
-    files = plan(inputs, section.format, section.listing_prefix)
+    files = plan(inputs, section.format, section.listing_prefix,
+                 safety.parse_networks(cfg.download.allow_networks))
     first_table = next((f for f in files if f.format in tabular.FORMATS), None)
     if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
                                                first_table.path, first_table.format,

@@ -39,7 +39,7 @@ def uid(url: str, text: str) -> str:
     return hashlib.blake2b(f"{url}\x00{text}".encode(), digest_size=8).hexdigest()
 
 
-def _requote(url: str) -> str:
+def requote(url: str) -> str:
     """Escape what may not appear in a URL (spaces, non-ASCII, quotes), host as IDNA."""
     parts = urlsplit(url)
     netloc = parts.netloc
@@ -76,7 +76,7 @@ def resolve(raw: str | None, base: str | None, max_chars: int = 2048) -> tuple[s
                 raw = "https:" + raw
             else:
                 return None, "relative_url"  # no page URL to resolve it against
-        url = _requote(raw)
+        url = requote(raw)
         parts = urlsplit(url)
         if parts.scheme.lower() not in _HTTP:
             return None, "non_http"
