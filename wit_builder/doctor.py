@@ -153,7 +153,7 @@ def _queries(cfg) -> Item:
     if not cfg.match.queries:
         return Item("queries", SKIP, "no query list set (match needs one: --queries FILE, e.g. "
                     "query_lists/wit-queries-en.json.gz)")
-    from wit_builder.match.matcher import queries_path
+    from wit_builder.match.stage import queries_path
     from wit_builder.queries.listfile import load_queries
 
     def body():

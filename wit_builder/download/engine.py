@@ -33,7 +33,7 @@ from img2dataset.writer import WebDatasetSampleWriter
 
 from wit_builder import storage
 from wit_builder.download import fetch
-from wit_builder.download.prepare import CARRIED
+from wit_builder.download.rows import CARRIED
 
 # Columns of the prepared input that img2dataset copies into every sample's json (besides
 # url and the caption, which it handles itself).

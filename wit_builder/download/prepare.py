@@ -16,7 +16,8 @@ import math
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.errors import UserError
+from wit_builder.download.prepare_local import prepare_on_driver
+from wit_builder.download.rows import ROW_DDL, column_plan, queries_for, with_entries, with_uids
 
 INPUT_DIR = "_input"
 _HINT = "give OUT/balance or a candidate list"
@@ -26,12 +27,6 @@ SHARDS_PER_INPUT_FILE = 20  # img2dataset's Reader loads one input file at a tim
 _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_quality",
                  "samples_per_shard", "max_bytes", "max_pixels", "max_redirects",
                  "allow_networks", "user_agent", "honor_robots_tag", "honor_robots_txt")
-# Candidate columns that travel into every sample's json and the shard Parquet, for finalize
-# and the report (besides uid, url and the caption).
-CARRIED = ["entry_ids", "entries", "page_url", "source", "lang"]
-_ROW_SCHEMA = ("uid string, url string, text string, entry_ids array<int>, entries array<string>, "
-               "page_url string, source string, lang string")
-_ROW_COLUMNS = ["uid", "url", "text", *CARRIED]
 
 
 def extra_inputs(cfg) -> list[str]:
@@ -48,14 +43,28 @@ def _resume_key(cfg, inputs) -> str:
 
 def prepare(spark, cfg, inputs, out_dir) -> dict:
     """Write (or find from an interrupted run) the candidates img2dataset will read."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     marker = storage.join(out_dir, INPUT_DIR, "_prepared.json")
     key = _resume_key(cfg, inputs)
     if storage.exists(marker) and storage.read_json(marker).get("key") == key:
         return storage.read_json(marker)
     storage.remove(out_dir)  # another input or setting: nothing here can be reused
+    input_dir = storage.join(out_dir, INPUT_DIR)
+    limit = cfg.download.samples_per_shard * SHARDS_PER_INPUT_FILE  # what one input file holds
+    counts = (prepare_on_driver(cfg, inputs, input_dir, limit)
+              or _prepare_with_spark(spark, cfg, inputs, input_dir))
+    rows_in, missing, n = counts
+    prepared = {"key": key, "rows_in": rows_in, "rows": n,
+                "shards": shard_count(input_dir, cfg.download.samples_per_shard),
+                "drops": {k: v for k, v in {"missing_url": missing,
+                                            "duplicate_pair": rows_in - missing - n}.items() if v}}
+    storage.write_json_atomic(marker, prepared)
+    return prepared
+
+
+def _prepare_with_spark(spark, cfg, inputs, input_dir) -> tuple[int, int, int]:
+    """(rows in, rows without a URL, unique rows written) of any input, at any size."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     rows = None
     for path in inputs:  # one at a time: each list may name its columns its own way
@@ -63,7 +72,7 @@ def prepare(spark, cfg, inputs, out_dir) -> dict:
         rows = df if rows is None else rows.unionByName(df)
     # One row per uid (same uid = same url and text: one sample), with a deterministic
     # representative; rows without a URL gather under uid null.
-    rows = rows.mapInArrow(_with_uids, rows.schema)
+    rows = rows.mapInArrow(with_uids, rows.schema)
     # Partition by uid ourselves: a cached aggregate keeps its shuffle's partition count (AQE
     # does not coalesce cached plans), which would be spark.sql.shuffle.partitions (200).
     rows = rows.repartition(rows.rdd.getNumPartitions(), "uid")
@@ -77,23 +86,16 @@ def prepare(spark, cfg, inputs, out_dir) -> dict:
                             F.sum(F.when(~has_url, F.col("n"))).alias("missing"),
                             F.count(F.when(has_url, 1)).alias("unique"),
                             F.max(F.array_max("r.entry_ids")).alias("max_id")).first()
-        rows_in, n = counts["rows"] or 0, counts["unique"]
-        queries, queries_key = _queries(cfg, counts["max_id"])
+        n = counts["unique"]
+        queries, queries_key = queries_for(cfg, counts["max_id"])
         bc = spark.sparkContext.broadcast(queries)
         unique = groups.where(has_url).select("uid", *[F.col(f"r.{c}").alias(c) for c in others])
-        write_input(unique, n, cfg.download.samples_per_shard, storage.join(out_dir, INPUT_DIR),
-                     lambda batches: _with_entries(batches, bc, queries_key))
+        write_input(unique, n, cfg.download.samples_per_shard, input_dir,
+                    lambda batches: with_entries(batches, lambda: bc.value, queries_key))
         bc.unpersist()
     finally:
         groups.unpersist()
-    missing = counts["missing"] or 0
-    prepared = {"key": key, "rows_in": rows_in, "rows": n,
-                "shards": shard_count(storage.join(out_dir, INPUT_DIR),
-                                       cfg.download.samples_per_shard),
-                "drops": {k: v for k, v in {"missing_url": missing,
-                                            "duplicate_pair": rows_in - missing - n}.items() if v}}
-    storage.write_json_atomic(marker, prepared)
-    return prepared
+    return counts["rows"] or 0, counts["missing"] or 0, n
 
 
 def write_input(df, n: int, per_shard: int, path: str, map_batches=None) -> None:
@@ -101,7 +103,7 @@ def write_input(df, n: int, per_shard: int, path: str, map_batches=None) -> None
     files = max(1, math.ceil(n / (per_shard * SHARDS_PER_INPUT_FILE)))
     df = df.repartition(files, "uid").sortWithinPartitions("uid")
     if map_batches is not None:
-        df = df.mapInArrow(map_batches, _ROW_SCHEMA)
+        df = df.mapInArrow(map_batches, ROW_DDL)
     df.write.mode("overwrite").parquet(storage.spark_path(path))
 
 
@@ -109,91 +111,21 @@ def _normalised(df, cfg, path):
     """Our row columns from a stage output or a list with url/text columns (any case)."""
     from pyspark.sql import functions as F
 
-    by_lower = {c.lower(): c for c in df.columns}
+    plan = column_plan(df.columns, cfg, path, storage.exists(storage.join(path, stages.MANIFEST)))
 
-    def pick(*names, default=None):
-        for name in names:
-            if name and name.lower() in by_lower:
-                return F.col(f"`{by_lower[name.lower()]}`")
-        return default
+    def col(name, default):
+        return F.col(f"`{plan[name]}`") if plan[name] else default
 
-    url = pick(cfg.extract.url_column, "url")
-    if url is None:
-        raise UserError(f"{path}: no URL column {cfg.extract.url_column!r} (columns: "
-                        f"{', '.join(df.columns)}; set --set extract.url_column=NAME)")
     none = F.lit(None).cast("string")
     no_ids = F.array().cast("array<int>")
-    # A stage output's uid is ours. A plain list's `uid` column is the user's: nothing makes
-    # it name one (url, text) pair, and equal uids would merge different pairs into one
-    # sample, so _with_uids computes ours there.
-    ours = storage.exists(storage.join(path, stages.MANIFEST))
     return df.select(
-        (pick("uid", default=none) if ours else none).cast("string").alias("uid"),
-        url.cast("string").alias("url"),
-        F.coalesce(pick(cfg.extract.text_column, "text", "caption", default=none).cast("string"),
-                   F.lit("")).alias("text"),
-        F.coalesce(pick("entry_ids", default=no_ids).cast("array<int>"), no_ids).alias("entry_ids"),
-        pick(cfg.extract.page_url_column, "page_url", default=none).cast("string")
-        .alias("page_url"),
-        pick("source", default=F.col("_metadata.file_path")).cast("string").alias("source"),
-        pick("lang", default=none).cast("string").alias("lang"))
-
-
-def _queries(cfg, max_id):
-    """The query list (entry id = index) and a key naming it, or (None, None) without one."""
-    if not cfg.match.queries:
-        return None, None
-    from wit_builder.queries.listfile import fingerprint, load_queries
-
-    queries = load_queries(cfg.match.queries)
-    if max_id is not None and max_id >= len(queries):
-        raise UserError(f"entry id {max_id} is beyond the query list {cfg.match.queries} "
-                        f"({len(queries)} entries): give the list that match used "
-                        "(--set match.queries=FILE)")
-    return queries, fingerprint(queries)
-
-
-def _with_uids(batches):
-    """Plain lists: uid = blake2b of url and cleaned text, as extract computes it; no URL: null."""
-    import pyarrow as pa
-
-    from wit_builder.extract.urls import clean_text, uid
-
-    for batch in batches:
-        if not batch.column("uid").null_count:  # a stage output: uids are there
-            yield batch
-            continue
-        uids, texts = [], []
-        for u, url, text in zip(*(batch.column(c).to_pylist() for c in ("uid", "url", "text"))):
-            if u is None:
-                text = clean_text(text)
-                u = uid(url, text) if url and url.strip() else None
-            uids.append(u)
-            texts.append(text)
-        cols = dict(zip(batch.schema.names, batch.columns))
-        cols["uid"], cols["text"] = pa.array(uids, pa.string()), pa.array(texts, pa.string())
-        yield pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols))
-
-
-_QUERY_ARRAYS: dict = {}  # per executor process: query list key -> Arrow array of its strings
-
-
-def _with_entries(batches, bc, queries_key):
-    """The entry strings of each row's entry ids (empty lists without a query list)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if queries_key is not None and queries_key not in _QUERY_ARRAYS:
-        _QUERY_ARRAYS[queries_key] = pa.array(bc.value, pa.string())
-    strings = _QUERY_ARRAYS.get(queries_key)
-    for batch in batches:
-        ids = batch.column("entry_ids")  # never null (see _normalised)
-        if strings is None:
-            entries = pa.array([[]] * len(ids), pa.list_(pa.string()))
-        else:  # `offsets` index into `values` (not `flatten()`), also for a sliced array
-            entries = pa.ListArray.from_arrays(ids.offsets, pc.take(strings, ids.values))
-        cols = dict(zip(batch.schema.names, batch.columns), entries=entries)
-        yield pa.RecordBatch.from_arrays([cols[c] for c in _ROW_COLUMNS], names=_ROW_COLUMNS)
+        col("uid", none).cast("string").alias("uid"),
+        col("url", none).cast("string").alias("url"),
+        F.coalesce(col("text", none).cast("string"), F.lit("")).alias("text"),
+        F.coalesce(col("entry_ids", no_ids).cast("array<int>"), no_ids).alias("entry_ids"),
+        col("page_url", none).cast("string").alias("page_url"),
+        col("source", F.col("_metadata.file_path")).cast("string").alias("source"),
+        col("lang", none).cast("string").alias("lang"))
 
 
 def shard_count(input_dir: str, per_shard: int) -> int:

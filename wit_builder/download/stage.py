@@ -28,7 +28,8 @@ import re
 
 from wit_builder import stages, storage
 from wit_builder.download.fetch import Policy
-from wit_builder.download.prepare import CARRIED, INPUT_DIR, extra_inputs, prepare, write_input
+from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
+from wit_builder.download.rows import CARRIED
 from wit_builder.download.progress import Progress
 from wit_builder.errors import UserError
 
