@@ -123,6 +123,8 @@ def previous_output(out: str, name: str) -> str:
 
 def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
     """What can fail before Spark starts, for the stages about to run on `inputs`."""
+    if inputs is not None:  # network inputs pass the address rules before anything reads them
+        safety.check_inputs(inputs, safety.parse_networks(cfg.download.allow_networks))
     if inputs is not None and names[0] == "extract":
         extract.check_inputs(cfg, inputs)
     elif inputs is not None and names[0] == "finalize":

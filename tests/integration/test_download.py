@@ -173,6 +173,23 @@ def test_resume_then_retry_failed(spark, downloaded, candidates, image_server):
     assert len(_samples(folder)) == retried["rows_out"]
 
 
+def test_driver_tally_equals_spark_tally(spark, downloaded):
+    """Runs after the retry above: several attempts per uid, successes and failures."""
+    from pyspark.sql import functions as F
+
+    from wit_builder.download import stage as download_stage
+
+    folder, _ = downloaded
+    files = download_stage._shard_parquets(str(folder))
+    local = download_stage._outcome_counts_local(files)
+    by_spark = [(r["ok"], r["status"], r["error"], r["count"]) for r in
+                download_stage._outcomes(spark, str(folder))
+                .groupBy("ok", F.col("last.status").alias("status"),
+                         F.col("last.error_message").alias("error")).count().collect()]
+    assert sorted(local, key=str) == sorted(by_spark, key=str)
+    assert any(ok == 0 for ok, *_ in local) and any(ok == 1 for ok, *_ in local)
+
+
 @pytest.mark.timeout(180)  # the defect this guards against was a hang
 def test_a_trickling_server_does_not_hold_the_stage(spark, image_server, tmp_path, capfd):
     """The review's repro: [photo, one byte every 2 s, photo] finishes within the deadline,
@@ -209,7 +226,7 @@ def test_cli_refuses_a_bad_allow_list(spark, candidates, tmp_path, capsys):
 
 def test_a_plain_lists_uid_column_is_not_trusted(spark, tmp_path):
     """Three different pairs sharing a user's uid stay three candidates (uids are ours)."""
-    from wit_builder.download.stage import _prepare
+    from wit_builder.download.prepare import prepare as _prepare
     from wit_builder.extract.urls import uid
 
     urls = [f"http://10.0.0.{i}/a.jpg" for i in range(3)]

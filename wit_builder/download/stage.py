@@ -36,6 +36,7 @@ from wit_builder.errors import UserError
 __all__ = ["IN_PLACE", "extra_inputs", "check_config", "run", "reason"]
 
 IN_PLACE = True
+LOCAL_TALLY_ROWS = 1_000_000  # shard rows counted on the driver (about 100 MB); beyond: Spark
 _RESIZE_ERRORS = {"image too small": "image_too_small", "image area too large": "image_too_large",
                   "aspect ratio too large": "bad_aspect_ratio",
                   "image decoding error": "decode_error", "hash mismatch": "hash_mismatch"}
@@ -144,24 +145,60 @@ def reason(status: str | None, message: str | None) -> str:
     return _RESIZE_ERRORS.get(message.lower(), "resize_error")
 
 
-def _tally(spark, out_dir: str, prepared: dict) -> stages.StageResult:
+def _outcome_counts(spark, out_dir: str) -> list[tuple]:
+    """(ok, status, error, count) of the uids' outcomes; on the driver (pyarrow) when the shard
+    rows are few enough, which spares a small run Spark's aggregate warm-up."""
     from pyspark.sql import functions as F
 
+    files = _shard_parquets(out_dir)
+    local = [f for f in files if not storage.is_remote(f)]
+    if len(local) == len(files) and _rows_in(files) <= LOCAL_TALLY_ROWS:
+        return _outcome_counts_local(files)
+    return [(r["ok"], r["status"], r["error"], r["count"]) for r in
+            _outcomes(spark, out_dir).groupBy("ok", F.col("last.status").alias("status"),
+                                              F.col("last.error_message").alias("error"))
+            .count().collect()]
+
+
+def _rows_in(files: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def _outcome_counts_local(files: list[str]) -> list[tuple]:
+    """What `_outcomes` + the count by (ok, last status, last error) give, with pyarrow."""
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rows = pa.concat_tables(pq.read_table(f, columns=["uid", "key", "status", "error_message"])
+                            for f in files)
+    succeeded = pc.unique(rows.filter(pc.equal(rows.column("status"), "success")).column("uid"))
+    rows = rows.take(pc.sort_indices(rows, [("uid", "ascending"), ("key", "descending")]))
+    uids = rows.column("uid").combine_chunks()
+    new_uid = pc.not_equal(uids.slice(1), uids.slice(0, max(len(uids) - 1, 0)))
+    last = rows.filter(pa.concat_arrays([pa.array([True]), new_uid]))  # each uid's latest attempt
+    ok = pc.is_in(last.column("uid"), value_set=succeeded).to_pylist()
+    return [(int(k[0]), k[1], k[2], n) for k, n in Counter(
+        zip(ok, last.column("status").to_pylist(),
+            last.column("error_message").to_pylist())).items()]
+
+
+def _tally(spark, out_dir: str, prepared: dict) -> stages.StageResult:
     drops = dict(prepared["drops"])
     ok = seen = 0
     shards = len(_finished(out_dir))
     if shards:
-        outcome = (_outcomes(spark, out_dir)
-                   .groupBy("ok", F.col("last.status").alias("status"),
-                            F.col("last.error_message").alias("error"))
-                   .count().collect())
-        for row in outcome:
-            seen += row["count"]
-            if row["ok"]:
-                ok += row["count"]
+        for was_ok, status, error, count in _outcome_counts(spark, out_dir):
+            seen += count
+            if was_ok:
+                ok += count
             else:
-                r = reason(row["status"], row["error"])
-                drops[r] = drops.get(r, 0) + row["count"]
+                r = reason(status, error)
+                drops[r] = drops.get(r, 0) + count
     if prepared["rows"] != seen:  # every finished-shard check passed, so this is a bug
         raise RuntimeError(f"download: {prepared['rows']} candidates but {seen} in the shards")
     return stages.StageResult(rows_in=prepared["rows_in"], rows_out=ok, drops=drops,
