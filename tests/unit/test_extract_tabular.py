@@ -185,3 +185,14 @@ def test_parquet_column_types_and_damage(shared_data, tmp_path, monkeypatch):
         rows, other = _same_items(tmp_path / name, "parquet", PAGE)
         assert other == {tabular.CORRUPT: 1}
         _same_output(tmp_path / name, "parquet", PAGE, monkeypatch)
+
+
+def test_uids_are_the_per_row_uid(shared_data, monkeypatch):
+    """uid_array (Arrow-joined bytes, one blake2b each) is `uid` of each kept row."""
+    from wit_builder.extract.urls import uid, uid_array
+
+    rows, _ = _extracted(shared_data / "candidates/alt_text_pairs.jsonl", "jsonl", PAGE, monkeypatch,
+                         reference=False)
+    assert len(rows) > 2500 and any(not r["text"].isascii() for r in rows)
+    assert [r["uid"] for r in rows] == [uid(r["url"], r["text"]) for r in rows]
+    assert uid_array(pa.array([], pa.string()), pa.array([], pa.string())).to_pylist() == []
