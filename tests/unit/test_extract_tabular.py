@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -90,6 +91,7 @@ def _odd_lines(pairs: list[dict]) -> list[bytes]:
             b'{"url": "http://a.org/4.jpg", "text": 123456789012345678901234567890}',
             b'{"url": "http://a.org/5.jpg", "text": NaN}', b'{"url": null, "text": ["a", {"b": 1}]}',
             b'{"url": "http://a.org/6.jpg", "text": "lone \\ud800 surrogate"}',
+            b'{"url": "http://a.org/6.jpg", "text": "\\udfff", "page_url": 3}',
             b'{"url": "http://a.org/7.jpg", "text": "caf\xe9 latin-1"}',
             b'\xef\xbb\xbf{"url": "http://a.org/8.jpg", "text": "BOM"}',
             b'{"url": "http://a.org/9.jpg", "text": "dup", "text": "duplicate key"}',
@@ -178,6 +180,11 @@ def test_parquet_column_types_and_damage(shared_data, tmp_path, monkeypatch):
         rows, other = _same_items(tmp_path / "t.parquet", "parquet", columns, batch_rows=400)
         assert len(rows) == n and not other
         _same_output(tmp_path / "t.parquet", "parquet", columns, monkeypatch)
+    # strings that are not UTF-8 (Parquet readers do not check): one corrupt record, as before
+    bad = pa.StringArray.from_buffers(2, pa.py_buffer(np.array([0, 2, 4], np.int32)), pa.py_buffer(b"ok\xe9x"))
+    pq.write_table(pa.table({"url": ["http://a.org/1.jpg", "http://a.org/2.jpg"], "text": bad}),
+                   tmp_path / "utf8.parquet")
+    assert _same_items(tmp_path / "utf8.parquet", "parquet", PAGE) == ([], {tabular.CORRUPT: 1})
     # cut short, or not Parquet at all: one corrupt record
     data = (tmp_path / "t.parquet").read_bytes()
     for name, content in (("cut.parquet", data[: len(data) // 2]), ("bad.parquet", b"PAR1 junk PAR1")):

@@ -75,9 +75,9 @@ def _as_strings(column) -> pa.Array:
     kind = column.type
     if pa.types.is_dictionary(kind):
         return _as_strings(column.dictionary_decode())
-    if kind == pa.string():
-        return column
-    if pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+    if kind == pa.string() or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        # Parquet readers do not check that strings are UTF-8: a file whose are not is damaged
+        column.validate(full=True)  # (ArrowInvalid: one corrupt record, as before)
         return column.cast(pa.string())
     if pa.types.is_null(kind):
         return pa.nulls(len(column), pa.string())
@@ -193,13 +193,13 @@ def _jsonl(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
     def table() -> Table:
         try:
             columns = [pa.array(c, pa.string()) for c in (url, text, page)]
-        except pa.ArrowTypeError:  # numbers, lists, ...: as the json module reads them
+        except (pa.ArrowTypeError, pa.ArrowInvalid, UnicodeEncodeError):
+            # numbers, lists, ...: as the json module reads them; then lone surrogates (json's
+            # reading of "\ud800") as U+FFFD
             for i, line in enumerate(lines):
                 if line is not None and not all(v is None or v.__class__ is str
                                                 for v in (url[i], text[i], page[i])):
                     url[i], text[i], page[i] = _record(line, loads(line), wanted)
-            columns = [_strings(c) for c in (url, text, page)]
-        except (pa.ArrowInvalid, UnicodeEncodeError):  # lone surrogates (json's reading)
             columns = [_strings(c) for c in (url, text, page)]
         for c in (url, text, page, lines):
             c.clear()
