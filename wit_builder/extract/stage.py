@@ -257,7 +257,7 @@ class _Rows:
             keep = pa.array([r is None for r in reasons])
             url = pa.array(url_list, pa.string()).filter(keep)
             text, page, kind = text.filter(keep), page.filter(keep), kind.filter(keep)
-            uid = pa.array(urls.uids(url.to_pylist(), text.to_pylist()), pa.string())
+            uid = urls.uid_array(url, text)
             n = len(url)
             arrays = [uid, url, text, page.cast(pa.string()), pa.repeat(self.source, n), kind,
                       pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]

@@ -1,9 +1,15 @@
-"""Candidate lists (parquet, csv, tsv, jsonl; the text ones optionally gzipped) -> `Row`s.
+"""Candidate lists (parquet, csv, tsv, jsonl; the text ones optionally gzipped) -> `Table`s.
 
-Files are read in batches (pyarrow for parquet/csv/tsv, line by line for jsonl). Column names
-match exactly, else case-insensitively (img2dataset lists often say `URL`, `TEXT`). A file
-without the url or text column yields one `Skip("missing_columns")`, which extract turns into a
-user error. Malformed lines and undecodable bytes are counted drops, never a failed file.
+Files are read in batches and handed on as Arrow columns (`records.Table`, at most `batch_rows`
+rows each): pyarrow for parquet/csv/tsv, orjson line by line for jsonl. Column names match
+exactly, else case-insensitively (img2dataset lists often say `URL`, `TEXT`). A file without the
+url or text column yields one `Skip("missing_columns")`, which extract turns into a user error.
+Malformed lines and undecodable bytes are counted drops, never a failed file.
+
+Values become strings the way the per-row reader of the past did (tests/tabular_reference.py;
+tests/unit/test_extract_tabular.py shows both agree on the real candidate lists): strings as
+they are, bytes decoded as UTF-8 with U+FFFD for what is not (an `undecodable` drop later),
+anything else as Python's `str()` of the value.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import json
 from contextlib import contextmanager
 from typing import Callable, Iterator, NamedTuple
 
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from wit_builder.extract.records import CORRUPT, Row, Skip
+from wit_builder.extract.records import CORRUPT, Skip, Table
 from wit_builder.extract.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
@@ -45,6 +52,7 @@ def match_columns(names: list[str], wanted: Columns) -> list[str | None] | None:
 
 
 def _as_text(value) -> str | None:
+    """One raw value as a string (the per-value rule every column conversion follows)."""
     if value is None or isinstance(value, str):
         return scrub(value)
     if isinstance(value, bytes):
@@ -52,15 +60,38 @@ def _as_text(value) -> str | None:
     return str(value)
 
 
-def _rows(columns: list[list], n: int) -> Iterator[Row]:
-    url, text, page = columns
-    for i in range(n):
-        yield Row(_as_text(url[i]), _as_text(text[i]), _as_text(page[i]) if page else None)
+def _strings(values: list) -> pa.Array:
+    """A list of str/None as an Arrow string array (lone surrogates as U+FFFD)."""
+    try:
+        return pa.array(values, pa.string())
+    except (UnicodeEncodeError, pa.ArrowInvalid):
+        return pa.array([scrub(v) for v in values], pa.string())
 
 
-def _batch_rows(batch: pa.RecordBatch, names: list[str | None]) -> Iterator[Row]:
-    columns = [batch.column(name).to_pylist() if name else None for name in names]
-    return _rows(columns, batch.num_rows)
+def _as_strings(column) -> pa.Array:
+    """`_as_text` of every value of an Arrow column, by Arrow casts where they give the same."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _as_strings(column.dictionary_decode())
+    if kind == pa.string() or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        # Parquet readers do not check that strings are UTF-8: a file whose are not is damaged
+        column.validate(full=True)  # (ArrowInvalid: one corrupt record, as before)
+        return column.cast(pa.string())
+    if pa.types.is_null(kind):
+        return pa.nulls(len(column), pa.string())
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        try:
+            return column.cast(pa.string())  # checks the bytes are UTF-8
+        except pa.ArrowInvalid:  # some are not: those values decoded with U+FFFD
+            pass
+    return pa.array([_as_text(v) for v in column.to_pylist()], pa.string())
+
+
+def _table(batch: pa.RecordBatch, names: list[str | None]) -> Table:
+    url, text, page = (_as_strings(batch.column(name)) if name else None for name in names)
+    return Table(url, text, page if page is not None else pa.nulls(len(url), pa.string()))
 
 
 def _parquet(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
@@ -71,7 +102,8 @@ def _parquet(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
             yield MISSING
             return
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=[n for n in names if n]):
-            yield from _batch_rows(batch, names)
+            if batch.num_rows:
+                yield _table(batch, names)
 
 
 def _header(open_stream, delimiter: str) -> list[str]:
@@ -103,7 +135,7 @@ def _delimited(open_stream, wanted: Columns, batch_rows: int, delimiter: str) ->
                 yield CORRUPT
             bad.clear()
             for start in range(0, batch.num_rows, batch_rows):
-                yield from _batch_rows(batch.slice(start, batch_rows), names)
+                yield _table(batch.slice(start, batch_rows), names)
     for _ in range(len(bad)):
         yield CORRUPT
 
@@ -117,20 +149,89 @@ def _pick(obj: dict, name: str):
     return next((v for k, v in obj.items() if k.lower() == lowered), None)
 
 
-def _jsonl(open_stream, wanted: Columns) -> Iterator:
+def _json_line(line: bytes):
+    """A line as the standard json module reads it (what orjson refuses or reads differently:
+    NaN, huge numbers, lone surrogates, bytes that are not UTF-8); None for a malformed one."""
+    try:
+        return json.loads(line.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+
+
+_UNREAD = object()  # what orjson could not read
+
+
+def _record(line: bytes, obj, wanted: Columns):
+    """(url, text, page_url) of a line that orjson could not read, or read as something else
+    than an object with string (or null) values: the json module's reading and `_as_text`, or
+    None for a malformed record (not JSON, not an object), () for a blank line."""
+    if obj is _UNREAD:
+        if not line.strip():
+            return ()  # a blank line: not a record
+        obj = _json_line(line)
+    elif not isinstance(obj, dict):
+        return None
+    else:
+        # numbers, lists, ...: str() of what the json module reads (orjson reads a huge integer
+        # as a float); also names that match only case-insensitively
+        values = tuple(_pick(obj, name) for name in wanted)
+        if all(v is None or v.__class__ is str for v in values):
+            return values
+        obj = _json_line(line)
+    if not isinstance(obj, dict):
+        return None
+    return tuple(_as_text(_pick(obj, name)) for name in wanted)
+
+
+def _jsonl(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
+    loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
+    url_name, text_name, page_name = wanted
+    # url, text, page_url values as orjson read them, and each record's line (None: checked)
+    url, text, page, lines = [], [], [], []
+    add_url, add_text, add_page, add_line = url.append, text.append, page.append, lines.append
+
+    def table() -> Table:
+        try:
+            columns = [pa.array(c, pa.string()) for c in (url, text, page)]
+        except (pa.ArrowTypeError, pa.ArrowInvalid, UnicodeEncodeError):
+            # numbers, lists, ...: as the json module reads them; then lone surrogates (json's
+            # reading of "\ud800") as U+FFFD
+            for i, line in enumerate(lines):
+                if line is not None and not all(v is None or v.__class__ is str
+                                                for v in (url[i], text[i], page[i])):
+                    url[i], text[i], page[i] = _record(line, loads(line), wanted)
+            columns = [_strings(c) for c in (url, text, page)]
+        for c in (url, text, page, lines):
+            c.clear()
+        return Table(*columns)
+
+    def slow(line: bytes, obj) -> Iterator:
+        record = _record(line, obj, wanted)
+        if record is None:
+            yield CORRUPT
+        elif record:
+            add_url(record[0]), add_text(record[1]), add_page(record[2]), add_line(None)
+
     with open_stream() as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line.decode("utf-8", errors="replace"))
-            except ValueError:
-                yield CORRUPT
-                continue
-            if not isinstance(obj, dict):
-                yield CORRUPT
-                continue
-            yield Row(*(_as_text(_pick(obj, name)) for name in wanted))
+        try:
+            for line in f:
+                try:
+                    obj = loads(line)
+                    u, t, p = obj[url_name], obj[text_name], obj[page_name] if page_name else None
+                except JSONDecodeError:
+                    yield from slow(line, _UNREAD)
+                except (KeyError, TypeError):  # a name missing or in another case; not an object
+                    yield from slow(line, obj)
+                else:
+                    add_url(u), add_text(t), add_page(p), add_line(line)
+                if len(lines) >= batch_rows:
+                    yield table()
+        except _DAMAGE:
+            if lines:
+                yield table()  # the rows before the damage
+            raise
+    if lines:
+        yield table()
 
 
 def _opener(open_raw: Callable[[], io.IOBase], path: str):
@@ -160,14 +261,15 @@ def has_columns(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: 
 
 def read(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns,
          batch_rows: int) -> Iterator:
-    """Items of one tabular file: a `Row` per record, `CORRUPT` for a malformed one (and one for
-    a damaged file tail), `MISSING` when the columns are not there."""
+    """Items of one tabular file: `Table`s of at most `batch_rows` records (raw values as Arrow
+    strings), `CORRUPT` for a malformed record (and one for a damaged file tail), `MISSING` when
+    the columns are not there."""
     open_stream = _opener(open_raw, path)
     try:
         if fmt == "parquet":
             yield from _parquet(open_stream, wanted, batch_rows)
         elif fmt == "jsonl":
-            yield from _jsonl(open_stream, wanted)
+            yield from _jsonl(open_stream, wanted, batch_rows)
         else:
             yield from _delimited(open_stream, wanted, batch_rows, "\t" if fmt == "tsv" else ",")
     except _DAMAGE:

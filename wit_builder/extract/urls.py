@@ -134,8 +134,10 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 # Python's str.split() whitespace (str.isspace), spelled for RE2.
-_SPACE_RE2 = (r"[\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
-              r"\x{202f}\x{205f}\x{3000}]+")
+_SPACES = (r"\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
+           r"\x{202f}\x{205f}\x{3000}")  # less " "
+_SPACE_RE2 = rf"[ {_SPACES}]+"
+_ODD_SPACE = rf"[{_SPACES}]|  |^ | $"  # what clean_text changes
 # Characters that `_requote` leaves as they are and urlsplit never strips or splits on oddly.
 _CH = r"A-Za-z0-9._~!$&'()*+,=@%"
 _NETLOC = r"[A-Za-z0-9._~-]+"
@@ -161,15 +163,30 @@ def _re(array, pattern: str) -> pa.Array:
     return pc.fill_null(pc.match_substring_regex(array, pattern), False)
 
 
+def _patch(values: pa.Array, mask: pa.Array, fix) -> pa.Array:
+    """`values` with `fix` applied to the masked ones only (most values need no fix)."""
+    if not pc.any(mask).as_py():
+        return values
+    return pc.replace_with_mask(values, mask, fix(values.filter(mask)))
+
+
 def clean_texts(texts: pa.Array) -> pa.Array:
     """`clean_text` of each value (null -> "")."""
-    collapsed = pc.replace_substring_regex(pc.fill_null(texts, ""), _SPACE_RE2, " ")
-    return pc.utf8_trim(collapsed, " ")
+    texts = pc.fill_null(texts, "")
+
+    def clean(some: pa.Array) -> pa.Array:
+        return pc.utf8_trim(pc.replace_substring_regex(some, _SPACE_RE2, " "), " ")
+    # Only texts with other whitespace than single spaces between words change.
+    return _patch(texts, _re(texts, _ODD_SPACE), clean)
 
 
 def _lower_scheme(urls: pa.Array) -> pa.Array:
-    urls = pc.replace_substring_regex(urls, r"^(?i:https)://", "https://")
-    return pc.replace_substring_regex(urls, r"^(?i:http)://", "http://")
+    """`urls` (no nulls) with an upper-case http(s) scheme lower-cased."""
+    def lower(some: pa.Array) -> pa.Array:
+        some = pc.replace_substring_regex(some, r"^(?i:https)://", "https://")
+        return pc.replace_substring_regex(some, r"^(?i:http)://", "http://")
+    lowered = pc.or_(pc.starts_with(urls, "http://"), pc.starts_with(urls, "https://"))
+    return _patch(urls, pc.invert(lowered), lower)
 
 
 def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_chars: int,
@@ -201,17 +218,17 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
         _lower_scheme(raw), pc.binary_join_element_wise(scheme, raw, ""),
         pc.binary_join_element_wise(origin, raw, ""), pc.binary_join_element_wise(folder, raw, ""))
     fast = pc.is_valid(url)
-    url = pc.if_else(pc.greater(pc.utf8_length(url), max_url_chars), pa.scalar(None, pa.string()), url)
-    url_list, reasons = url.to_pylist(), text_reason.to_pylist()
-    fast_list = fast.to_numpy(zero_copy_only=False)
-    slow = np.flatnonzero(~fast_list & pc.is_null(text_reason).to_numpy(zero_copy_only=False))
+    too_long = pc.greater(pc.utf8_length(url), max_url_chars)
+    url = pc.if_else(too_long, pa.scalar(None, pa.string()), url)
+    text_ok = pc.is_null(text_reason)
+    reason = pc.if_else(pc.and_(text_ok, pc.fill_null(too_long, False)), "url_too_long", text_reason)
+    url_list, reasons = url.to_pylist(), reason.to_pylist()
+    slow = np.flatnonzero(pc.and_(pc.invert(fast), text_ok).to_numpy(zero_copy_only=False))
     if len(slow):
-        raw_list, base_list = raw_urls.to_pylist(), bases.to_pylist()
-        for i in slow.tolist():
-            url_list[i], reasons[i] = resolve(raw_list[i], base_list[i], max_url_chars)
-    for i in np.flatnonzero(fast_list).tolist():
-        if reasons[i] is None and url_list[i] is None:
-            reasons[i] = "url_too_long"
+        indexes = pa.array(slow)
+        raw_list, base_list = raw_urls.take(indexes).to_pylist(), bases.take(indexes).to_pylist()
+        for i, raw_url, base_url_ in zip(slow.tolist(), raw_list, base_list):
+            url_list[i], reasons[i] = resolve(raw_url, base_url_, max_url_chars)
     return url_list, reasons
 
 
@@ -219,3 +236,13 @@ def uids(url_list: list, text_list: list) -> list[str]:
     """`uid` of each (url, text) pair."""
     b2 = hashlib.blake2b
     return [b2(f"{u}\x00{t}".encode(), digest_size=8).hexdigest() for u, t in zip(url_list, text_list)]
+
+
+def uid_array(url: pa.Array, text: pa.Array) -> pa.Array:
+    """`uid` of each (url, text) pair of two Arrow string arrays without nulls."""
+    n = len(url)
+    joined = pc.binary_join_element_wise(url, text, "\x00").cast(pa.binary()).to_pylist()
+    b2 = hashlib.blake2b
+    digests = b"".join([b2(value, digest_size=8).digest() for value in joined])
+    offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digests.hex().encode()))

@@ -92,8 +92,32 @@ def canonical_url(url: str) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+# URLs that `canonical_url` returns as they are: lower-case http(s) scheme and host (no port, no
+# userinfo, no trailing dot), a path, an optional non-empty query, no fragment, only characters
+# that quote() keeps ...
+_AS_IS = (r"^https?://[a-z0-9_-]+(?:\.[a-z0-9_-]+)*/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*"
+          r"(?:\?[A-Za-z0-9._~!$&'()*+,;=:@/?%-]+)?$")
+# ... and none of: a dot segment, an escape it rewrites (lower-case hex, an unreserved
+# character), an empty query parameter, a tracking parameter.
+_REWRITTEN = (r"/\.|%(?:[0-9A-Fa-f][a-f]|[a-f][0-9A-F]|2[DE]|3[0-9]|4[1-9A-F]|5[0-9AF]|6[1-9A-F]|"
+              r"7[0-9AE])|\?&|&&|&$|[?&](?i:utm_[a-z]+|fbclid|gclid|dclid|msclkid|mc_cid|mc_eid|"
+              r"igshid|_ga)(?:[=&]|$)")
+
+
 def canonical_urls(urls: pa.Array) -> pa.Array:
-    return pa.array([None if u is None else canonical_url(u) for u in urls.to_pylist()], pa.string())
+    """`canonical_url` of each URL (null -> null): URLs already canonical are recognised by Arrow
+    regex kernels; the others go through `canonical_url`, once per distinct URL."""
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    urls = urls.cast(pa.string())
+    as_is = pc.and_(pc.fill_null(pc.match_substring_regex(urls, _AS_IS), False),
+                    pc.invert(pc.fill_null(pc.match_substring_regex(urls, _REWRITTEN), False)))
+    other = pc.invert(as_is)
+    if not pc.any(other).as_py():
+        return urls
+    coded = pc.dictionary_encode(urls.filter(other))
+    fixed = pa.array([canonical_url(u) for u in coded.dictionary.to_pylist()], pa.string())
+    return pc.replace_with_mask(urls, other, fixed.take(coded.indices))
 
 
 def normalize_text(texts: pa.Array) -> pa.Array:

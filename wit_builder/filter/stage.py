@@ -19,8 +19,11 @@ within each group; the groups in the order CLIP's pipeline applies them):
 4. `eval_contamination`: canonical URL or normalised caption listed in an `eval_manifests` file;
 5. dedup (dedup.py): `duplicate`, `too_many_texts_per_url`.
 
-Rules 1-4 run per Arrow batch in `annotate_batch` (pyarrow.compute kernels; only lid.176 and
-URL canonicalisation loop in Python); dedup is one shuffle over the canonical URL.
+Rules 1-4 run per Arrow batch in `annotate_batch`, as pyarrow.compute kernels: rules 1-2
+(`caption_rules`) once per distinct text of the batch, rules 3-4 (`url_rules`) on the rows those
+kept, each rule only on what the rules before it kept (`first_reasons`). Only lid.176 (once per
+distinct text) and the canonicalisation of URLs that are not canonical already (once per
+distinct URL) loop in Python. Dedup is one shuffle over the canonical URL.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import reduce
+from typing import Callable
+
+import numpy as np
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -181,10 +187,14 @@ def load_eval_manifests(paths: list[str]) -> tuple[list[str], list[str]]:
     return canonical, normalised
 
 
+def _key_of_norm(text_norm: pa.Array) -> pa.Array:
+    key = pc.replace_substring_regex(text_norm, r"[^\pL\pN]+", " ")
+    return pc.utf8_trim_whitespace(key)
+
+
 def _boilerplate_key(texts: pa.Array) -> pa.Array:
     """Lower case, punctuation and symbols removed, spaces collapsed: 'Site-Logo!' -> 'site logo'."""
-    key = pc.replace_substring_regex(dedup.normalize_text(texts), r"[^\pL\pN]+", " ")
-    return pc.utf8_trim_whitespace(key)
+    return _key_of_norm(dedup.normalize_text(texts))
 
 
 def _count(texts: pa.Array, pattern: str) -> pa.Array:
@@ -201,61 +211,121 @@ def _suffixes_in(hosts: pa.Array, domains: list[str]) -> pa.Array:
     return hit
 
 
-def caption_and_url_rules(text: pa.Array, lang: pa.Array, score: pa.Array, canonical: pa.Array,
-                          text_norm: pa.Array, rules: Rules) -> list[tuple[str, pa.Array]]:
-    """(reason, mask) for rules 1-4, in the documented order; a null mask entry means no."""
-    length = pc.utf8_length(pc.utf8_trim_whitespace(text))
-    nonspace = pc.subtract(length, _count(text, r"\s"))
+class Columns:
+    """Columns of the items a rule judges, and columns derived from them, each computed when a
+    rule first asks for it. `narrowed` keeps the items no rule has dropped yet, so a rule only
+    looks at what the rules before it kept."""
+
+    def __init__(self, columns: dict[str, pa.Array], derived: dict):
+        self.columns, self.derived = columns, derived
+
+    def __getitem__(self, name: str) -> pa.Array:
+        if name not in self.columns:
+            self.columns[name] = self.derived[name](self)
+        return self.columns[name]
+
+    def narrowed(self, keep: pa.Array) -> "Columns":
+        return Columns({k: v.filter(keep) for k, v in self.columns.items()}, self.derived)
+
+
+# What caption rules derive from a text (`text`, `text_norm`, `lang`, `score` are given).
+TEXT_DERIVED = {
+    "length": lambda c: pc.utf8_length(pc.utf8_trim_whitespace(c["text"])),
+    "nonspace": lambda c: pc.subtract(c["length"], _count(c["text"], r"\s")),
+    "key": lambda c: _key_of_norm(c["text_norm"]),  # the boilerplate key
+}
+# What URL rules derive from a row (`canonical` and `text_norm` are given).
+URL_DERIVED = {
+    "lowered": lambda c: pc.utf8_lower(c["canonical"]),
+    "host": lambda c: pc.replace_substring_regex(c["canonical"], r"^https?://([^@/]*@)?([^/:?#]+).*$",
+                                                 r"\2"),
+}
+
+
+def caption_rules(rules: Rules) -> list[tuple[str, Callable[[Columns], pa.Array]]]:
+    """(reason, mask) of rules 1-2 in the documented order: functions of a text alone (its
+    language too), so they run once per distinct text of a batch. A null mask entry means no."""
     checks = []
     if rules.languages:
-        wrong = pc.or_(pc.invert(pc.is_in(lang, value_set=pa.array(rules.languages, pa.string()))),
-                       pc.less(score, rules.min_lang_score))
-        checks.append(("language", pc.and_(pc.is_valid(lang), wrong)))
-    checks.append(("text_too_long", pc.greater(length, rules.max_chars)))
+        languages = pa.array(rules.languages, pa.string())
+        checks.append(("language", lambda c: pc.and_(pc.is_valid(c["lang"]), pc.or_(
+            pc.invert(pc.is_in(c["lang"], value_set=languages)),
+            pc.less(c["score"], rules.min_lang_score)))))
+    checks.append(("text_too_long", lambda c: pc.greater(c["length"], rules.max_chars)))
     if rules.drop_filenames:
-        checks.append(("filename_text", pc.match_substring_regex(text, FILENAME_PATTERN)))
+        checks.append(("filename_text", lambda c: pc.match_substring_regex(c["text"], FILENAME_PATTERN)))
     if rules.drop_boilerplate:
-        key = _boilerplate_key(text)
-        checks.append(("boilerplate_text", pc.or_(
-            pc.is_in(key, value_set=pa.array(rules.boilerplate, pa.string())),
-            pc.match_substring_regex(key, BOILERPLATE_PATTERN))))
-    checks.append(("too_few_words", pc.less(_count(text, r"\S+"), rules.min_words)))
-    checks.append(("too_few_chars", pc.less(pc.fill_null(length, 0), rules.min_chars)))
-    checks.append(("too_few_letters", pc.less(
-        pc.cast(_count(text, r"\pL"), pa.float64()),
-        pc.multiply(pc.cast(pc.fill_null(nonspace, 0), pa.float64()), rules.min_letter_fraction))))
-
-    absolute = pc.match_substring_regex(canonical, r"^https?://[^/?#]+")
-    url_bad = pc.invert(pc.fill_null(absolute, False))
-    if rules.blocked_extensions:
-        ext = "|".join(re.escape(e) for e in rules.blocked_extensions)
-        url_bad = pc.or_(url_bad, pc.match_substring_regex(
-            canonical, rf"(?i)^https?://[^/?#]*/[^?#]*\.({ext})(\?.*)?$"))
-    checks.append(("url_rule", url_bad))
-    if rules.blocked_domains:
-        hosts = pc.replace_substring_regex(canonical, r"^https?://([^@/]*@)?([^/:?#]+).*$", r"\2")
-        checks.append(("blocked_domain", _suffixes_in(hosts, rules.blocked_domains)))
-    if rules.tracker_patterns:
-        lowered = pc.utf8_lower(canonical)
-        hit = reduce(pc.or_, [pc.match_substring_regex(lowered, p) for p in rules.tracker_patterns])
-        checks.append(("tracker", hit))
-    if rules.eval_urls or rules.eval_texts:
-        checks.append(("eval_contamination", pc.or_(
-            pc.is_in(canonical, value_set=pa.array(rules.eval_urls, pa.string())),
-            pc.is_in(text_norm, value_set=pa.array(rules.eval_texts, pa.string())))))
+        boilerplate = pa.array(rules.boilerplate, pa.string())
+        checks.append(("boilerplate_text", lambda c: pc.or_(
+            pc.is_in(c["key"], value_set=boilerplate),
+            pc.match_substring_regex(c["key"], BOILERPLATE_PATTERN))))
+    checks.append(("too_few_words", lambda c: pc.less(_count(c["text"], r"\S+"), rules.min_words)))
+    checks.append(("too_few_chars", lambda c: pc.less(pc.fill_null(c["length"], 0), rules.min_chars)))
+    checks.append(("too_few_letters", lambda c: pc.less(
+        pc.cast(_count(c["text"], r"\pL"), pa.float64()),
+        pc.multiply(pc.cast(pc.fill_null(c["nonspace"], 0), pa.float64()), rules.min_letter_fraction))))
     return checks
 
 
+def url_rules(rules: Rules) -> list[tuple[str, Callable[[Columns], pa.Array]]]:
+    """(reason, mask) of rules 3-4 in the documented order, on the canonical URL (and, for
+    decontamination, the normalised caption) of each row that rules 1-2 kept."""
+    checks = []
+    extensions = "|".join(re.escape(e) for e in rules.blocked_extensions)
+
+    def url_bad(c: Columns) -> pa.Array:
+        bad = pc.invert(pc.fill_null(pc.match_substring_regex(c["canonical"], r"^https?://[^/?#]+"), False))
+        if extensions:
+            bad = pc.or_(bad, pc.match_substring_regex(
+                c["canonical"], rf"(?i)^https?://[^/?#]*/[^?#]*\.({extensions})(\?.*)?$"))
+        return bad
+    checks.append(("url_rule", url_bad))
+    if rules.blocked_domains:
+        checks.append(("blocked_domain", lambda c: _suffixes_in(c["host"], rules.blocked_domains)))
+    if rules.tracker_patterns:
+        checks.append(("tracker", lambda c: reduce(pc.or_, [
+            pc.match_substring_regex(c["lowered"], p) for p in rules.tracker_patterns])))
+    if rules.eval_urls or rules.eval_texts:
+        eval_urls, eval_texts = pa.array(rules.eval_urls, pa.string()), pa.array(rules.eval_texts, pa.string())
+        checks.append(("eval_contamination", lambda c: pc.or_(
+            pc.is_in(c["canonical"], value_set=eval_urls), pc.is_in(c["text_norm"], value_set=eval_texts))))
+    return checks
+
+
+def first_reasons(columns: Columns, checks: list, n: int) -> pa.Array:
+    """The reason of the first check that fires on each of the n items (null: none fires); each
+    check only sees the items that the checks before it kept."""
+    codes = np.full(n, len(checks), dtype=np.int32)
+    alive = np.arange(n)
+    for code, (_name, fires) in enumerate(checks):
+        if not len(alive):
+            break
+        mask = pc.fill_null(fires(columns), False).to_numpy(zero_copy_only=False)
+        if mask.any():
+            codes[alive[mask]] = code
+            alive = alive[~mask]
+            columns = columns.narrowed(pa.array(~mask))
+    names = pa.array([name for name, _ in checks] + [None], pa.string())
+    return names.take(pa.array(codes))
+
+
 def annotate_batch(batch: pa.RecordBatch, rules: Rules) -> pa.RecordBatch:
-    """Add lang, lang_score, url_canonical, text_norm and drop_reason (rules 1-4) to a batch."""
-    text = batch.column("text")
-    lang, score = langid.predict(text, rules.model_path)
+    """Add lang, lang_score, url_canonical, text_norm and drop_reason (rules 1-4) to a batch.
+    Language and caption rules run once per distinct text, URL rules on the rows those kept."""
+    coded = pc.dictionary_encode(batch.column("text"), null_encoding="encode")
+    texts, which = coded.dictionary, coded.indices
+    lang, score = langid.predict(texts, rules.model_path)
+    text_norm = dedup.normalize_text(texts)
+    reason = first_reasons(Columns({"text": texts, "text_norm": text_norm, "lang": lang,
+                                    "score": score}, TEXT_DERIVED),
+                           caption_rules(rules), len(texts)).take(which)
+    lang, score, text_norm = lang.take(which), score.take(which), text_norm.take(which)
     canonical = dedup.canonical_urls(batch.column("url"))
-    text_norm = dedup.normalize_text(text)
-    reason = pa.nulls(len(batch), pa.string())
-    for name, mask in caption_and_url_rules(text, lang, score, canonical, text_norm, rules):
-        fires = pc.and_(pc.is_null(reason), pc.fill_null(mask, False))
-        reason = pc.if_else(fires, pa.scalar(name, pa.string()), reason)
+    kept = pc.is_null(reason)
+    rows = Columns({"canonical": canonical.filter(kept), "text_norm": text_norm.filter(kept)},
+                   URL_DERIVED)
+    checks = url_rules(rules)
+    reason = pc.replace_with_mask(reason, kept, first_reasons(rows, checks, len(rows["canonical"])))
     columns = batch.columns + [lang, score, canonical, text_norm, reason]
     names = batch.schema.names + ["lang", "lang_score", "url_canonical", "text_norm", "drop_reason"]
     return pa.RecordBatch.from_arrays(columns, names=names)
