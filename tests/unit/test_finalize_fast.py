@@ -101,3 +101,70 @@ def test_decisions_follow_the_rules():
     assert reasons == ["near_duplicate", None, "duplicate_image", "eval_contamination", "too_small",
                        None, None]
     assert counts.to_pylist() == [{"entry_id": 1, "count_before": 1, "count_after": 1}]
+
+
+def _tarfile_files(data: bytes):
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+def test_tar_reader_reads_what_tarfile_reads(tmp_path, shared_data):
+    import io
+    import tarfile
+
+    from shard_maker import sample, write_shards
+    from wit_builder.finalize.hashing import tar_files
+
+    photo = (shared_data / "images" / "flickr8k_dev" / "train" / "1000268201_693b08cb0e.jpg").read_bytes()
+    (shard,) = write_shards(tmp_path, [sample("a.jpg", photo, "é first", [1]),
+                                       sample("b.jpg", None, "x", [], "404"), sample("c.jpg", photo, "c", [])], 10)
+    cases = [shard.read_bytes()]
+    names = ["short.jpg", "d" * 120 + "/" + "e" * 80 + ".json", "ünï/çødé.txt", "p" * 99 + ".txt",
+             "dir/", "x" * 150 + ".jpg"]
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for i, name in enumerate(names):
+                if fmt == tarfile.USTAR_FORMAT and (len(name) > 200 or not name.isascii()
+                                                    or len(name.rsplit("/", 1)[-1]) > 100):
+                    continue
+                info = tarfile.TarInfo(name)
+                if name.endswith("/"):
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                    continue
+                body = bytes(range(256)) * i + b"end"
+                info.size, info.mtime = len(body), 1.5 + i
+                tar.addfile(info, io.BytesIO(body))
+        cases.append(buf.getvalue())
+    for data in cases:
+        want = _tarfile_files(data)
+        assert list(tar_files(io.BytesIO(data))) == want and want
+    # not a tar header (here gzip): tarfile reads it
+    import gzip
+
+    assert list(tar_files(io.BytesIO(gzip.compress(cases[1])))) == _tarfile_files(cases[1])
+
+
+def test_tar_writer_writes_webdataset_members():
+    import io
+    import tarfile
+
+    from webdataset import TarWriter
+
+    from wit_builder.finalize.reshard import _TarWriter
+
+    def members(cls):
+        buf = io.BytesIO()
+        writer = cls(buf)
+        writer.write({"__key__": "000001", "jpg": b"\xff\xd8" * 300, "txt": b"hi", "json": '{"a": "é"}'})
+        writer.write({"__key__": "000002", "jpg": b"x", "txt": b"", "json": "{}"})
+        writer.close()
+        with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+            return len(buf.getvalue()), [(m.name, m.size, m.mode, m.uname, m.gname, m.type, sorted(m.pax_headers),
+                                          tar.extractfile(m).read()) for m in tar.getmembers()]
+
+    assert members(_TarWriter) == members(TarWriter)

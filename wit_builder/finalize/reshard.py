@@ -74,6 +74,39 @@ def _parquet_schema():
                       for n, t in META_COLUMNS])
 
 
+class _TarWriter:
+    """webdataset.TarWriter's members exactly (same tarfile stream, names, sorted extensions,
+    mode 0o444, user and group "bigdata", mtime now), for samples of bytes and str values,
+    without importing webdataset (which imports torch: seconds per executor process)."""
+
+    def __init__(self, raw):
+        import tarfile
+
+        self._tarfile = tarfile
+        self._tar = tarfile.open(fileobj=raw, mode="w|")
+
+    def write(self, sample: dict) -> None:
+        import io
+        import time
+
+        key = sample["__key__"]
+        for ext in sorted(sample):
+            if ext == "__key__" or ext[0] == "_":
+                continue
+            value = sample[ext]
+            if isinstance(value, str):
+                value = value.encode("utf-8")
+            info = self._tarfile.TarInfo(key + "." + ext)
+            info.size = len(value)
+            info.mtime = time.time()
+            info.mode = 0o0444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(value))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
 def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: int):
     """applyInPandas body: write one output shard from its planned rows."""
     import pandas as pd
@@ -90,7 +123,6 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
     (shard, pos) order; return its `WRITTEN_SCHEMA` row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from webdataset import TarWriter
 
     name = storage.shard_name(out_shard, digits)
     base = storage.join(out_dir, name)
@@ -99,7 +131,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
         wanted.setdefault(int(shard), {})[int(pos)] = (int(out_pos), sha256, int(phash))
     rows, image_bytes = [], 0
     with storage.open_file(base + ".tar", "wb") as raw:
-        writer = TarWriter(raw)
+        writer = _TarWriter(raw)
         for shard, planned in wanted.items():
             left = len(planned)
             for pos, (_, files) in enumerate(read_samples(tars[shard])):

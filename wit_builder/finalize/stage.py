@@ -13,7 +13,10 @@ looking only at the samples still kept:
    balance stage's own coin (wit_builder.balance.stage.keep_mask).
 
 The kept samples are resharded (reshard.py). Decisions run on small metadata rows; image bytes
-are read twice (hash, copy) and never shuffled.
+are read twice (hash, copy) and never shuffled. One Spark job hashes every tar into Parquet
+rows (OUT/finalize/_samples while the stage runs); up to DRIVER_MAX_ROWS samples the driver
+reads them and decides in numpy (`decide`), above it the Spark plan (`_run_on_spark`) does,
+with the same results. Then one job reshards (two more for the Spark plan's own steps).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -230,14 +232,18 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     tars = input_tars(inputs)
     evals = eval_images(c.eval_image_folders)
 
-    samples = hashing.hash_shards(spark, tars, c.min_side, c.max_aspect_ratio,
-                                  cfg.spark.arrow_batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
-    n = samples.count()  # hash once: later plans read the cache instead of decoding again
+    hashed = storage.join(out_dir, "_samples")  # the per-sample rows; removed before publishing
+    n = hashing.hash_shards_to(spark, tars, c.min_side, c.max_aspect_ratio, hashed)
     if n <= DRIVER_MAX_ROWS:
-        table = samples.toArrow()
-        samples.unpersist()
-        return _run_on_driver(spark, c, table, tars, evals, out_dir)
-    return _run_on_spark(spark, c, samples, tars, evals, out_dir)
+        result = _run_on_driver(spark, c, hashing.read_hashed(hashed, tars), tars, evals, out_dir)
+    else:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        samples = spark.read.schema(from_arrow_schema(hashing.sample_schema())) \
+            .parquet(storage.spark_path(hashed))
+        result = _run_on_spark(spark, c, samples, tars, evals, out_dir)
+    storage.remove(hashed)
+    return result
 
 
 def _run_on_spark(spark, c, samples: DataFrame, tars, evals, out_dir: str) -> StageResult:
@@ -259,5 +265,4 @@ def _run_on_spark(spark, c, samples: DataFrame, tars, evals, out_dir: str) -> St
 
     drops = {r["drop_reason"]: r["n"] for r in df.groupBy("drop_reason").agg(F.count("*").alias("n")).collect()}
     written = reshard.write(alive(df), tars, out_dir, c.samples_per_shard)
-    samples.unpersist()
     return _result(drops, written, tars, evals)
