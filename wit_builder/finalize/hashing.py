@@ -1,8 +1,8 @@
 """Read WebDataset tars and hash their images: sha256 of the bytes, 64-bit pHash of the pixels.
 
-`hash_shards` runs one Spark task per tar and streams Arrow batches of small metadata rows out
-(never the image bytes); the finalize decisions are made on those rows and the images are copied
-only once, by the reshard step.
+`hash_shards_to` runs one Spark job (a few tasks per core, several tars each) that writes small
+metadata rows per tar to Parquet (never the image bytes); the finalize decisions are made on
+those rows and the images are copied only once, by the reshard step.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def phash_of_gray(gray) -> int:
     pixels = np.asarray(gray.resize((32, 32), _LANCZOS), dtype=np.float64)
     c = _dct_rows()
     low = c @ pixels @ c.T
-    med = np.median(low)
+    middle = np.partition(low.ravel(), (31, 32))  # np.median's two middle values, its mean
+    med = (middle[31] + middle[32]) / 2
     if np.min(np.abs(low - med)) < _TIE:
         import scipy.fftpack
 
@@ -278,39 +279,6 @@ def _shard_rows(shard: int, path: str, min_side: int, max_aspect_ratio: float):
         }
 
 
-def _batched(rows, schema, batch_rows: int):
-    import pyarrow as pa
-
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= batch_rows:
-            yield pa.RecordBatch.from_pylist(chunk, schema=schema)
-            chunk = []
-    if chunk:
-        yield pa.RecordBatch.from_pylist(chunk, schema=schema)
-
-
-def _hash_task(batches, min_side, max_aspect_ratio, batch_rows):
-    schema = sample_schema()
-    for batch in batches:
-        for shard, path in zip(batch.column("shard").to_pylist(), batch.column("path").to_pylist()):
-            yield from _batched(_shard_rows(shard, path, min_side, max_aspect_ratio), schema,
-                                batch_rows)
-
-
-def hash_shards(spark, tars: list[str], min_side: int, max_aspect_ratio: float,
-                batch_rows: int = 10_000):
-    """DataFrame of `sample_schema()` rows for every sample of `tars` (one task per tar)."""
-    rdd = spark.sparkContext.parallelize(list(enumerate(tars)), max(1, len(tars)))
-    shards = spark.createDataFrame(rdd, "shard int, path string")
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return shards.mapInArrow(partial(_hash_task, min_side=min_side,
-                                     max_aspect_ratio=max_aspect_ratio, batch_rows=batch_rows),
-                             from_arrow_schema(sample_schema()))
-
-
 def _hash_to_parquet(part, folder: str, min_side: int, max_aspect_ratio: float):
     """Task body: hash each (shard, tar) of the partition into FOLDER/part-SHARD.parquet; yield
     (shard, rows)."""
@@ -328,13 +296,15 @@ def _hash_to_parquet(part, folder: str, min_side: int, max_aspect_ratio: float):
 
 def hash_shards_to(spark, tars: list[str], min_side: int, max_aspect_ratio: float,
                    folder: str) -> int:
-    """Hash every sample of `tars` in one Spark job (one task per tar) into `sample_schema()`
+    """Hash every sample of `tars` in one Spark job (a few tasks per core) into `sample_schema()`
     Parquet files under `folder` (part-SHARD.parquet, one per tar); return the number of rows.
     The rows are stored once, so the driver can read them when they are few and Spark when
     they are many, without hashing twice and without caching them in executor memory."""
     fs, path = storage.filesystem(folder)
     fs.makedirs(path, exist_ok=True)
-    counts = spark.sparkContext.parallelize(list(enumerate(tars)), max(1, len(tars))) \
+    # a few tasks per core, several tars each: a task costs tens of milliseconds to launch
+    slices = max(1, min(len(tars), 4 * spark.sparkContext.defaultParallelism))
+    counts = spark.sparkContext.parallelize(list(enumerate(tars)), slices) \
         .mapPartitions(partial(_hash_to_parquet, folder=folder, min_side=min_side,
                                max_aspect_ratio=max_aspect_ratio)).collect()
     return sum(n for _, n in counts)
