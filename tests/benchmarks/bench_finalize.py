@@ -1,16 +1,21 @@
 """Finalize throughput: hashing + near-duplicate removal, ours (Spark) against a plain baseline.
 
-Part 1, real photos: Flickr8k dev photos plus resized/re-compressed variants, written as
-img2dataset shards. Ours: the finalize stage (pHash + sha256 in Spark, exact dedup, banded
-near-dup clusters, resharding). Baseline in the same run: a single-process loop of
-`imagehash.phash(Image.open(...))` + sha256 over the same tars, then all-pairs Hamming
-distances (numpy) and union-find clusters.
+Part 1, real photos: the 1,000 Flickr8k dev photos in their 8 orientations (flips and
+rotations: distinct images, distinct pHashes) plus resized/re-compressed variants of every
+fourth, up to --images samples, written as img2dataset shards. Ours: the finalize stage as
+`wit-builder finalize` runs it (pHash + sha256 in Spark tasks, decisions on the driver below
+stage.DRIVER_MAX_ROWS, resharding in one job) on local[2]. Baseline in the same run: a
+single-process loop of `imagehash.phash(Image.open(...))` + sha256 over the same tars, then
+all-pairs Hamming distances (numpy) and union-find clusters.
 
 Part 2, scale of the near-dup search alone: N synthetic 64-bit hashes with planted
-near-duplicates; ours = neardup.close_pairs + components in Spark (banded), baseline = numpy
-all-pairs XOR/popcount, chunked. Both must find the same pairs.
+near-duplicates; ours = neardup.close_pairs_np + components_np (banded, numpy: what the stage
+runs on the driver), baseline = numpy all-pairs XOR/popcount, chunked. Where all pairs would take
+too long (N > --full-baseline-max) it is timed on a sample of its chunks and extrapolated (its
+cost is linear in the chunks), and the pairs of the sampled rows are checked against ours.
+Peak memory of ours is measured with tracemalloc in a second run.
 
-Prints one JSON object. Usage: .venv/bin/python tests/benchmarks/bench_finalize.py [--quick]
+Prints one JSON object. Usage: .venv/bin/python tests/benchmarks/bench_finalize.py [--quick] [--images N]
 """
 
 from __future__ import annotations
@@ -31,22 +36,37 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
-from shard_maker import captions, sample, variant, write_shards  # noqa: E402
+from PIL import Image  # noqa: E402
+from shard_maker import captions, jpeg, sample, variant, write_shards  # noqa: E402
 
 IMAGES = Path(os.environ.get("WIT_SHARED_DATA", REPO.parent / "shared" / "data")) / "images"
 MAX_DISTANCE = 4
 
 
+ORIENTATIONS = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
+                Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+                Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE]
+
+
 def photo_samples(limit: int) -> list[dict]:
-    out = []
+    """`limit` samples: 4/5 photos (in 8 orientations when there are too few), 1/5 variants."""
+    photos = []
     for split in ("train", "val"):
         folder = IMAGES / "flickr8k_dev" / split
         for name, text in sorted(captions(folder).items()):
-            out.append(sample(f"{split}/{name}", (folder / name).read_bytes(), text, []))
-    out = out[:limit]
+            photos.append((f"{split}/{name}", (folder / name).read_bytes(), text))
+    n_photos = limit - limit // 5
+    out = []
+    for turn in ORIENTATIONS:
+        for name, data, text in photos:
+            if len(out) == n_photos:
+                break
+            if turn is not None:
+                data = jpeg(Image.open(io.BytesIO(data)).transpose(turn), 90)
+            out.append(sample(f"{turn.name if turn else 'orig'}/{name}", data, text, []))
     # every fourth photo gets a resized + re-compressed near-duplicate
     out += [sample(f"variant/{s['url']}", variant(s["data"], 0.7, 40), s["text"] + " copy", [])
-            for s in out[::4]]
+            for s in out[::4][: limit - len(out)]]
     return out
 
 
@@ -105,7 +125,9 @@ def ours(spark, download: str, out: str) -> dict:
     seconds = time.perf_counter() - start
     m = run.manifest
     return {"images": m["rows_in"], "seconds": round(seconds, 3), "kept": m["rows_out"],
-            "drops": m["drops"], "images_per_s": round(m["rows_in"] / seconds, 1)}
+            "drops": m["drops"], "images_per_s": round(m["rows_in"] / seconds, 1),
+            "spark_jobs": m.get("spark_jobs"), "stage_seconds": m.get("seconds"),
+            "output_shards": m["shards"], "output_tar_bytes": m["tar_bytes"]}
 
 
 def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
@@ -118,27 +140,68 @@ def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
     return h.view(np.int64)
 
 
-def neardup_scale(spark, n: int) -> dict:
-    from pyspark.sql import functions as F
-
+def _ours_search(h: np.ndarray):
     from wit_builder.finalize import neardup
 
-    h = synthetic_hashes(n)
-    df = spark.createDataFrame([(int(v),) for v in h], "phash long").repartition(4).cache()
-    df.count()
-    start = time.perf_counter()
-    pairs = neardup.close_pairs(df, None, MAX_DISTANCE, MAX_DISTANCE + 1).localCheckpoint()
-    labels = neardup.components(pairs)
-    ours_pairs = pairs.count()
-    clusters = labels.select(F.countDistinct("label")).first()[0]
-    ours_s = time.perf_counter() - start
+    pairs = neardup.close_pairs_np(h, None, MAX_DISTANCE, MAX_DISTANCE + 1)
+    nodes = np.unique(h)
+    labels = neardup.components_np(nodes, pairs)
+    return pairs, labels
 
+
+def neardup_scale(n: int, full_baseline_max: int, sampled_chunks: int = 6) -> dict:
+    import tracemalloc
+
+    h = synthetic_hashes(n)
+    _ours_search(h[:1000])  # imports (scipy.sparse) outside the timing
     start = time.perf_counter()
+    pairs, labels = _ours_search(h)
+    ours_s = time.perf_counter() - start
+    tracemalloc.start()
+    _ours_search(h)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ours_set = {(int(a), int(b)) for a, b in pairs}
+    clusters = len(np.unique(labels[np.isin(np.unique(h), pairs.ravel())]))
+
     unique = np.unique(h)
-    base = all_pairs(unique.view(np.uint64))
-    base_s = time.perf_counter() - start
-    return {"hashes": n, "ours_seconds": round(ours_s, 3), "baseline_all_pairs_seconds": round(base_s, 3),
-            "pairs_found": {"ours": ours_pairs, "baseline": len(base)}, "clusters_with_pairs": clusters,
+    u = unique.view(np.uint64)
+    chunk = 2048
+    n_chunks = -(-len(u) // chunk)
+    if n <= full_baseline_max:
+        start = time.perf_counter()
+        base = all_pairs(u, chunk)
+        base_s = time.perf_counter() - start
+        base_set = {(int(unique[i]), int(unique[j])) for i, j in base}
+        same = base_set == ours_set
+        how = "measured"
+        base_pairs = len(base_set)
+    else:  # time evenly spread chunks of rows against all rows; check those rows' pairs
+        picked = np.linspace(0, n_chunks - 1, sampled_chunks).astype(int)
+        found, start = [], time.perf_counter()
+        for c in picked:
+            lo = c * chunk
+            block = u[lo:lo + chunk, None] ^ u[None, :]
+            close = np.argwhere(np.bitwise_count(block) <= MAX_DISTANCE)
+            found += [(lo + i, j) for i, j in close if lo + i != j]
+        base_s = (time.perf_counter() - start) * n_chunks / len(picked)
+        rows = set()
+        for c in picked:
+            rows.update(range(c * chunk, min(len(u), (c + 1) * chunk)))
+        base_set = {tuple(sorted((int(unique[i]), int(unique[j])))) for i, j in found}
+        ours_rows = {p for p in ours_set if np.searchsorted(unique, p[0]) in rows
+                     or np.searchsorted(unique, p[1]) in rows}
+        same = base_set == ours_rows
+        how = f"extrapolated from {len(picked)} of {n_chunks} chunks of {chunk} rows"
+        base_pairs = len(base_set)
+    return {"hashes": n, "ours_seconds": round(ours_s, 3),
+            "ours_peak_memory_mb": round(peak / 2**20, 1),
+            "input_memory_mb": round(h.nbytes / 2**20, 1),
+            "baseline_all_pairs_seconds": round(base_s, 3), "baseline_timing": how,
+            "pairs_found": {"ours": len(ours_set), "baseline": base_pairs,
+                            "baseline_scope": "all rows" if how == "measured" else "pairs touching the sampled rows",
+                            "same_pairs": same},
+            "clusters_with_pairs": clusters,
             "ours_hashes_per_s": round(n / ours_s, 1), "baseline_hashes_per_s": round(n / base_s, 1),
             "ratio": round(base_s / ours_s, 3)}
 
@@ -146,36 +209,55 @@ def neardup_scale(spark, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and hashes")
+    parser.add_argument("--images", type=int, default=None, help="samples in part 1 (10,000)")
+    parser.add_argument("--scale", type=int, nargs="*", default=None,
+                        help="hash counts of part 2 (10,000 and 500,000)")
+    parser.add_argument("--full-baseline-max", type=int, default=50_000,
+                        help="largest N whose all-pairs baseline runs in full")
     args = parser.parse_args()
     os.environ.setdefault("WIT_DRIVER_MEMORY", "1g")
+    from wit_builder.finalize.stage import DRIVER_MAX_ROWS
     from wit_builder.spark import get_spark
     from wit_builder.stages import versions
 
     import imagehash
     import pyspark
 
-    photos = 200 if args.quick else 1000
-    scale_n = 10_000 if args.quick else 40_000
+    photos = args.images or (1250 if args.quick else 10_000)
+    scales = args.scale or ([10_000] if args.quick else [10_000, 500_000])
+    load_start = os.getloadavg()
     started = time.perf_counter()
     spark = get_spark(master="local[2]", conf={"spark.sql.shuffle.partitions": "4"})
     session_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         download = Path(tmp) / "download"
         tars = [str(t) for t in write_shards(download, photo_samples(photos), per_shard=128)]
+        input_bytes = sum(os.path.getsize(t) for t in tars)
         ours(spark, str(download), str(Path(tmp) / "warmup"))  # first job pays the JVM/worker start
+        load_ours = os.getloadavg()
         mine = ours(spark, str(download), str(Path(tmp) / "out"))
+        load_base = os.getloadavg()
         base = baseline(tars)
-    scale = neardup_scale(spark, scale_n)
+    spark.stop()
+    scale = [neardup_scale(n, args.full_baseline_max) for n in scales]
     result = {
         "benchmark": "finalize",
         "quick": args.quick,
         "images": mine["images"],
+        "input": {"tars": len(tars), "tar_bytes": input_bytes, "samples_per_input_tar": 128},
         "ours": mine,
+        "ours_is": f"the finalize stage, local[2]; decisions on the driver (up to DRIVER_MAX_ROWS = {DRIVER_MAX_ROWS:,} samples)",
         "baseline": base,
         "baseline_is": "single-process imagehash.phash(Image.open) + sha256 loop, all-pairs Hamming (numpy), union-find",
         "ratio": round(mine["images_per_s"] / base["images_per_s"], 3),
+        "same_kept": mine["kept"] == base["kept"],
+        "kept_note": "ours also drops exact duplicates by sha256 (none here); ours hashes the JPEG decoded in draft mode (scaled DCT), imagehash.phash(Image.open) decodes in full, so a few hashes differ and counts may differ by a few",
         "neardup_at_scale": scale,
+        "neardup_note": "same pairs as all pairs (same_pairs); memory: ours_peak_memory_mb (tracemalloc, numpy buffers) against the input's input_memory_mb",
         "spark_session_start_seconds": round(session_s, 1),
+        "load_average": {"start": [round(x, 2) for x in load_start], "before_ours": [round(x, 2) for x in load_ours],
+                         "before_baseline": [round(x, 2) for x in load_base],
+                         "end": [round(x, 2) for x in os.getloadavg()]},
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "spark_master": "local[2]"},
         "versions": {**versions(), "imagehash": imagehash.__version__, "pyspark": pyspark.__version__},
     }

@@ -88,3 +88,98 @@ def cluster_ids(rows: DataFrame, max_distance: int, bands: int) -> DataFrame:
     labels = components(close_pairs(rows, None, max_distance, bands))
     return rows.join(labels.withColumnRenamed("node", "phash"), "phash", "left") \
         .withColumn("cluster", F.coalesce(F.col("label"), F.col("phash"))).drop("label")
+
+
+# --- the same search on the driver, in numpy (small and medium inputs) -------------------------
+#
+# The stage decides on the driver when the metadata is small (stage.DRIVER_MAX_ROWS); these are
+# the numpy twins of close_pairs and components, with the same results: the same pigeonhole
+# bands, every hash sharing a band value compared, pairs checked by popcount.
+
+
+def _band_column(unsigned, shift: int, width: int):
+    import numpy as np
+
+    mask = np.uint64((1 << width) - 1) if width < HASH_BITS else np.uint64(2**HASH_BITS - 1)
+    return (unsigned >> np.uint64(shift)) & mask
+
+
+def _bucket_pairs(values, tags, max_distance: int, hashes, cross: bool):
+    """(i, j) index pairs of `hashes` sharing a bucket value within `max_distance` bits.
+
+    Sorts by bucket value and compares each element with the ones after it in its bucket:
+    step k pairs i with i + k, for the elements whose bucket has more than k left. Memory is
+    O(n) per step plus the pairs kept. `cross`: only pairs with tags[i] != tags[j]."""
+    import numpy as np
+
+    order = np.argsort(values, kind="stable")
+    v = values[order]
+    n = len(v)
+    if n < 2:
+        return np.zeros((0, 2), np.int64)
+    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+    ends = np.r_[starts[1:], n]
+    end_of = np.repeat(ends, ends - starts)  # one past the last element of each one's bucket
+    h = hashes[order]
+    t = tags[order] if cross else None
+    active = np.flatnonzero(end_of - np.arange(n) > 1)
+    found = []
+    k = 1
+    while len(active):
+        j = active + k
+        close = np.bitwise_count(h[active] ^ h[j]) <= max_distance
+        if cross:
+            close &= t[active] != t[j]
+        if close.any():
+            found.append(np.stack([order[active[close]], order[j[close]]], axis=1))
+        k += 1
+        active = active[end_of[active] - active > k]
+    return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+
+def close_pairs_np(left, right=None, max_distance: int = 4, bands: int = 5):
+    """numpy twin of `close_pairs`: int64 array (k, 2) of distinct hash-value pairs (a, b)
+    within `max_distance` bits, a from `left` and b from `right`; without `right`, pairs within
+    `left`, each unordered pair once with a < b. Inputs: int64 arrays (signed pHash values)."""
+    import numpy as np
+
+    check_bands(bands, max_distance)
+    a = np.unique(np.asarray(left, np.int64))
+    cross = right is not None
+    b = np.unique(np.asarray(right, np.int64)) if cross else np.zeros(0, np.int64)
+    hashes = np.concatenate([a, b]).view(np.uint64)
+    tags = np.r_[np.zeros(len(a), np.int8), np.ones(len(b), np.int8)]
+    found = [_bucket_pairs(_band_column(hashes, shift, width), tags, max_distance, hashes, cross)
+             for shift, width in band_layout(bands)]
+    pairs = np.concatenate(found)
+    if not len(pairs):
+        return np.zeros((0, 2), np.int64)
+    signed = hashes.view(np.int64)
+    if cross:  # orient (left, right)
+        pairs = np.where((tags[pairs[:, 0]] == 0)[:, None], pairs, pairs[:, ::-1])
+    else:  # a < b as signed values
+        pairs = np.sort(pairs, axis=1)  # indices into the sorted unique a: index order = value order
+    pairs = np.unique(pairs, axis=0)
+    return signed[pairs]
+
+
+def components_np(nodes, pairs):
+    """numpy twin of `components`: for each of `nodes` (int64 hash values, unique), the smallest
+    node of its connected component under the edges `pairs` (k, 2); isolated nodes get themselves."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes = np.asarray(nodes, np.int64)
+    order = np.argsort(nodes, kind="stable")
+    sorted_nodes = nodes[order]
+    if len(pairs) == 0:
+        return nodes.copy()
+    i = order[np.searchsorted(sorted_nodes, pairs[:, 0])]
+    j = order[np.searchsorted(sorted_nodes, pairs[:, 1])]
+    n = len(nodes)
+    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    smallest = np.full(comp.max() + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(smallest, comp, nodes)
+    return smallest[comp]

@@ -74,33 +74,74 @@ def _parquet_schema():
                       for n, t in META_COLUMNS])
 
 
+class _TarWriter:
+    """webdataset.TarWriter's members exactly (same tarfile stream, names, sorted extensions,
+    mode 0o444, user and group "bigdata", mtime now), for samples of bytes and str values,
+    without importing webdataset (which imports torch: seconds per executor process)."""
+
+    def __init__(self, raw):
+        import tarfile
+
+        self._tarfile = tarfile
+        self._tar = tarfile.open(fileobj=raw, mode="w|")
+
+    def write(self, sample: dict) -> None:
+        import io
+        import time
+
+        key = sample["__key__"]
+        for ext in sorted(sample):
+            if ext == "__key__" or ext[0] == "_":
+                continue
+            value = sample[ext]
+            if isinstance(value, str):
+                value = value.encode("utf-8")
+            info = self._tarfile.TarInfo(key + "." + ext)
+            info.size = len(value)
+            info.mtime = time.time()
+            info.mode = 0o0444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(value))
+
+    def close(self) -> None:
+        self._tar.close()
+
+
 def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: int):
     """applyInPandas body: write one output shard from its planned rows."""
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from webdataset import TarWriter
 
     group = group.sort_values(["shard", "pos"])
-    out_shard = int(group["out_shard"].iloc[0])
+    rows = zip(group["shard"], group["pos"], group["out_pos"], group["sha256"], group["phash"])
+    return pd.DataFrame([_write_rows(int(group["out_shard"].iloc[0]), rows, tars, out_dir, digits,
+                                     pos_digits)])
+
+
+def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, digits: int,
+                pos_digits: int) -> dict:
+    """Write one output shard from its planned rows (shard, pos, out_pos, sha256, phash), in
+    (shard, pos) order; return its `WRITTEN_SCHEMA` row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     name = storage.shard_name(out_shard, digits)
     base = storage.join(out_dir, name)
     wanted = {}
-    for row in group.itertuples(index=False):
-        wanted.setdefault(int(row.shard), {})[int(row.pos)] = row
+    for shard, pos, out_pos, sha256, phash in planned_rows:
+        wanted.setdefault(int(shard), {})[int(pos)] = (int(out_pos), sha256, int(phash))
     rows, image_bytes = [], 0
     with storage.open_file(base + ".tar", "wb") as raw:
-        writer = TarWriter(raw)
+        writer = _TarWriter(raw)
         for shard, planned in wanted.items():
             left = len(planned)
             for pos, (_, files) in enumerate(read_samples(tars[shard])):
                 row = planned.get(pos)
                 if row is None:
                     continue
-                key = name + f"{int(row.out_pos):0{pos_digits}d}"
+                out_pos, sha256, phash = row
+                key = name + f"{out_pos:0{pos_digits}d}"
                 ext, data = image_of(files)
-                meta = {**sample_meta(files), "key": key, "sha256": row.sha256,
-                        "phash": phash_hex(int(row.phash))}
+                meta = {**sample_meta(files), "key": key, "sha256": sha256, "phash": phash_hex(phash)}
                 sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
                           "json": json.dumps(meta, indent=4)}
                 writer.write(sample)
@@ -118,20 +159,56 @@ def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: 
     storage.write_json_atomic(base + "_stats.json", {
         "shard": written["name"], "count": written["count"], "tar_bytes": written["tar_bytes"],
         "image_bytes": image_bytes, "sources": sorted({tars[s] for s in wanted})})
-    return pd.DataFrame([written])
+    return written
+
+
+def _finish(written: list[dict], out_dir: str) -> list[dict]:
+    """Sort the shards' rows and write sizes.json (open_clip's convention)."""
+    written.sort(key=lambda r: r["out_shard"])
+    storage.write_json_atomic(storage.join(out_dir, "sizes.json"),
+                              {r["name"]: r["count"] for r in written})
+    return written
+
+
+def _layout(n_shards: int, samples_per_shard: int) -> tuple[int, int]:
+    return max(5, len(str(max(n_shards - 1, 0)))), len(str(samples_per_shard - 1))
+
+
+def write_planned(spark, kept, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
+    """`write` for kept rows already on the driver: `kept` holds (shard, pos, sha256, phash)
+    columns (Arrow table or dict of arrays) of every kept sample in (shard, pos) order. Output
+    shard i gets samples [i * samples_per_shard, (i + 1) * samples_per_shard) of that order, as
+    `plan` places them; one Spark job writes every shard, nothing is shuffled."""
+    cols = {c: kept[c] for c in ("shard", "pos", "sha256", "phash")}
+    cols = {c: v.to_pylist() if hasattr(v, "to_pylist") else list(v) for c, v in cols.items()}
+    total = len(cols["shard"])
+    n_shards = -(-total // samples_per_shard)
+    digits, pos_digits = _layout(n_shards, samples_per_shard)
+    tasks = []
+    for out_shard in range(n_shards):
+        lo, hi = out_shard * samples_per_shard, min(total, (out_shard + 1) * samples_per_shard)
+        tasks.append((out_shard, list(zip(cols["shard"][lo:hi], cols["pos"][lo:hi],
+                                          range(hi - lo), cols["sha256"][lo:hi],
+                                          cols["phash"][lo:hi]))))
+    if not tasks:
+        return _finish([], out_dir)
+
+    def body(part):
+        for out_shard, rows in part:
+            yield _write_rows(out_shard, rows, tars, out_dir, digits, pos_digits)
+
+    slices = min(len(tasks), 4 * spark.sparkContext.defaultParallelism)
+    written = spark.sparkContext.parallelize(tasks, slices).mapPartitions(body).collect()
+    return _finish(written, out_dir)
 
 
 def write(kept: DataFrame, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
     """Write the output shards and sizes.json; return one dict per shard (name, count, bytes)."""
     placed, n_shards = plan(kept, samples_per_shard)
-    digits = max(5, len(str(max(n_shards - 1, 0))))
-    pos_digits = len(str(samples_per_shard - 1))
+    digits, pos_digits = _layout(n_shards, samples_per_shard)
     def body(group):
         return _write_shard(group, tars, out_dir, digits, pos_digits)
 
     written = [r.asDict() for r in placed.select("out_shard", "out_pos", "shard", "pos", "phash", "sha256")
                .groupBy("out_shard").applyInPandas(body, WRITTEN_SCHEMA).collect()]
-    written.sort(key=lambda r: r["out_shard"])
-    storage.write_json_atomic(storage.join(out_dir, "sizes.json"),
-                              {r["name"]: r["count"] for r in written})
-    return written
+    return _finish(written, out_dir)

@@ -13,19 +13,24 @@ looking only at the samples still kept:
    balance stage's own coin (wit_builder.balance.stage.keep_mask).
 
 The kept samples are resharded (reshard.py); every dropped sample's uid, reason, source shard
-and key go to `drops/part-00000.parquet` (the report shows some of them). Decisions run on small metadata rows; image bytes
-are read twice (hash, copy) and never shuffled.
+and key go to `drops/part-00000.parquet` (the report shows some of them). Decisions run on
+small metadata rows; image bytes are read twice (hash, copy) and never shuffled. One Spark job
+hashes every tar into Parquet rows (OUT/finalize/_samples while the stage runs); up to
+DRIVER_MAX_ROWS samples the driver reads them and decides in numpy (`decide`), above it the
+Spark plan (`_run_on_spark`) does, with the same results. Then one job reshards (two more for
+the Spark plan's own steps).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -117,11 +122,7 @@ def _write_drops(df: DataFrame, tars: list[str], out_dir: str, batch_rows: int =
     time and are written in batches (small metadata, bounded memory), through fsspec."""
     dropped = df.where(F.col("drop_reason").isNotNull()) \
         .select("uid", F.col("drop_reason").alias("reason"), "shard", "key")
-    folder = storage.join(out_dir, "drops")
-    fs, path = storage.filesystem(folder)
-    fs.makedirs(path, exist_ok=True)
-    with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f, \
-            pq.ParquetWriter(f, DROPS_SCHEMA) as writer:
+    with _drops_writer(out_dir) as writer:
         rows = []
         for r in dropped.toLocalIterator():
             rows.append({"uid": r["uid"], "reason": r["reason"], "source_shard": tars[r["shard"]],
@@ -132,15 +133,168 @@ def _write_drops(df: DataFrame, tars: list[str], out_dir: str, batch_rows: int =
         writer.write_table(pa.Table.from_pylist(rows, schema=DROPS_SCHEMA))
 
 
+@contextmanager
+def _drops_writer(out_dir: str):
+    folder = storage.join(out_dir, "drops")
+    fs, path = storage.filesystem(folder)
+    fs.makedirs(path, exist_ok=True)
+    with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f, \
+            pq.ParquetWriter(f, DROPS_SCHEMA) as writer:
+        yield writer
+
+
+def _write_drops_of(samples: pa.Table, reasons: list, tars: list[str], out_dir: str) -> None:
+    """The driver path's drops file: the same rows `_write_drops` writes."""
+    rows = np.flatnonzero(~_is_none(np.array(reasons, dtype=object)))
+    picked = samples.select(["uid", "shard", "key"]).take(pa.array(rows, pa.int64()))
+    table = pa.table({"uid": picked.column("uid"),
+                      "reason": pa.array([reasons[i] for i in rows], pa.string()),
+                      "source_shard": pa.array([tars[i] for i in picked.column("shard").to_pylist()],
+                                               pa.string()),
+                      "key": picked.column("key")}, schema=DROPS_SCHEMA)
+    with _drops_writer(out_dir) as writer:
+        writer.write_table(table)
+
+
+# --- the decisions on the driver ---------------------------------------------------------------
+#
+# The metadata is one small row per sample (uid, entry ids, sha256, pHash, ...: about 200 bytes
+# in Arrow, ~0.5 kB with the numpy working copies), so up to DRIVER_MAX_ROWS samples the rows
+# are collected once and every decision is taken here in numpy: the same rules with the same
+# results as the Spark plan below (tests/unit/test_finalize_fast.py runs both), in a few jobs
+# instead of dozens. Above it the Spark plan runs.
+
+DRIVER_MAX_ROWS = 2_000_000  # ~1 GB of driver memory at most (Python side)
+
+
+def _first_of_group(keys: np.ndarray) -> np.ndarray:
+    """True where keys[i] is the first occurrence of its value."""
+    first = np.zeros(len(keys), bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return first
+
+
+def _counts(entry_ids: pa.Array, rows: np.ndarray) -> dict[int, int]:
+    picked = entry_ids.take(pa.array(rows, pa.int64()))
+    flat = pc.list_flatten(picked).to_numpy(zero_copy_only=False)
+    ids, n = np.unique(flat.astype(np.int64), return_counts=True)
+    return dict(zip(ids.tolist(), n.tolist()))
+
+
+def decide(samples: pa.Table, eval_hashes: np.ndarray | None, hamming_distance: int, bands: int,
+           t: int, seed: int) -> tuple[list, pa.Table | None]:
+    """Every sample's drop reason (None = kept), in the row order of `samples` (sample_schema
+    rows), and the entry counts table (or None): steps 1-5 of this module, on the driver."""
+    from wit_builder.balance.stage import keep_mask
+
+    reason = np.array(samples.column("drop_reason").to_pylist(), dtype=object)
+    phash = samples.column("phash").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    alive = lambda: np.flatnonzero(_is_none(reason))
+
+    if eval_hashes is not None and len(eval_hashes):
+        rows = alive()
+        hits = neardup.close_pairs_np(phash[rows], eval_hashes, hamming_distance, bands)
+        reason[rows[np.isin(phash[rows], hits[:, 0])]] = "eval_contamination"
+
+    rows = alive()
+    if len(rows):
+        nodes = np.unique(phash[rows])
+        labels = neardup.components_np(nodes, neardup.close_pairs_np(nodes, None, hamming_distance,
+                                                                      bands))
+        cluster = labels[np.searchsorted(nodes, phash[rows])]
+        order = pc.sort_indices(pa.table({"uid": samples.column("uid").take(pa.array(rows)),
+                                          "rid": samples.column("rid").take(pa.array(rows))}),
+                                sort_keys=[("uid", "ascending"), ("rid", "ascending")]).to_numpy()
+        ordered = rows[order]
+        sha = np.array(samples.column("sha256").take(pa.array(ordered)).to_pylist(), dtype="S64")
+        dup = ~_first_of_group(sha)
+        near = ~dup & ~_first_of_group(cluster[order])
+        reason[ordered[dup]] = "duplicate_image"
+        reason[ordered[near]] = "near_duplicate"
+
+    entry_ids = samples.column("entry_ids").combine_chunks()
+    with_ids = lambda: np.flatnonzero(_is_none(reason) & ~entry_ids.is_null().to_numpy(zero_copy_only=False))
+    rows = with_ids()
+    before = _counts(entry_ids, rows)
+    if not before:
+        return reason.tolist(), None
+    if max(before.values()) > t:
+        counts = np.zeros(max(before) + 1, np.int64)
+        counts[list(before)] = list(before.values())
+        take = pa.array(rows, pa.int64())
+        keep = keep_mask(samples.column("uid").take(take), entry_ids.take(take), counts, t, seed)
+        reason[rows[~keep]] = "balanced_out"
+    after = _counts(entry_ids, with_ids())
+    ids = sorted(before)
+    table = pa.table({"entry_id": pa.array(ids, pa.int32()),
+                      "count_before": pa.array([before[e] for e in ids], pa.int64()),
+                      "count_after": pa.array([after.get(e, 0) for e in ids], pa.int64())})
+    return reason.tolist(), table
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    return np.fromiter((v is None for v in values), bool, len(values))
+
+
+def _write_entry_counts(entry_counts: pa.Table | None, out_dir: str) -> None:
+    if entry_counts is not None:  # already on the driver: written through fsspec, no s3a needed
+        folder = storage.join(out_dir, "entry_counts")
+        fs, path = storage.filesystem(folder)
+        fs.makedirs(path, exist_ok=True)
+        with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
+            pq.write_table(entry_counts, f)
+
+
+def _result(drops: dict, written: list[dict], tars: list[str], evals: list[str]) -> StageResult:
+    kept = drops.pop(None, 0)
+    if sum(w["count"] for w in written) != kept:
+        raise RuntimeError(f"finalize: wrote {sum(w['count'] for w in written)} samples, expected "
+                           f"{kept} (did the input shards change during the run?)")
+    return StageResult(rows_in=kept + sum(drops.values()), rows_out=kept, drops=drops,
+                       extra={"shards": len(written), "input_shards": len(tars),
+                              "eval_images": len(evals),
+                              "tar_bytes": sum(w["tar_bytes"] for w in written)})
+
+
+def _run_on_driver(spark, c, samples: pa.Table, tars, evals, out_dir: str) -> StageResult:
+    eval_hashes = None
+    if evals:
+        got = hashing.hash_files(spark, evals).where(F.col("phash").isNotNull()).toArrow()
+        eval_hashes = got.column("phash").to_numpy(zero_copy_only=False).astype(np.int64)
+    reasons, entry_counts = decide(samples, eval_hashes, c.hamming_distance, c.bands, c.t, c.seed)
+    _write_entry_counts(entry_counts, out_dir)
+    _write_drops_of(samples, reasons, tars, out_dir)
+    drops = {}
+    for r in reasons:
+        drops[r] = drops.get(r, 0) + 1
+    kept_rows = np.flatnonzero(_is_none(np.array(reasons, dtype=object)))
+    kept = samples.select(["shard", "pos", "sha256", "phash"]).take(pa.array(kept_rows, pa.int64()))
+    kept = kept.sort_by([("shard", "ascending"), ("pos", "ascending")])
+    written = reshard.write_planned(spark, kept, tars, out_dir, c.samples_per_shard)
+    return _result(drops, written, tars, evals)
+
+
 def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     c = cfg.finalize
     neardup.check_bands(c.bands, c.hamming_distance)
     tars = input_tars(inputs)
     evals = eval_images(c.eval_image_folders)
 
-    samples = hashing.hash_shards(spark, tars, c.min_side, c.max_aspect_ratio,
-                                  cfg.spark.arrow_batch_rows).persist(StorageLevel.MEMORY_AND_DISK)
-    samples.count()  # hash once: later plans read the cache instead of decoding again
+    hashed = storage.join(out_dir, "_samples")  # the per-sample rows; removed before publishing
+    n = hashing.hash_shards_to(spark, tars, c.min_side, c.max_aspect_ratio, hashed)
+    if n <= DRIVER_MAX_ROWS:
+        result = _run_on_driver(spark, c, hashing.read_hashed(hashed, tars), tars, evals, out_dir)
+    else:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        samples = spark.read.schema(from_arrow_schema(hashing.sample_schema())) \
+            .parquet(storage.spark_path(hashed))
+        result = _run_on_spark(spark, c, samples, tars, evals, out_dir)
+    storage.remove(hashed)
+    return result
+
+
+def _run_on_spark(spark, c, samples: DataFrame, tars, evals, out_dir: str) -> StageResult:
     alive = lambda frame: frame.where(F.col("drop_reason").isNull())
 
     df = samples
@@ -155,22 +309,9 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     df = _drop(df, _duplicates(clustered))
 
     df, entry_counts = _balance(df, c.t, c.seed)
-    if entry_counts is not None:  # already on the driver: written through fsspec, no s3a needed
-        folder = storage.join(out_dir, "entry_counts")
-        fs, path = storage.filesystem(folder)
-        fs.makedirs(path, exist_ok=True)
-        with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
-            pq.write_table(entry_counts, f)
+    _write_entry_counts(entry_counts, out_dir)
 
     _write_drops(df, tars, out_dir)
     drops = {r["drop_reason"]: r["n"] for r in df.groupBy("drop_reason").agg(F.count("*").alias("n")).collect()}
-    kept = drops.pop(None, 0)
     written = reshard.write(alive(df), tars, out_dir, c.samples_per_shard)
-    samples.unpersist()
-    if sum(w["count"] for w in written) != kept:
-        raise RuntimeError(f"finalize: wrote {sum(w['count'] for w in written)} samples, expected "
-                           f"{kept} (did the input shards change during the run?)")
-    return StageResult(rows_in=kept + sum(drops.values()), rows_out=kept, drops=drops,
-                       extra={"shards": len(written), "input_shards": len(tars),
-                              "eval_images": len(evals),
-                              "tar_bytes": sum(w["tar_bytes"] for w in written)})
+    return _result(drops, written, tars, evals)

@@ -1,0 +1,170 @@
+"""Finalize's fast paths agree with the simple references: the numpy banded search with
+all-pairs Hamming, the bit-exact pHash with imagehash.phash on the shared real photos, and the
+driver's decisions with the rules (the Spark plan is compared in tests/integration/test_finalize.py)."""
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from wit_builder.finalize.hashing import image_facts, image_facts_reference, phash_of_gray, sample_schema
+from wit_builder.finalize.neardup import close_pairs_np, components_np
+from wit_builder.finalize.stage import decide
+
+
+def _planted(n, seed, max_distance):
+    """n random signed 64-bit hashes, every fifth followed by a copy with 0..max_distance + 2
+    bits flipped (some within reach, some just out), plus a few repeated values."""
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+    for i in range(0, n - 1, 5):
+        bits = rng.choice(64, size=rng.integers(0, max_distance + 3), replace=False)
+        h[i + 1] = h[i] ^ np.uint64(sum(1 << int(b) for b in bits))
+    h[n - 3:] = h[:3]
+    return h.view(np.int64)
+
+
+def _all_pairs(a, b, max_distance):
+    a, b = np.unique(a), np.unique(b)
+    d = np.bitwise_count(a.view(np.uint64)[:, None] ^ b.view(np.uint64)[None, :])
+    i, j = np.nonzero(d <= max_distance)
+    return {(int(a[x]), int(b[y])) for x, y in zip(i, j)}
+
+
+@pytest.mark.parametrize("max_distance,bands", [(0, 1), (2, 3), (4, 5), (4, 8), (6, 7)])
+def test_banded_search_finds_exactly_the_all_pairs_pairs(max_distance, bands):
+    h = _planted(3000, max_distance, max_distance)
+    got = close_pairs_np(h, None, max_distance, bands)
+    want = {(x, y) for x, y in _all_pairs(h, h, max_distance) if x < y}
+    assert {tuple(p) for p in got.tolist()} == want
+    assert len(got) == len(want) and (len(want) > 0 or max_distance == 0)  # each pair once
+    # left against right (decontamination): left values first
+    left, right = h[:2000], h[1000:] ^ 1
+    cross = close_pairs_np(left, right, max_distance, bands)
+    assert {tuple(p) for p in cross.tolist()} == _all_pairs(left, right, max_distance)
+
+
+def test_components_are_union_find_with_the_smallest_hash():
+    h = np.unique(_planted(2000, 7, 4))
+    pairs = close_pairs_np(h, None, 4, 5)
+    # chain a few clusters together through extra edges
+    pairs = np.concatenate([pairs, np.array([[h[0], h[1]], [h[1], h[2]], [h[5], h[9]]])])
+    parent = {int(v): int(v) for v in h}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs.tolist():
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    labels = components_np(h, pairs)
+    assert labels.tolist() == [find(int(v)) for v in h]
+    assert labels[1] == labels[2] == min(h[0], h[1], h[2])
+
+
+def test_fast_phash_is_imagehash_bit_for_bit_on_the_shared_photos(shared_data):
+    files = sorted((shared_data / "images").rglob("*.jpg")) + sorted((shared_data / "images").rglob("*.png"))
+    assert len(files) >= 1000
+    differ = [f.name for f in files if image_facts(f.read_bytes()) != image_facts_reference(f.read_bytes())]
+    assert differ == []
+
+
+def test_fast_phash_ties_take_imagehash_path():
+    # flat and nearly flat images: all AC coefficients (almost) equal the median
+    for img in (Image.new("L", (100, 80), 128), Image.new("L", (64, 64), 0),
+                Image.linear_gradient("L").resize((40, 300))):
+        bits = np.packbits(imagehash.phash(img).hash.flatten())
+        assert phash_of_gray(img) == int.from_bytes(bits.tobytes(), "big", signed=True)
+
+
+def _table(rows):
+    base = {"shard": 0, "key": "k", "entry_ids": None, "width": 100, "height": 100, "drop_reason": None}
+    full = [{**base, "rid": i, "pos": i, **r} for i, r in enumerate(rows)]
+    return pa.Table.from_pylist(full, schema=sample_schema())
+
+
+def test_decisions_follow_the_rules():
+    sha = lambda c: c * 64
+    rows = [
+        {"uid": "b", "sha256": sha("1"), "phash": 2**20 | 0b1111, "entry_ids": [1]},        # near a (1 bit), a has the smaller uid
+        {"uid": "a", "sha256": sha("2"), "phash": 2**20 | 0b1110, "entry_ids": [1]},        # smallest uid: kept
+        {"uid": "c", "sha256": sha("2"), "phash": 2**20 | 0b1110, "entry_ids": [2]},        # same bytes as a
+        {"uid": "d", "sha256": sha("3"), "phash": 2**40, "entry_ids": [2]},         # eval hit
+        {"uid": "e", "sha256": sha("4"), "phash": 2**50, "drop_reason": "too_small"},
+        {"uid": "f", "sha256": sha("5"), "phash": -1, "entry_ids": []},
+        {"uid": "g", "sha256": sha("6"), "phash": 2**30 | 2**31 | 2**32},
+    ]
+    reasons, counts = decide(_table(rows), np.array([2**40 | 1]), 4, 5, t=10, seed=0)
+    assert reasons == ["near_duplicate", None, "duplicate_image", "eval_contamination", "too_small",
+                       None, None]
+    assert counts.to_pylist() == [{"entry_id": 1, "count_before": 1, "count_after": 1}]
+
+
+def _tarfile_files(data: bytes):
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+def test_tar_reader_reads_what_tarfile_reads(tmp_path, shared_data):
+    import io
+    import tarfile
+
+    from shard_maker import sample, write_shards
+    from wit_builder.finalize.hashing import tar_files
+
+    photo = (shared_data / "images" / "flickr8k_dev" / "train" / "1000268201_693b08cb0e.jpg").read_bytes()
+    (shard,) = write_shards(tmp_path, [sample("a.jpg", photo, "é first", [1]),
+                                       sample("b.jpg", None, "x", [], "404"), sample("c.jpg", photo, "c", [])], 10)
+    cases = [shard.read_bytes()]
+    names = ["short.jpg", "d" * 120 + "/" + "e" * 80 + ".json", "ünï/çødé.txt", "p" * 99 + ".txt",
+             "dir/", "x" * 150 + ".jpg"]
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for i, name in enumerate(names):
+                if fmt == tarfile.USTAR_FORMAT and (len(name) > 200 or not name.isascii()
+                                                    or len(name.rsplit("/", 1)[-1]) > 100):
+                    continue
+                info = tarfile.TarInfo(name)
+                if name.endswith("/"):
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                    continue
+                body = bytes(range(256)) * i + b"end"
+                info.size, info.mtime = len(body), 1.5 + i
+                tar.addfile(info, io.BytesIO(body))
+        cases.append(buf.getvalue())
+    for data in cases:
+        want = _tarfile_files(data)
+        assert list(tar_files(io.BytesIO(data))) == want and want
+    # not a tar header (here gzip): tarfile reads it
+    import gzip
+
+    assert list(tar_files(io.BytesIO(gzip.compress(cases[1])))) == _tarfile_files(cases[1])
+
+
+def test_tar_writer_writes_webdataset_members():
+    import io
+    import tarfile
+
+    from webdataset import TarWriter
+
+    from wit_builder.finalize.reshard import _TarWriter
+
+    def members(cls):
+        buf = io.BytesIO()
+        writer = cls(buf)
+        writer.write({"__key__": "000001", "jpg": b"\xff\xd8" * 300, "txt": b"hi", "json": '{"a": "é"}'})
+        writer.write({"__key__": "000002", "jpg": b"x", "txt": b"", "json": "{}"})
+        writer.close()
+        with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+            return len(buf.getvalue()), [(m.name, m.size, m.mode, m.uname, m.gname, m.type, sorted(m.pax_headers),
+                                          tar.extractfile(m).read()) for m in tar.getmembers()]
+
+    assert members(_TarWriter) == members(TarWriter)
