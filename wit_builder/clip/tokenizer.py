@@ -1,4 +1,4 @@
-"""Byte-level BPE for captions (Hugging Face `tokenizers`): trained on our captions, or CLIP's own.
+"""CLIP's BPE for captions (Hugging Face `tokenizers`): trained on our captions, or CLIP's own.
 
 A caption becomes `<|startoftext|> pieces... <|endoftext|>` padded with id 0 to the context
 length (truncated pieces keep the end-of-text token). As in CLIP, end-of-text has the largest id
@@ -6,6 +6,7 @@ in the vocabulary, which is how the text tower finds it (`tokens.argmax(-1)`).
 """
 
 import gzip
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,18 +23,38 @@ def _clip_normalizer() -> normalizers.Normalizer:
                                  normalizers.Lowercase()])
 
 
+def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """CLIP's word split (contractions, letter runs, single digits, punctuation runs), then bytes."""
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def train_bpe(captions: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Learn a byte-level BPE of at most `vocab_size` ids, end-of-text added last (largest id)."""
-    tokenizer = Tokenizer(models.BPE())
+    """Learn a BPE in CLIP's own layout from captions, at most `vocab_size` ids.
+
+    Ids: `<pad>` (0), the 256 byte symbols, the same with `</w>` (word end), one id per merge in
+    the order learnt, then start- and end-of-text (the largest id). This is exactly the layout of
+    CLIP's released vocabulary (plus the pad), so Hugging Face's `CLIPTokenizer` rebuilt from our
+    vocab and merges gives the same ids as we do.
+    """
+    base = 1 + 2 * 256 + 2
+    if vocab_size < base + 1:
+        raise UserError(f"vocab_size {vocab_size} is too small for a CLIP BPE (at least {base + 1}: "
+                        "pad, 512 byte symbols, start and end of text, and one merge)")
+    n_merges = vocab_size - base
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
     tokenizer.normalizer = _clip_normalizer()
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
-                                  special_tokens=[PAD, SOT],
+    tokenizer.pre_tokenizer = _clip_pre_tokenizer()
+    trainer = trainers.BpeTrainer(vocab_size=n_merges + base + 256, min_frequency=2, show_progress=False,
+                                  special_tokens=[PAD], end_of_word_suffix="</w>",
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(captions, trainer=trainer)
-    tokenizer.add_special_tokens([EOT])
-    return tokenizer
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(tokenizer.to_str())["model"]["merges"]]
+    return clip_bpe(merges[:n_merges], pad=True)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -42,6 +63,18 @@ def _bytes_to_unicode() -> dict[int, str]:
                  *range(ord("®"), ord("ÿ") + 1)]
     extra = [b for b in range(256) if b not in printable]
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
+
+
+def clip_bpe(merges: list[tuple[str, str]], pad: bool = False) -> Tokenizer:
+    """CLIP's BPE from its merges: [pad], bytes, bytes with `</w>`, one id per merge, SOT, EOT."""
+    base = list(_bytes_to_unicode().values())
+    vocab = ([PAD] if pad else []) + base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
+    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges,
+                                     end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    tokenizer.normalizer = _clip_normalizer()
+    tokenizer.pre_tokenizer = _clip_pre_tokenizer()
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
 
 
 def load_clip_bpe(path: str | Path) -> Tokenizer:
@@ -59,18 +92,7 @@ def load_clip_bpe(path: str | Path) -> Tokenizer:
     merges = [tuple(line.split()) for line in lines if line.strip()]
     if not merges or any(len(m) != 2 for m in merges):
         raise UserError(f"{path} is not a CLIP BPE merges file (one 'a b' pair per line after a header)")
-    base = list(_bytes_to_unicode().values())
-    vocab = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
-    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges,
-                                     end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    tokenizer.normalizer = _clip_normalizer()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer
+    return clip_bpe(merges)
 
 
 class TextTokenizer:
@@ -84,7 +106,7 @@ class TextTokenizer:
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{SOT} $A {EOT}", special_tokens=[(SOT, self.sot), (EOT, self.eot)])
         tokenizer.enable_truncation(context_length)  # keeps room for the special tokens
-        tokenizer.enable_padding(length=context_length, pad_id=0)
+        tokenizer.enable_padding(length=context_length, pad_id=0, pad_token=tokenizer.id_to_token(0))
         self.tokenizer, self.context_length = tokenizer, context_length
 
     @property
