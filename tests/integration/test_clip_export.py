@@ -50,12 +50,12 @@ with torch.no_grad():
     pixels = images(job["photos"])
     image_features = norm(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
     auto_ids, text_features = texts(job["captions"], auto)
-    fast_ids, fast_features = texts(job["captions"], fast)
+    # `fast` loads too; its ids are ours only for CLIP's own BPE (a trained byte-level BPE needs AutoTokenizer)
     classifier = norm(torch.stack([norm(texts([t.replace("{c}", c) for t in job["templates"]], auto)[1].mean(0), dim=0)
                                    for c in job["classes"]]), dim=-1)
     cifar = norm(model.get_image_features(pixel_values=images(job["cifar"])).pooler_output, dim=-1)
-torch.save({"pixels": pixels, "image": image_features, "text": text_features, "fast_text": fast_features,
-            "auto_ids": auto_ids, "fast_ids": fast_ids, "zeroshot": (cifar @ classifier.T).argmax(1)}, out)
+torch.save({"pixels": pixels, "image": image_features, "text": text_features,
+            "auto_ids": auto_ids, "zeroshot": (cifar @ classifier.T).argmax(1)}, out)
 '''
 
 
@@ -113,11 +113,10 @@ def test_export_writes_a_folder_transformers_loads_alone_with_the_same_embedding
         ids = tokenizer(caption_list)
         text = model.encode_text(ids)
     assert (hf["image"] - image).abs().max() < 1e-4
-    assert (hf["text"] - text).abs().max() < 1e-4 and (hf["fast_text"] - text).abs().max() < 1e-4
-    for hf_ids in (hf["auto_ids"], hf["fast_ids"]):  # same ids up to each caption's end of text
-        for ours_row, theirs_row in zip(ids.tolist(), hf_ids.tolist()):
-            n = ours_row.index(tokenizer.eot) + 1
-            assert theirs_row[:n] == ours_row[:n]
+    assert (hf["text"] - text).abs().max() < 1e-4
+    for ours_row, theirs_row in zip(ids.tolist(), hf["auto_ids"].tolist()):  # same ids up to the end of text
+        n = ours_row.index(tokenizer.eot) + 1
+        assert theirs_row[:n] == ours_row[:n]
 
     # Zero-shot through our evaluator's path gives the predictions transformers gives.
     with torch.no_grad():

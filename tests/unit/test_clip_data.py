@@ -34,7 +34,7 @@ def good_samples(n, prefix="s"):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return TextTokenizer(train_bpe([f"a {c} square" for c in COLOURS] * 10, 600), context_length=8)
+    return TextTokenizer(train_bpe([f"a {c} square" for c in COLOURS] * 10, 300), context_length=8)
 
 
 def test_stream_skips_corrupt_image_and_missing_caption_with_a_warning(tmp_path, tokenizer, caplog):
@@ -121,6 +121,6 @@ def test_train_tokenizer_command_writes_a_tokenizer_the_trainer_can_load(tmp_pat
     write_shards(good_samples(30), tmp_path / "shards")
     out = tmp_path / "tok" / "tokenizer.json"
     assert main(["train-tokenizer", "--shards", str(tmp_path / "shards" / "{00000..00000}.tar"),
-                 "--out", str(out), "--vocab-size", "600"]) == 0
+                 "--out", str(out), "--vocab-size", "300"]) == 0
     tok = TextTokenizer.from_file(out, context_length=8)
-    assert tok.vocab_size <= 600 and tok(["a blue square"])[0, 0] == tok.sot
+    assert tok.vocab_size <= 300 and tok(["a blue square"])[0, 0] == tok.sot

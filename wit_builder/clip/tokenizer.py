@@ -1,4 +1,4 @@
-"""CLIP's BPE for captions (Hugging Face `tokenizers`): trained on our captions, or CLIP's own.
+"""Byte-level BPE for captions (Hugging Face `tokenizers`): trained on our captions, or CLIP's own.
 
 A caption becomes `<|startoftext|> pieces... <|endoftext|>` padded with id 0 to the context
 length (truncated pieces keep the end-of-text token). As in CLIP, end-of-text has the largest id
@@ -6,7 +6,6 @@ in the vocabulary, which is how the text tower finds it (`tokens.argmax(-1)`).
 """
 
 import gzip
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,28 +32,20 @@ def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 
 def train_bpe(captions: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Learn a BPE in CLIP's own layout from captions, at most `vocab_size` ids.
+    """Learn a byte-level BPE of at most `vocab_size` ids, end-of-text added last (largest id).
 
-    Ids: `<pad>` (0), the 256 byte symbols, the same with `</w>` (word end), one id per merge in
-    the order learnt, then start- and end-of-text (the largest id). This is exactly the layout of
-    CLIP's released vocabulary (plus the pad), so Hugging Face's `CLIPTokenizer` rebuilt from our
-    vocab and merges gives the same ids as we do.
-    """
-    base = 1 + 2 * 256 + 2
-    if vocab_size < base + 1:
-        raise UserError(f"vocab_size {vocab_size} is too small for a CLIP BPE (at least {base + 1}: "
-                        "pad, 512 byte symbols, start and end of text, and one merge)")
-    n_merges = vocab_size - base
-    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    Export writes it as the generic `tokenizers` backend (`AutoTokenizer` gives our ids);
+    `CLIPTokenizer` matches our ids only for CLIP's own BPE (`load_clip_bpe`)."""
+    tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = _clip_normalizer()
-    tokenizer.pre_tokenizer = _clip_pre_tokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=n_merges + base + 256, min_frequency=2, show_progress=False,
-                                  special_tokens=[PAD], end_of_word_suffix="</w>",
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, min_frequency=2, show_progress=False,
+                                  special_tokens=[PAD, SOT],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(captions, trainer=trainer)
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-              for m in json.loads(tokenizer.to_str())["model"]["merges"]]
-    return clip_bpe(merges[:n_merges], pad=True)
+    tokenizer.add_special_tokens([EOT])
+    return tokenizer
 
 
 def _bytes_to_unicode() -> dict[int, str]:
