@@ -246,6 +246,24 @@ def _cmd_eval(args, cfg):
              batch_size=args.batch_size, workers=args.workers)
 
 
+def _add_export(sub):
+    p = _command(sub, "export", "write a checkpoint as a Hugging Face CLIP folder (CLIPModel, "
+                 "tokenizer, image processor) that transformers loads without wit-builder", config=False)
+    p.add_argument("--checkpoint", required=True, help="a *.pt checkpoint, e.g. runs/x/LATEST.pt")
+    p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, ...)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip reloading the folder and comparing its embeddings with ours")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args, cfg):
+    from wit_builder.clip.export import export
+
+    r = export(args.checkpoint, args.out, check=args.check)
+    check = f", embeddings within {r['max_abs_diff']:.1e} of ours" if "max_abs_diff" in r else ""
+    print(f"exported step {r['step']} to {r['out']} ({r['tokenizer_class']}{check})")
+
+
 # --- demo / config --------------------------------------------------------------------------
 
 def _add_demo(sub):
@@ -306,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_queries(sub)
     for stage in pipeline.STAGES:
         _add_stage(sub, stage)
-    for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_run,
+    for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_export, _add_run,
                 _add_demo, _add_config, _add_doctor):
         add(sub)
     return parser

@@ -153,6 +153,16 @@ class FinalizeConfig:
 
 
 @dataclass
+class ScoreConfig:
+    model: str = ""  # a wit-builder checkpoint (*.pt) or a Hugging Face CLIP folder (local or s3://)
+    batch_size: int = _at_least(256, 1)  # pairs per forward pass
+    device: str = "auto"  # auto (a GPU when the executor has one) | cpu | cuda | cuda:N
+    threads: int = _at_least(1, 0)  # torch threads per Spark task on CPU (0: torch's default)
+    min_score: float = -1.0  # keep samples with clip_score >= this (cosine similarity; -1 keeps all)
+    top_fraction: float = 1.0  # keep only this top fraction of the shard set by score (1: all)
+
+
+@dataclass
 class StatsConfig:
     top_entries: int = _at_least(20, 1)
 
@@ -176,6 +186,7 @@ class Config:
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     finalize: FinalizeConfig = field(default_factory=FinalizeConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

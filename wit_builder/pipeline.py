@@ -28,6 +28,7 @@ from wit_builder.extract import stage as extract
 from wit_builder.filter import stage as filter_stage
 from wit_builder.finalize import stage as finalize
 from wit_builder.match import stage as match
+from wit_builder.score import stage as score
 from wit_builder.spark_progress import SparkProgress
 
 SUMMARY = "curate_summary.json"
@@ -55,6 +56,9 @@ class Stage:
     curate: bool = False  # one of `wit-builder curate`'s stages
     task_progress: bool = False  # print Spark task progress (a task per file or shard)
     options: tuple[Option, ...] = ()
+    # False when the config does not ask for it: `run` and the demo then pass over it (named
+    # alone, or as `[run] until`, it runs and its checks say what is missing)
+    wanted: Callable[[object], bool] = lambda cfg: True
 
 
 STAGES = (
@@ -97,6 +101,16 @@ STAGES = (
                      "pHash bits within which two images are near-duplicates"),
               Option("--t", "finalize.t", "pairs per entry for the exact final balance"),
               Option("--samples-per-shard", "finalize.samples_per_shard", "output shard size"))),
+    Stage("score", score, "CLIP score of every sample (our checkpoint or a Hugging Face CLIP "
+          "folder) and DataComp's CLIP-score filter; a rerun resumes, keeping scored shards",
+          "OUT/finalize (or a folder of WebDataset shards)", task_progress=True,
+          wanted=lambda cfg: bool(cfg.score.model), options=(
+              Option("--model", "score.model", "checkpoint *.pt or Hugging Face CLIP folder"),
+              Option("--batch-size", "score.batch_size", "pairs per forward pass"),
+              Option("--device", "score.device", "auto, cpu, cuda or cuda:N"),
+              Option("--min-score", "score.min_score", "keep samples whose clip_score reaches this"),
+              Option("--top-fraction", "score.top_fraction",
+                     "keep this top fraction of the shard set by clip_score"))),
 )
 BY_NAME = {s.name: s for s in STAGES}
 DATA = tuple(BY_NAME)  # the stages that write OUT/<stage> with a manifest
@@ -114,6 +128,11 @@ def select(names: tuple, start: str | None, until: str | None) -> list[str]:
     return list(names[first:last + 1])
 
 
+def wanted(cfg, names: list[str], until: str | None = None) -> list[str]:
+    """`names` less the stages the config does not ask for (an explicit `until` always runs)."""
+    return [n for n in names if n == REPORT or n == until or BY_NAME[n].wanted(cfg)]
+
+
 def previous_output(out: str, name: str) -> str:
     """OUT/<the stage before `name`>, which must have finished."""
     before = storage.join(out, NAMES[NAMES.index(name) - 1])
@@ -129,12 +148,16 @@ def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
         extract.check_inputs(cfg, inputs)
     elif inputs is not None and names[0] == "finalize":
         finalize.input_tars(inputs)
+    elif inputs is not None and names[0] == "score":
+        score.input_tars(inputs)
     elif inputs is not None:
         stage_inputs.check(inputs, f"give {BY_NAME[names[0]].reads}")
     if "match" in names:
         match.queries_path(cfg)
     if "download" in names:
         download.check_config(cfg)
+    if "score" in names:
+        score.check_config(cfg)
 
 
 def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
@@ -219,7 +242,7 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
     if not run.out:
         raise UserError("no output root (set [run] out in the config or give --out)")
     storage.check_writable(run.out)
-    todo = select(NAMES, None, run.until)
+    todo = wanted(cfg, select(NAMES, None, run.until), run.until)
     check(cfg, todo, list(run.input))
     session = spark or _session(cfg, master)
     curated = [n for n in todo if n in CURATE] or [CURATE[0]]

@@ -22,8 +22,20 @@ def _clip_normalizer() -> normalizers.Normalizer:
                                  normalizers.Lowercase()])
 
 
+def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """CLIP's word split (contractions, letter runs, single digits, punctuation runs), then bytes."""
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
+                             behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def train_bpe(captions: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Learn a byte-level BPE of at most `vocab_size` ids, end-of-text added last (largest id)."""
+    """Learn a byte-level BPE of at most `vocab_size` ids, end-of-text added last (largest id).
+
+    Export writes it as the generic `tokenizers` backend (`AutoTokenizer` gives our ids);
+    `CLIPTokenizer` matches our ids only for CLIP's own BPE (`load_clip_bpe`)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = _clip_normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -44,6 +56,18 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
 
 
+def clip_bpe(merges: list[tuple[str, str]], pad: bool = False) -> Tokenizer:
+    """CLIP's BPE from its merges: [pad], bytes, bytes with `</w>`, one id per merge, SOT, EOT."""
+    base = list(_bytes_to_unicode().values())
+    vocab = ([PAD] if pad else []) + base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
+    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges,
+                                     end_of_word_suffix="</w>", continuing_subword_prefix=""))
+    tokenizer.normalizer = _clip_normalizer()
+    tokenizer.pre_tokenizer = _clip_pre_tokenizer()
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
 def load_clip_bpe(path: str | Path) -> Tokenizer:
     """CLIP's `bpe_simple_vocab_16e6.txt.gz` (merges; first line a header) as a `tokenizers` BPE.
 
@@ -59,18 +83,7 @@ def load_clip_bpe(path: str | Path) -> Tokenizer:
     merges = [tuple(line.split()) for line in lines if line.strip()]
     if not merges or any(len(m) != 2 for m in merges):
         raise UserError(f"{path} is not a CLIP BPE merges file (one 'a b' pair per line after a header)")
-    base = list(_bytes_to_unicode().values())
-    vocab = base + [b + "</w>" for b in base] + ["".join(m) for m in merges] + [SOT, EOT]
-    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(vocab)}, merges=merges,
-                                     end_of_word_suffix="</w>", continuing_subword_prefix=""))
-    tokenizer.normalizer = _clip_normalizer()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tokenizer.decoder = decoders.ByteLevel()
-    return tokenizer
+    return clip_bpe(merges)
 
 
 class TextTokenizer:
@@ -84,7 +97,7 @@ class TextTokenizer:
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{SOT} $A {EOT}", special_tokens=[(SOT, self.sot), (EOT, self.eot)])
         tokenizer.enable_truncation(context_length)  # keeps room for the special tokens
-        tokenizer.enable_padding(length=context_length, pad_id=0)
+        tokenizer.enable_padding(length=context_length, pad_id=0, pad_token=tokenizer.id_to_token(0))
         self.tokenizer, self.context_length = tokenizer, context_length
 
     @property

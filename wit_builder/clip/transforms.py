@@ -38,11 +38,20 @@ def random_resized_crop(image: Image.Image, size: int, rng: random.Random,
 
 
 def center_crop(image: Image.Image, size: int) -> torch.Tensor:
-    """Shorter side resized to `size`, then the central size x size square (CLIP's eval transform)."""
+    """CLIP's eval transform: shorter side resized to `size` (bicubic), then the central square.
+
+    The same arithmetic as Hugging Face's `CLIPImageProcessor` (longer side `int(size * long /
+    short)`, crop offset `(side - size) // 2`), so an exported model sees the same pixels.
+    """
     w, h = image.size
-    side = min(w, h)
-    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-    return to_uint8_tensor(image.resize((size, size), Image.BICUBIC, box=box))
+    if w <= h:
+        new_w, new_h = size, int(size * h / w)
+    else:
+        new_w, new_h = int(size * w / h), size
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return to_uint8_tensor(image.crop((left, top, left + size, top + size)))
 
 
 def to_uint8_tensor(image: Image.Image) -> torch.Tensor:

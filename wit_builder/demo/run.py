@@ -105,7 +105,7 @@ def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool =
         write_warc(warc, corpus / "site", base_url, pages)
         log(f"demo: {len(pages)} pages in {warc}, images served at {base_url}/img/")
         runs = pipeline.run_chain(spark or (lambda: spark_from_config(cfg, master)), cfg,
-                                  list(pipeline.DATA), [str(warc.parent)], str(out),
+                                  pipeline.wanted(cfg, list(pipeline.DATA)), [str(warc.parent)], str(out),
                                   force=force, log=log)
         paths.update({run.stage: run.path for run in runs})
 
@@ -153,7 +153,7 @@ def next_steps(paths: dict) -> str:
         "",
         f"demo: done in {paths['seconds']:.0f}s. Outputs under {out}:",
         f"  corpus/              the generated pages, WARC and held-out eval pictures",
-        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in pipeline.DATA),
+        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in pipeline.DATA if stage in paths),
         f"  report.html          the stats report: open {paths['report']} in a browser",
     ]
     if "eval" in paths:
