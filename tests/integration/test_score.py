@@ -4,7 +4,6 @@ same photos with swapped captions, the scores land in each sample's json and the
 the filter keeps what the threshold says and counts the rest as `low_clip_score`, a rerun
 resumes by shard, and a Hugging Face folder (our export) scores like the checkpoint."""
 
-import io
 import json
 import sys
 import tarfile

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
 
 from wit_builder.config import load_config
 from wit_builder.extract import stage as extract
