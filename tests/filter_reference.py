@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder.filter import dedup, langid
-from wit_builder.filter.stage import BOILERPLATE_PATTERN, FILENAME_PATTERN, Rules, _suffixes_in
+from wit_builder.filter.rules import BOILERPLATE_PATTERN, FILENAME_PATTERN, Rules, _suffixes_in
 
 
 def predict(texts: pa.Array, model_path: str) -> tuple[pa.Array, pa.Array]:

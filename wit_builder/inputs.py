@@ -60,7 +60,7 @@ def _files_by_format(path: str, hint: str) -> dict[str, list[str]] | None:
         by_format.setdefault(fmt, []).append(storage.spark_path(f))
     if not by_format:
         raise UserError(f"no candidate files in {path} ({hint})")
-    storage.check_parquet([f for f in files if format_of(f) == "parquet"])  # else: a JVM trace
+    check_parquet([f for f in files if format_of(f) == "parquet"])  # else: a JVM trace
     return by_format
 
 
@@ -79,3 +79,17 @@ def _read_files(spark, fmt: str, paths: list[str]):
         return spark.read.csv(paths, header=True, sep="\t" if fmt == "tsv" else ",",
                               multiLine=True, escape='"')
     return spark.read.json(paths)
+
+
+def check_parquet(files: list[str]) -> None:
+    """UserError naming the first file whose Parquet footer cannot be read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in files:
+        try:
+            with storage.open_file(path) as handle:
+                pq.read_metadata(handle)
+        except (pa.ArrowException, OSError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"{path}: not a readable Parquet file ({why})") from None

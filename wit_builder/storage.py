@@ -298,20 +298,6 @@ def list_files(pattern_or_dir: str, suffixes: tuple[str, ...] = ()) -> list[str]
     return keep
 
 
-def check_parquet(files: list[str]) -> None:
-    """UserError naming the first file whose Parquet footer cannot be read."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for path in files:
-        try:
-            with open_file(path) as handle:
-                pq.read_metadata(handle)
-        except (pa.ArrowException, OSError) as exc:
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UserError(f"{path}: not a readable Parquet file ({why})") from None
-
-
 @_explain_s3
 def file_fingerprint(path: str) -> str:
     """Cheap identity of a file: size and modification time (or the store's ETag)."""

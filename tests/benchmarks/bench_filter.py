@@ -33,7 +33,7 @@ SHARED = Path(os.environ.get("WIT_SHARED_DATA", REPO.parent / "shared" / "data")
 import filter_reference  # noqa: E402
 from wit_builder.config import load_config  # noqa: E402
 from wit_builder.filter import dedup  # noqa: E402
-from wit_builder.filter import stage as filters  # noqa: E402
+from wit_builder.filter import rules as filters  # noqa: E402
 
 
 def make_batches(rows: int, batch_rows: int, distinct_texts: bool) -> list[pa.RecordBatch]:

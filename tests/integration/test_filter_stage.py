@@ -11,6 +11,7 @@ from wit_builder import pipeline, stages
 from wit_builder.cli import main
 from wit_builder.config import load_config
 from wit_builder.filter import stage as filters
+from wit_builder.filter.rules import Rules
 
 GERMAN = "Das wilde Leben von Uschi Obermaier"
 ENGLISH = "Long Island Montauk Surfers Hamptons BeFifty"
@@ -162,7 +163,7 @@ def test_bad_inputs_give_one_line_errors(real_match, tmp_path, capsys):
 def test_dedup_is_one_shuffle(spark, real_match):
     _rows, match_dir = real_match
     cfg = load_config()
-    rules = filters.Rules.from_config(cfg.filter)
+    rules = Rules.from_config(cfg.filter)
     frame = filters.marked_frame(spark, rules, [match_dir], cfg.filter.max_texts_per_url)
     plan = frame._jdf.queryExecution().executedPlan().toString()
     assert plan.count("Exchange ") == 1, plan

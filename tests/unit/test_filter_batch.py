@@ -14,7 +14,7 @@ import pytest
 
 from wit_builder.config import load_config
 from wit_builder.filter import dedup, langid
-from wit_builder.filter import stage as filters
+from wit_builder.filter import rules as filters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import filter_reference  # noqa: E402

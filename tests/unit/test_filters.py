@@ -8,7 +8,7 @@ import pytest
 
 from wit_builder.config import load_config
 from wit_builder.filter import dedup, langid
-from wit_builder.filter import stage as filters
+from wit_builder.filter import rules as filters
 from wit_builder.errors import UserError
 
 REASONS = {"language", "text_too_long", "filename_text", "boilerplate_text", "too_few_words",

@@ -116,7 +116,7 @@ def test_tar_reader_reads_what_tarfile_reads(tmp_path, shared_data):
     import tarfile
 
     from shard_maker import sample, write_shards
-    from wit_builder.finalize.hashing import tar_files
+    from wit_builder.finalize.tars import tar_files
 
     photo = (shared_data / "images" / "flickr8k_dev" / "train" / "1000268201_693b08cb0e.jpg").read_bytes()
     (shard,) = write_shards(tmp_path, [sample("a.jpg", photo, "é first", [1]),

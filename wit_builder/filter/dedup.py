@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -15,7 +15,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from wit_builder import storage
-from wit_builder.finalize.hashing import image_of, phash_hex, read_samples, sample_meta
+from wit_builder.finalize.hashing import image_of, phash_hex, sample_meta
+from wit_builder.finalize.tars import read_samples
 
 WRITTEN_SCHEMA = "out_shard int, name string, count long, tar_bytes long, image_bytes long"
 META_COLUMNS = [  # (name, arrow type name) of each shard Parquet column

@@ -61,7 +61,7 @@ def input_tars(inputs: list[str]) -> list[str]:
 
 
 def _read_samples(path: str):
-    from wit_builder.finalize.hashing import read_samples
+    from wit_builder.finalize.tars import read_samples
 
     return read_samples(path)
 
