@@ -91,6 +91,7 @@ def plot_clip_scores(cs: dict | None) -> str | None:
             ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.3f} (kept: >=)")
         ax.set_xlabel("CLIP score (cosine similarity of image and caption)")
         ax.set_ylabel("pairs")
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_title("CLIP score distribution")
         ax.legend()
     return _png(draw)
