@@ -256,3 +256,35 @@ def make_full_root(images: Path, root: Path) -> dict:
     made["finalize"] = make_finalize(root, made)
     made["queries"] = queries
     return made
+
+
+def make_score(root: Path, threshold: float = 0.1, examples: int = 3) -> dict:
+    """OUT/score as the score stage writes it over OUT/finalize's shards (copied as they are),
+    with made-up scores falling with each sample's position: the manifest's `clip_score` holds
+    the threshold, quantiles, histogram and the lowest and highest pairs by source shard and key."""
+    import numpy as np
+
+    out = root / "score"
+    out.mkdir()
+    pairs = []
+    for tar in sorted((root / "finalize").glob("*.tar")):
+        (out / tar.name).write_bytes(tar.read_bytes())
+        with tarfile.open(tar) as t:
+            keys = sorted({m.name.split(".")[0] for m in t.getmembers() if m.isfile()})
+        pairs += [{"key": k, "source_shard": str(tar)} for k in keys]
+    scores = np.linspace(0.35, 0.02, len(pairs))
+    for p, s in zip(pairs, scores):
+        p["clip_score"] = round(float(s), 4)
+    counts, edges = np.histogram(scores, bins=20)
+    low = int((scores < threshold).sum())
+    by_score = sorted(pairs, key=lambda p: p["clip_score"])
+    summary = {"threshold": threshold, "scored": len(pairs), "mean": round(float(scores.mean()), 6),
+               "quantiles": {str(q): round(float(np.quantile(scores, q)), 6) for q in (0.1, 0.5, 0.9)},
+               "histogram": {"edges": edges.round(6).tolist(), "counts": counts.tolist()},
+               "lowest": by_score[:examples], "highest": by_score[::-1][:examples]}
+    manifest = {"stage": "score", "config": {"model": "clip.pt", "min_score": threshold},
+                "rows_in": len(pairs), "rows_out": len(pairs) - low, "drops": {"low_clip_score": low},
+                "seconds": 2.0, "versions": VERSIONS, "clip_score": summary}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "_SUCCESS").write_text("")
+    return summary

@@ -151,17 +151,6 @@ def _cmd_stats(args, cfg):
     report.command(args.path, as_json=args.json, html_file=args.html, top=cfg.stats.top_entries)
 
 
-def _train_option(parser, *names, **kwargs):
-    """An option whose default (shown in --help) is TrainConfig's; unset, TrainConfig decides."""
-    from wit_builder.clip.config import TrainConfig
-
-    dest = names[0].lstrip("-").replace("-", "_")
-    default = TrainConfig.__dataclass_fields__[dest].default
-    if default not in (None, False):
-        kwargs["help"] = f"{kwargs['help']} (default {default})"
-    parser.add_argument(*names, default=argparse.SUPPRESS, **kwargs)
-
-
 def _add_train_tokenizer(sub):
     p = _command(sub, "train-tokenizer", "train the byte-level BPE on shard captions",
                  config=False)
@@ -180,33 +169,41 @@ def _cmd_train_tokenizer(args, cfg):
 
 def _add_train(sub):
     p = _command(sub, "train", "train a compact CLIP on WebDataset shards (several GPUs: "
-                 "torchrun --nproc-per-node N -m wit_builder.cli train ...)", config=False)
+                 "torchrun --nproc-per-node N -m wit_builder.cli train ...); options are the "
+                 "config's [train] section")
     p.add_argument("--shards", required=True,
                    help="shard pattern(s), '::'-separated, local or s3://, e.g. 'OUT/finalize/{00000..00009}.tar'")
-    p.add_argument("--out", required=True, help="run folder: *.pt checkpoints, LATEST.pt, tokenizer.json, log.jsonl")
-    o = lambda *names, **kw: _train_option(p, *names, **kw)  # noqa: E731
-    o("--model", help="tiny | small | ViT-B-32 | a JSON model config")
-    o("--steps", type=int, help="optimizer steps (the schedule's length)")
-    o("--max-minutes", type=float, help="stop with a checkpoint after this wall-clock budget")
-    o("--batch-size", type=int, help="pairs per GPU/process per micro-batch")
-    o("--accum", type=int, help="micro-batches per step (gradient accumulation)")
-    o("--lr", type=float, help="peak learning rate")
-    o("--warmup", type=int, help="linear warmup steps before the cosine decay")
-    o("--weight-decay", type=float, help="AdamW weight decay (not on gains, biases, logit scale)")
-    o("--grad-clip", type=float, help="gradient norm clip")
-    o("--workers", type=int, help="data loader processes per GPU/process")
-    o("--threads", type=int, help="CPU training: torch threads (unset: cores minus workers)")
-    o("--shuffle-buffer", type=int, help="samples in each worker's shuffle buffer")
-    o("--min-crop", type=float, help="random crops keep at least this fraction of the image area")
-    o("--seed", type=int, help="initialisation and data order seed")
-    o("--save-every", type=int, help="checkpoint every N steps")
-    o("--keep", type=int, help="step checkpoints kept (0: all)")
-    o("--log-every", type=int, help="progress line and log.jsonl record every N steps")
-    o("--precision", choices=["auto", "bf16", "fp32"], help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    o("--compile", action="store_true", help="torch.compile the model")
-    o("--tokenizer", help="tokenizer.json or CLIP's bpe_simple_vocab_16e6.txt.gz; unset: trained on the shards")
-    o("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
-      help="continue from OUT/LATEST.pt (if any) or from CHECKPOINT")
+    p.add_argument("--out", required=True, help="run folder, local or s3://: *.pt checkpoints, LATEST.pt, "
+                   "tokenizer.json, log.jsonl (on S3 rewritten at each checkpoint)")
+    o = lambda flag, help, **kw: _flag(p, flag, "train." + flag[2:].replace("-", "_"), help, **kw)  # noqa: E731
+    o("--model", "tiny | small | ViT-B-32 | a JSON model config")
+    o("--steps", "optimizer steps (the schedule's length)", type=int)
+    o("--max-minutes", "stop with a checkpoint after this wall-clock budget (0: no budget)", type=float)
+    o("--batch-size", "pairs per GPU/process per micro-batch", type=int)
+    o("--accum", "micro-batches per step: gradient accumulation only, the contrastive negatives "
+      "stay within each micro-batch (the loss sees batch-size x GPUs pairs, not x accum)", type=int)
+    o("--lr", "peak learning rate", type=float)
+    o("--warmup", "linear warmup steps before the cosine decay", type=int)
+    o("--weight-decay", "AdamW weight decay (not on gains, biases, logit scale)", type=float)
+    o("--grad-clip", "gradient norm clip", type=float)
+    o("--device", "cpu, cuda, cuda:1 ... or auto: cuda if available (under torchrun each process "
+      "takes cuda:LOCAL_RANK)")
+    o("--workers", "data loader processes per GPU/process", type=int)
+    o("--threads", "CPU training: torch threads (0: cores minus workers)", type=int)
+    o("--shuffle-buffer", "samples in each worker's shuffle buffer", type=int)
+    o("--min-crop", "random crops keep at least this fraction of the image area", type=float)
+    o("--seed", "initialisation and data order seed", type=int)
+    o("--save-every", "checkpoint every N steps", type=int)
+    o("--keep", "step checkpoints kept (0: all)", type=int)
+    o("--log-every", "progress line and log.jsonl record every N steps", type=int)
+    o("--val-data", "captions TSV (path<TAB>caption, as eval --retrieval) for retrieval R@1/R@5 "
+      "image->text and text->image in log.jsonl and the progress line", metavar="CAPTIONS_TSV")
+    o("--val-every", "validate on --val-data every N steps and at the end", type=int, metavar="N")
+    o("--precision", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=["auto", "bf16", "fp32"])
+    o("--compile", "torch.compile the model", action="store_true")
+    o("--tokenizer", "tokenizer.json or CLIP's bpe_simple_vocab_16e6.txt.gz; unset: trained on the shards")
+    o("--resume", "continue from OUT/LATEST.pt (if any) or from CHECKPOINT", nargs="?", const="auto",
+      metavar="CHECKPOINT")
     p.set_defaults(func=_cmd_train)
 
 
@@ -214,8 +211,7 @@ def _cmd_train(args, cfg):
     from wit_builder.clip.config import TrainConfig
     from wit_builder.clip.train import train
 
-    names = TrainConfig.__dataclass_fields__
-    summary = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    summary = train(TrainConfig(**cfg.section("train"), shards=args.shards, out=args.out))
     print(f"step {summary['step']}{' (stopped by --max-minutes)' if summary['stopped_early'] else ''}: "
           f"loss {summary['loss']:.4f}, checkpoint {summary['checkpoint']}")
 

@@ -168,6 +168,41 @@ class StatsConfig:
 
 
 @dataclass
+class TrainSection:
+    """`wit-builder train`: the training options (clip/config.py's TrainConfig adds the shards and
+    the run folder, which the command line gives)."""
+    model: str = "tiny"  # tiny | small | ViT-B-32 | path to a JSON model config
+    steps: int = _at_least(1000, 1)  # length of the schedule (optimizer steps)
+    max_minutes: float = 0.0  # stop early (with a checkpoint) after this much wall clock (0: never)
+    batch_size: int = _at_least(256, 1)  # pairs per rank per micro-batch
+    # micro-batches per step: gradient accumulation only; the contrastive negatives stay within
+    # each micro-batch (the loss sees batch_size x ranks pairs, not x accum)
+    accum: int = _at_least(1, 1)
+    lr: float = 5e-4
+    warmup: int = _at_least(100, 0)  # linear warmup steps, then cosine to 0
+    weight_decay: float = 0.2  # not on gains, biases or the logit scale
+    betas: list = field(default_factory=lambda: [0.9, 0.98])  # AdamW's two betas
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    workers: int = _at_least(4, 0)  # loader processes per rank
+    threads: int = _at_least(0, 0)  # CPU only: torch threads (0: the cores the workers leave)
+    shuffle_buffer: int = _at_least(2000, 1)
+    min_crop: float = 0.9  # random crops cover this much of the image area, or more
+    seed: int = 0
+    save_every: int = _at_least(1000, 1)
+    keep: int = _at_least(3, 0)  # step checkpoints kept (0 = all); LATEST.pt always
+    log_every: int = _at_least(10, 1)
+    precision: str = _choice("auto", ["auto", "bf16", "fp32"])  # auto: bf16 on CUDA, fp32 on CPU
+    compile: bool = False
+    device: str = "auto"  # auto (cuda when there is a GPU) | cpu | cuda | cuda:N
+    tokenizer: str = ""  # tokenizer.json or CLIP's bpe_simple_vocab_16e6.txt.gz; empty: trained
+    tokenizer_captions: int = _at_least(1_000_000, 1)  # captions read to train the tokenizer
+    resume: str = ""  # "auto" (OUT/LATEST.pt if any) or a checkpoint path; empty: a new run
+    val_data: str = ""  # captions TSV (path<TAB>caption) for retrieval R@1/R@5 during training
+    val_every: int = _at_least(500, 1)  # validate every N steps (and at the end) with val_data
+
+
+@dataclass
 class RunConfig:
     """`wit-builder run` / pipelines/build_wit.py: which inputs, where to, how far."""
     input: list = field(default_factory=list)  # crawl or candidate inputs (local or s3://)
@@ -188,6 +223,7 @@ class Config:
     finalize: FinalizeConfig = field(default_factory=FinalizeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
+    train: TrainSection = field(default_factory=TrainSection)
     run: RunConfig = field(default_factory=RunConfig)
 
     def section(self, name: str) -> dict:

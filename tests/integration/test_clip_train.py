@@ -18,6 +18,7 @@ from wit_builder.cli import main  # noqa: E402
 from wit_builder.clip.config import TrainConfig  # noqa: E402
 from wit_builder.clip.train import train  # noqa: E402
 from wit_builder.errors import UserError  # noqa: E402
+from test_s3 import BUCKET, moto, s3_env  # noqa: E402,F401  (the moto S3 server fixtures)
 
 STEPS, BATCH = 300, 64
 
@@ -162,3 +163,53 @@ def test_bad_inputs_give_clear_messages(flickr, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out / "LATEST.pt"), "--zeroshot", str(flickr["val"]),
                  "--templates", str(tmp_path / "t.json")]) == 2
     assert "{c}" in capsys.readouterr().err
+
+
+def test_train_section_of_the_config_and_validation_retrieval(flickr, tmp_path, capsys):
+    """`[train]` in a TOML file, `--set train.*` and flags override it in that order; --val-data
+    logs R@1/R@5 both ways every --val-every steps (and at the end) in log.jsonl and on stderr."""
+    config = tmp_path / "train.toml"
+    config.write_text("[train]\nmodel = \"tiny\"\nsteps = 3\nbatch_size = 8\nlr = 0.1\nwarmup = 1\n"
+                      "workers = 0\nshuffle_buffer = 20\ntokenizer_captions = 300\nlog_every = 1\n")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--set", "train.lr=1e-3", "--set", "train.val_every=2",
+                 "--shards", flickr["shards"], "--out", str(out), "--device", "cpu",
+                 "--val-data", str(flickr["val"])]) == 0
+    err = capsys.readouterr().err
+    assert "val R@1/R@5 i2t" in err
+    state = torch.load(out / "LATEST.pt", weights_only=True)
+    cfg = state["train_config"]
+    assert (cfg["steps"], cfg["batch_size"], cfg["lr"], cfg["device"], cfg["val_every"]) == (3, 8, 1e-3, "cpu", 2)
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    validated = [r["step"] for r in records if "val_i2t_R@1" in r]
+    assert validated == [2, 3]  # every 2 steps, and the last
+    for r in records[1:]:
+        assert set(r) >= {"val_i2t_R@1", "val_i2t_R@5", "val_t2i_R@1", "val_t2i_R@5"}
+        assert 0 <= r["val_i2t_R@1"] <= r["val_i2t_R@5"] <= 1
+    # wrong values name the key
+    assert main(["train", "--shards", flickr["shards"], "--out", str(tmp_path / "y"), "--set", "train.stepz=3"]) == 2
+    assert "train.stepz" in capsys.readouterr().err
+    assert main(["train", "--shards", flickr["shards"], "--out", str(tmp_path / "y"), "--device", "gpu"]) == 2
+    assert "device 'gpu'" in capsys.readouterr().err
+
+
+def test_checkpoints_log_and_tokenizer_go_to_s3_and_resume_from_there(flickr, s3_env):
+    """--out s3://...: every file of the run folder is written through `storage`; resume and
+    eval read them back from the bucket."""
+    from wit_builder import storage
+    from wit_builder.clip.checkpoint import load_for_eval
+
+    out = f"s3://{BUCKET}/clip-run"
+    first = _small_run(flickr["shards"], out, steps=2, save_every=1, keep=1, workers=0)
+    assert first["checkpoint"] == f"{out}/LATEST.pt"
+    names = sorted(u.rsplit("/", 1)[1] for u in storage.list_files(out))
+    assert names == ["LATEST.pt", "log.jsonl", "step_00000002.pt", "tokenizer.json"]  # keep=1
+    with pytest.raises(UserError, match="pass --resume"):
+        _small_run(flickr["shards"], out, steps=3, workers=0)
+    again = _small_run(flickr["shards"], out, steps=3, save_every=1, keep=1, workers=0, resume="auto")
+    assert again["step"] == 3
+    steps = [json.loads(line)["step"] for line in storage.read_text(f"{out}/log.jsonl").splitlines()]
+    assert steps == [1, 2, 3]
+    model, tokenizer, step = load_for_eval(f"{out}/LATEST.pt", torch.device("cpu"))
+    assert step == 3 and tokenizer.vocab_size <= model.cfg.vocab_size

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from shard_maker import make_full_root, make_out_root
+from shard_maker import make_full_root, make_out_root, make_score
 from wit_builder import cli
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -25,6 +25,10 @@ PROBE = """<script>window.addEventListener("load", () => {
     const img = c.querySelector("img"), caption = c.querySelector(".caption");
     return img && img.naturalWidth > 0 && img.naturalWidth <= 128 && img.getBoundingClientRect().width > 0
       && caption && caption.textContent.trim().length > 0 && caption.getBoundingClientRect().height > 0;
+  }).length;
+  document.body.dataset.scored = [...document.querySelectorAll(".scores figure.sample")].filter(c => {
+    const img = c.querySelector("img");
+    return img && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0;
   }).length;
   document.body.dataset.drops = [...document.querySelectorAll(".drops")].map(g => g.dataset.reason).join(",");
   const wide = [...document.images].filter(i => i.alt === "Image sizes")[0];
@@ -49,6 +53,7 @@ def dump_dom(page, tmp_path) -> subprocess.CompletedProcess:
 def report(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     make_full_root(shared_data / "images", root / "OUT")
+    make_score(root / "OUT")  # the score stage ran: its distribution and extreme pairs are shown
     page = root / "report.html"
     assert cli.main(["stats", str(root / "OUT"), "--html", str(page)]) == 0
     return page
@@ -62,11 +67,12 @@ def test_report_is_self_contained(report):
     for title in ("Rows per stage", "Drops per stage and reason",
                   "Entry-count distribution before and after balancing", "Head / tail shares",
                   "Languages", "Caption length", "Image sizes", "Download status",
-                  "Download errors", "Shard sizes"):
+                  "Download errors", "Shard sizes", "CLIP score distribution"):
         assert title in pngs, title
     assert text.count('<figure class="sample"><img alt="sample ') >= 16 + 3
     assert "<h3>Dropped: eval_contamination</h3>" in text and "<th>Spark jobs</th>" in text
     assert "<td>dog</td>" in text  # top entries by name
+    assert 'id="score-lowest"' in text and 'id="score-highest"' in text
 
 
 def test_report_renders_in_chromium(report, tmp_path):
@@ -89,6 +95,7 @@ def test_report_renders_in_chromium(report, tmp_path):
     assert samples == shown == 16
     drops = re.search(r'data-drops="([^"]*)"', result.stdout).group(1).split(",")
     assert {"too_small", "near_duplicate", "eval_contamination"} <= set(drops)
+    assert int(re.search(r'data-scored="(\d+)"', result.stdout).group(1)) == 6  # 3 lowest + 3 highest
     # charts fill the page width (max 1100 px minus margins), not a third of it
     assert int(re.search(r'data-sizeswidth="(\d+)"', result.stdout).group(1)) >= 900
 

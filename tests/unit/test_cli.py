@@ -49,7 +49,7 @@ def test_stage_commands_come_from_the_registry_with_config_defaults():
 
 @pytest.mark.parametrize("command, present, absent", [
     ("extract", ["--master", "--force", "--conf", "--set"], []),
-    ("train", ["--debug"], ["--master", "--force", "--conf", "--set"]),
+    ("train", ["--debug", "--set", "--config", "--val-data", "--device"], ["--master", "--force"]),
     ("eval", ["--debug"], ["--master", "--force", "--set"]),
     ("stats", ["--set"], ["--master", "--force"]),
     ("config", ["--set"], ["--master", "--force"]),

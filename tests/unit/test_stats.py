@@ -233,3 +233,47 @@ def test_json_leaves_thumbnails_out(full_root, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["stages"]["finalize"]["samples"] and "thumb" not in data["stages"]["finalize"]["samples"][0]
     assert (tmp_path / "r.html").read_text().count('src="data:image/jpeg;base64,') >= 16
+
+
+# --- the score stage: CLIP score distribution and the lowest / highest pairs (issue 15) -------
+
+def test_score_stage_report_shows_distribution_and_extreme_pairs(full_root, tmp_path):
+    from shard_maker import make_score
+
+    root, _, _ = full_root
+    out = tmp_path / "OUT"
+    shutil.copytree(root, out)
+    summary = make_score(out)
+    stats = collect(str(out), samples=4, drop_samples=1)
+    s = stats["stages"]["score"]
+    assert s["clip_score"]["threshold"] == 0.1 and stats["pipeline"][-1]["drops"]["low_clip_score"] > 0
+    for side in ("lowest", "highest"):  # every pair the manifest names, with its image and score
+        items = s["score_samples"][side]
+        assert [(i["key"], i["clip_score"]) for i in items] == \
+               [(p["key"], p["clip_score"]) for p in summary[side]]
+        assert all(i["thumb"] and i["caption"] for i in items)
+    assert s["score_samples"]["lowest"][0]["clip_score"] < s["score_samples"]["highest"][0]["clip_score"]
+
+    page = report.render_html(stats)
+    assert '<img alt="CLIP score distribution" src="data:image/png;base64,' in page
+    for side in ("lowest", "highest"):
+        grid = page.split(f'id="score-{side}">', 1)[1].split("</div>", 1)[0]
+        assert grid.count('<figure class="sample"><img alt="sample ') == 3
+        assert f"CLIP score {summary[side][0]['clip_score']:.3f}" in grid
+    facts = dict(report.stage_facts(s))
+    assert "kept when >= 0.1000" in facts["CLIP score"] and f"{summary['scored']:,} pairs scored" in facts["CLIP score"]
+    assert "thumb" not in to_json(stats)
+
+
+def test_score_section_without_samples_or_scores():
+    """render_html on a score manifest alone (no thumbnails drawn): the histogram and no grid;
+    a run that scored nothing says so instead of plotting."""
+    hist = {"edges": [0.0, 0.1, 0.2, 0.3], "counts": [2, 5, 1]}
+    cs = {"threshold": -1.0, "scored": 8, "mean": 0.15, "quantiles": {"0.1": 0.05, "0.5": 0.14, "0.9": 0.25},
+          "histogram": hist, "lowest": [], "highest": []}
+    stats = {"path": "OUT", "pipeline": [], "stages": {"score": {"path": "OUT/score", "clip_score": cs}}}
+    page = report.render_html(stats)
+    assert '<img alt="CLIP score distribution"' in page and 'id="score-lowest"' not in page
+    stats["stages"]["score"]["clip_score"] = {"threshold": -1.0, "scored": 0}
+    assert "CLIP score distribution: no data" in report.render_html(stats)
+    assert plots.plot_clip_scores(None) is None

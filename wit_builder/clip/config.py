@@ -1,42 +1,32 @@
-"""Training options: one dataclass, the single home of their defaults (kept free of torch so the
-CLI can build its parser from it without importing torch)."""
+"""Training options: the config's `[train]` section (wit_builder/config.py holds the defaults,
+so `wit-builder config` shows them and TOML files and `--set train.KEY=VALUE` set them) plus
+the two things every run names itself: the shards and the run folder.
 
+Kept free of torch so the CLI can build its parser without importing torch. In Python:
+`TrainConfig(shards=..., out=..., steps=200)`; the options that mean "none" in TOML (0 or an
+empty string) read as None here.
+"""
+
+import re
 from dataclasses import dataclass
 
+from wit_builder.config import TrainSection
 from wit_builder.errors import UserError
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
-@dataclass
-class TrainConfig:
+
+@dataclass(kw_only=True)
+class TrainConfig(TrainSection):
     shards: str                      # brace pattern(s), '::'-separated; local or s3://
-    out: str                         # checkpoints, tokenizer.json and log.jsonl go here
-    model: str = "tiny"              # tiny | small | ViT-B-32 | path to a JSON config
-    steps: int = 1000                # length of the schedule (optimizer steps)
-    max_minutes: float | None = None  # stop early (with a checkpoint) after this much wall clock
-    batch_size: int = 256            # pairs per rank per micro-batch
-    accum: int = 1                   # micro-batches per step (negatives stay per micro-batch)
-    lr: float = 5e-4
-    warmup: int = 100                # linear warmup steps, then cosine to 0
-    weight_decay: float = 0.2        # not on gains, biases or the logit scale
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    grad_clip: float = 1.0
-    workers: int = 4                 # loader processes per rank
-    threads: int | None = None       # CPU only: torch threads (default: the cores the workers leave)
-    shuffle_buffer: int = 2000
-    min_crop: float = 0.9            # random crops cover this much of the image area, or more
-    seed: int = 0
-    save_every: int = 1000
-    keep: int = 3                    # step checkpoints kept (0 = all); LATEST.pt always
-    log_every: int = 10
-    precision: str = "auto"          # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: bool = False
-    tokenizer: str | None = None     # tokenizer.json or CLIP's bpe_simple_vocab_16e6.txt.gz; else trained
-    tokenizer_captions: int = 1_000_000  # captions read from the shards to train the tokenizer
-    resume: str | None = None        # "auto" (OUT/LATEST.pt if any) or a checkpoint path
+    out: str                         # checkpoints, tokenizer.json and log.jsonl go here (local or s3://)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "accum", "save_every", "log_every", "shuffle_buffer"):
+        for name in ("max_minutes", "threads", "tokenizer", "resume", "val_data"):
+            if not getattr(self, name):  # 0 / "" in TOML: not set
+                setattr(self, name, None)
+        for name in ("steps", "batch_size", "accum", "save_every", "log_every", "shuffle_buffer",
+                     "val_every", "tokenizer_captions"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -45,3 +35,10 @@ class TrainConfig:
             raise UserError(f"min_crop must be in (0, 1] (got {self.min_crop})")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"precision {self.precision!r}: use auto, bf16 or fp32")
+        if not DEVICE.fullmatch(self.device or ""):
+            raise UserError(f"device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        try:
+            beta1, beta2 = (float(b) for b in self.betas)
+        except (TypeError, ValueError):
+            raise UserError(f"betas {self.betas!r}: give two numbers, e.g. [0.9, 0.98]") from None
+        self.betas = (beta1, beta2)

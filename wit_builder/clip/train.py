@@ -4,13 +4,15 @@
 
 Each step takes `accum` micro-batches of `batch_size` pairs per rank, the contrastive loss over
 the global micro-batch (features gathered across ranks), AdamW with linear warmup then cosine
-decay, gradient clipping, and clamps the logit scale to ln(100). Checkpoints go to OUT every
+decay, gradient clipping, and clamps the logit scale to ln(100). The contrastive negatives of a
+pair are the other pairs of its micro-batch on every rank: `accum` accumulates gradients only, it
+does not widen the loss's batch. With `val_data`, retrieval R@1/R@5 on held-out captions is
+logged every `val_every` steps. Checkpoints go to OUT (local or s3://, through `storage`) every
 `save_every` steps, at the end, and when `max_minutes` runs out; `resume` continues from one
 exactly: the data loader restarts at every checkpoint with a seed keyed on that step, so the
 resumed run draws the same batches the uninterrupted run drew.
 """
 
-import json
 import math
 import os
 import sys
@@ -22,12 +24,14 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from wit_builder import storage
 from wit_builder.clip import checkpoint
 from wit_builder.clip.config import TrainConfig
 from wit_builder.clip.data import expand_shards, iter_captions, make_loader
 from wit_builder.clip.model import CLIP, clip_loss, load_config
 from wit_builder.clip.tokenizer import TextTokenizer, train_bpe
 from wit_builder.clip.transforms import normalize
+from wit_builder.clip.validate import Validator
 from wit_builder.errors import UserError
 
 
@@ -50,15 +54,30 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
                              lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun this joins the process group."""
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:N (checked to exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise UserError(f"device {name}: this machine has {count} CUDA device(s) "
+                            "(use --device cpu, or auto)")
+    return device
+
+
+def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun this joins the process group, and each process
+    takes cuda:LOCAL_RANK (or the CPU, with device cpu or without a GPU)."""
     if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return 0, 1, pick_device(device_name)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available() and device_name != "cpu"
+    if cuda:
         torch.cuda.set_device(local_rank)
-    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
 
 
@@ -67,48 +86,51 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
-def find_resume(cfg: TrainConfig, out: Path) -> dict | None:
-    latest = out / checkpoint.LATEST
+def find_resume(cfg: TrainConfig, out: str) -> dict | None:
+    latest = storage.join(out, checkpoint.LATEST)
     if cfg.resume is None:
-        if latest.exists():
+        if storage.exists(latest):
             raise UserError(f"{out} already holds checkpoints (pass --resume to continue, or a new --out)")
         return None
     if cfg.resume == "auto":
-        return checkpoint.load(latest) if latest.exists() else None
+        return checkpoint.load(latest) if storage.exists(latest) else None
     return checkpoint.load(cfg.resume)
 
 
 def get_tokenizer(cfg: TrainConfig, urls: list[str], context_length: int, vocab_size: int,
-                  resumed: dict | None, out: Path, rank: int, world: int) -> TextTokenizer:
+                  resumed: dict | None, out: str, rank: int, world: int) -> TextTokenizer:
     """From the checkpoint, from --tokenizer, or trained on the shards' captions (by rank 0)."""
-    path = out / "tokenizer.json"
+    path = storage.join(out, "tokenizer.json")
     if resumed is not None:
         tokenizer = TextTokenizer.from_json(resumed["tokenizer"], context_length)
     elif cfg.tokenizer:
         tokenizer = TextTokenizer.from_file(cfg.tokenizer, context_length)
     else:
         if rank == 0:
-            path.write_text(train_bpe(iter_captions(urls, cfg.tokenizer_captions), vocab_size).to_str())
+            bpe = train_bpe(iter_captions(urls, cfg.tokenizer_captions), vocab_size)
+            storage.write_bytes_atomic(path, bpe.to_str().encode())
         _barrier(world)
-        tokenizer = TextTokenizer.from_file(path, context_length)
+        tokenizer = TextTokenizer.from_json(storage.read_text(path), context_length)
     if tokenizer.vocab_size > vocab_size:
         raise UserError(f"tokenizer has {tokenizer.vocab_size} ids but model {cfg.model!r} embeds "
                         f"{vocab_size} (use a model config with a larger vocab_size)")
     if rank == 0:
-        path.write_text(tokenizer.to_json())
+        storage.write_bytes_atomic(path, tokenizer.to_json().encode())
     return tokenizer
 
 
 def train(cfg: TrainConfig) -> dict:
     """Train until `cfg.steps` (or `max_minutes`); returns a summary of the run."""
     start_time = time.monotonic()
-    rank, world, device = setup_distributed()
+    rank, world, device = setup_distributed(cfg.device)
     if device.type == "cpu":  # oversubscribed cores make every multi-threaded op stall
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) - cfg.workers))
     urls = expand_shards(cfg.shards)
     model_cfg = load_config(cfg.model)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = cfg.out
+    storage.check_writable(out)  # s3://: the bucket exists and takes our credentials
+    if not storage.is_remote(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
     resumed = find_resume(cfg, out)
     if resumed is not None and resumed["model_config"] != model_cfg.to_dict():
         raise UserError(f"checkpoint was trained with model {resumed['train_config']['model']!r}, "
@@ -135,7 +157,9 @@ def train(cfg: TrainConfig) -> dict:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
-    log_file = open(out / "log.jsonl", "a") if rank == 0 else None
+    validator = (Validator(cfg.val_data, tokenizer, model_cfg.image_size, cfg.batch_size)
+                 if cfg.val_data and rank == 0 else None)
+    log_file = checkpoint.RunLog(out) if rank == 0 else None
     batches, loss = None, None
     window = {"time": time.monotonic(), "step": step, "data_s": 0.0, "loss": 0.0}  # since last log
     while step < cfg.steps:
@@ -166,11 +190,16 @@ def train(cfg: TrainConfig) -> dict:
 
         out_of_time = cfg.max_minutes is not None and _agree(
             time.monotonic() - start_time > 60 * cfg.max_minutes, device, world)
-        if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
-            record = log_step(cfg, step, scheduler, raw_model, window, world)
+        validate = validator is not None and (step % cfg.val_every == 0 or step == cfg.steps or out_of_time)
+        if step % cfg.log_every == 0 or step == cfg.steps or out_of_time or validate:
+            val = None
+            if validate:
+                t = time.monotonic()
+                val = validator(raw_model, device, autocast)
+                window["time"] += time.monotonic() - t  # not counted in samples/s
+            record = log_step(cfg, step, scheduler, raw_model, window, world, val)
             if log_file:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
+                log_file.write(record)
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
             if rank == 0:
                 checkpoint.save(out, {
@@ -178,6 +207,7 @@ def train(cfg: TrainConfig) -> dict:
                     "scheduler": scheduler.state_dict(), "step": step,
                     "model_config": model_cfg.to_dict(), "tokenizer": tokenizer.to_json(),
                     "train_config": asdict(cfg)}, cfg.keep)
+                log_file.flush()
             _barrier(world)
             batches = None
         if out_of_time:
@@ -187,7 +217,7 @@ def train(cfg: TrainConfig) -> dict:
     if world > 1:
         torch.distributed.destroy_process_group()
     return {"step": step, "loss": loss.item() if loss is not None else None,
-            "checkpoint": str(out / checkpoint.LATEST), "stopped_early": step < cfg.steps}
+            "checkpoint": storage.join(out, checkpoint.LATEST), "stopped_early": step < cfg.steps}
 
 
 def _agree(flag: bool, device: torch.device, world: int) -> bool:
@@ -199,20 +229,25 @@ def _agree(flag: bool, device: torch.device, world: int) -> bool:
     return bool(t.item())
 
 
-def log_step(cfg: TrainConfig, step: int, scheduler, model: CLIP, window: dict, world: int) -> dict:
-    """The JSONL record (loss: mean over the steps since the last record) and a progress line."""
+def log_step(cfg: TrainConfig, step: int, scheduler, model: CLIP, window: dict, world: int,
+             val: dict | None = None) -> dict:
+    """The JSONL record (loss: mean over the steps since the last record; validation recalls when
+    `val`) and a progress line."""
     now = time.monotonic()
     elapsed, steps = now - window["time"], step - window["step"]
     samples = steps * cfg.batch_size * cfg.accum * world
     record = {"step": step, "loss": round(float(window["loss"]) / steps, 6), "lr": scheduler.get_last_lr()[0],
               "logit_scale": round(model.logit_scale.exp().item(), 4),
               "samples_per_s": round(samples / elapsed, 2),
-              "data_wait": round(window["data_s"] / elapsed, 4)}
+              "data_wait": round(window["data_s"] / elapsed, 4), **(val or {})}
     window.update(time=now, step=step, data_s=0.0, loss=0.0)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"step {step:>7}/{cfg.steps}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
               f"scale {record['logit_scale']:6.2f}  {record['samples_per_s']:8.1f} samples/s  "
-              f"data wait {100 * record['data_wait']:4.1f}%", file=sys.stderr, flush=True)
+              f"data wait {100 * record['data_wait']:4.1f}%" + (
+                  f"  val R@1/R@5 i2t {100 * val['val_i2t_R@1']:.1f}/{100 * val['val_i2t_R@5']:.1f}%"
+                  f" t2i {100 * val['val_t2i_R@1']:.1f}/{100 * val['val_t2i_R@5']:.1f}%" if val else ""),
+              file=sys.stderr, flush=True)
     return record
 
 

@@ -103,6 +103,8 @@ def stage_stats(path: str, top: int = 20) -> dict:
         out["config"] = manifest["config"]
     if manifest.get("versions"):
         out["versions"] = manifest["versions"]
+    if isinstance(manifest.get("clip_score"), dict):  # the score stage's distribution and extremes
+        out["clip_score"] = manifest["clip_score"]
     shard_stats, unfinished = _read_shard_stats(path, listing)
     parquet = sorted(n for n in listing if n.endswith(".parquet") and _shard(n) not in unfinished)
     if parquet:

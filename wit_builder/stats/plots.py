@@ -74,6 +74,29 @@ def plot_head_tail(e: dict) -> str | None:
     return _png(draw, PAGE_WIDTH_IN / 2, 4.2)
 
 
+def plot_clip_scores(cs: dict | None) -> str | None:
+    """The score stage's histogram of CLIP scores, with its threshold and median."""
+    h = (cs or {}).get("histogram")
+    if not h or not sum(h["counts"]):
+        return None
+
+    def draw(ax):
+        ax.stairs(h["counts"], h["edges"], fill=True, color="#4c72b0",
+                  label=f"{cs.get('scored', sum(h['counts'])):,} pairs scored")
+        median = (cs.get("quantiles") or {}).get("0.5")
+        if median is not None:
+            ax.axvline(median, color="grey", linestyle=":", label=f"median {median:.3f}")
+        threshold = cs.get("threshold")
+        if threshold is not None and h["edges"][0] <= threshold <= h["edges"][-1]:
+            ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.3f} (kept: >=)")
+        ax.set_xlabel("CLIP score (cosine similarity of image and caption)")
+        ax.set_ylabel("pairs")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_title("CLIP score distribution")
+        ax.legend()
+    return _png(draw)
+
+
 def plot_pipeline(pipeline: list) -> str | None:
     if not pipeline:
         return None

@@ -74,6 +74,11 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
         facts.append(("download status", _drops_text(d["status"], 6)))
         if d["errors"]:
             facts.append(("top errors", _drops_text(d["errors"], 3)))
+    if (cs := s.get("clip_score")) and cs.get("scored"):
+        q = cs.get("quantiles") or {}
+        facts.append(("CLIP score", f"{cs['scored']:,} pairs scored: mean {cs['mean']:.3f}, p10 "
+                                    f"{q.get('0.1', 0):.3f}, median {q.get('0.5', 0):.3f}, p90 {q.get('0.9', 0):.3f}; "
+                                    f"kept when >= {cs['threshold']:.4f}"))
     if e := s.get("entry_counts"):
         facts.append(("entries (t = %s)" % _fmt(e["t"]),
                       f"{e['entries']:,} entries, {e['head_entries']:,} head; pairs "
@@ -206,7 +211,8 @@ def _sample_card(item: dict) -> str:
     image = (f'<img alt="{alt}" src="data:image/jpeg;base64,{item["thumb"]}">' if item.get("thumb")
              else '<p class="none">image does not decode</p>')
     meta = [f"entries: {html.escape(', '.join(map(str, entries)))}" if entries else "",
-            html.escape(size), html.escape(f"{item.get('shard', '')} {item.get('key', '')}".strip())]
+            html.escape(size), html.escape(f"{item.get('shard', '')} {item.get('key', '')}".strip()),
+            f"CLIP score {item['clip_score']:.3f}" if isinstance(item.get("clip_score"), float) else ""]
     return (f'<figure class="sample">{image}<figcaption><p class="caption">{caption}</p>'
             + "".join(f'<p class="meta">{m}</p>' for m in meta if m) + "</figcaption></figure>")
 
@@ -224,6 +230,17 @@ def samples_html(s: dict) -> list[str]:
     return parts
 
 
+def score_html(s: dict) -> list[str]:
+    """The score stage's CLIP-score histogram and its lowest and highest scored pairs."""
+    parts = [_figure("CLIP score distribution", plots.plot_clip_scores(s["clip_score"]))]
+    for side in ("lowest", "highest"):
+        if items := (s.get("score_samples") or {}).get(side):
+            parts.append(f"<h3>{side.capitalize()} CLIP scores ({len(items)})</h3>")
+            parts.append(f'<div class="grid scores" id="score-{side}">'
+                         + "".join(_sample_card(i) for i in items) + "</div>")
+    return parts
+
+
 def render_html(stats: dict) -> str:
     parts = [f"<h1>wit-builder stats</h1><p>{html.escape(stats['path'])}</p>"]
     pipeline = stats["pipeline"]
@@ -237,6 +254,8 @@ def render_html(stats: dict) -> str:
         parts.append(f"<h2>{html.escape(name)}</h2>")
         parts.append(_table([list(f) for f in stage_facts(s)] or [["", "no data"]]))
         parts += samples_html(s)
+        if s.get("clip_score") is not None:
+            parts += score_html(s)
         e = s.get("entry_counts")
         if e or name in ("balance", "finalize"):
             parts.append(_figure("Entry-count distribution before and after balancing", plots.plot_entry_counts(e)))

@@ -1,5 +1,6 @@
-"""Sample images for the report: seeded random samples of the final shards, and a few dropped
-samples per image drop reason (finalize records its drops in OUT/finalize/drops/).
+"""Sample images for the report: seeded random samples of the final shards, a few dropped
+samples per image drop reason (finalize records its drops in OUT/finalize/drops/), and the
+lowest and highest CLIP-scored pairs the score stage's manifest names.
 
 Memory stays bounded: random samples come from at most SAMPLE_SHARDS tars, each streamed only
 up to the last sample needed, and only the chosen samples' bytes are kept (as small JPEG
@@ -29,6 +30,9 @@ DROP_SAMPLE_REASONS = ("too_small", "bad_aspect", "near_duplicate", "duplicate_i
 
 
 def add_samples(per_stage: dict, n: int, per_reason: int, seed: int) -> None:
+    scored = per_stage.get("score") or {}
+    if (scored.get("clip_score") or {}).get("scored"):
+        scored["score_samples"] = score_samples(scored["path"], scored["clip_score"])
     with_shards = [name for name, s in per_stage.items() if s.get("shards")]
     if not with_shards:
         return
@@ -105,6 +109,26 @@ def drop_samples(folder: str, per_reason: int, seed: int = 0, download: str | No
     return {reason: items for reason, items in out.items() if items}
 
 
+def score_samples(folder: str, clip_score: dict) -> dict:
+    """{"lowest": [sample, ...], "highest": [...]}: the pairs the score manifest names (by source
+    shard and key) with their thumbnails and scores, read from the source tars (or, when those
+    are gone, from the tar of that name in the score folder, which holds the kept samples)."""
+    wanted = {side: clip_score.get(side) or [] for side in ("lowest", "highest")}
+    by_shard: dict[str, set] = {}
+    for rows in wanted.values():
+        for r in rows:
+            by_shard.setdefault(r["source_shard"], set()).add(r["key"])
+    found = {}
+    for source, keys in sorted(by_shard.items()):
+        tar = source if storage.exists(source) else storage.join(folder, posixpath.basename(source))
+        if storage.exists(tar):
+            for _, key, files in _read_tar(tar, keys=keys):
+                found[source, key] = _sample_item(key, files, posixpath.basename(source))
+    return {side: [{**found[r["source_shard"], r["key"]], "clip_score": r["clip_score"]}
+                   for r in rows if (r["source_shard"], r["key"]) in found]
+            for side, rows in wanted.items()}
+
+
 def _read_tar(path: str, positions: set[int] | None = None, keys: set[str] | None = None):
     """Yield (position, key, {ext: bytes}) of the wanted samples of a WebDataset tar, streaming
     it and stopping after the last one; other samples' bytes are skipped, never kept."""
@@ -144,7 +168,7 @@ def _sample_item(key: str, files: dict, shard: str) -> dict:
     text = meta.get("text") or meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")
     item = {"key": key, "shard": shard, "caption": str(text)[:300],
             **{k: meta[k] for k in ("uid", "url", "lang", "width", "height", "original_width",
-                                    "original_height") if meta.get(k) is not None}}
+                                    "original_height", "clip_score") if meta.get(k) is not None}}
     if isinstance(meta.get("entry_ids"), list):
         item["entry_ids"] = [int(i) for i in meta["entry_ids"][:8]]
     if isinstance(meta.get("entries"), list):
