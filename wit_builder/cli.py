@@ -2,7 +2,8 @@
 
 Argument parsing only; the work lives in the modules. Flags that mirror a config key become
 `section.key=value` overrides, so the command line, `--set` and the TOML file go through the
-same validation in config.py, and help texts show the defaults config.py holds.
+same validation in config.py, and help texts show the defaults config.py holds. Long because
+it is a flat list of the tool commands' parsers (the stage commands are one generic parser).
 """
 
 from __future__ import annotations

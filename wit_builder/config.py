@@ -3,6 +3,9 @@
 `load_config(path, overrides)` reads the file, applies `section.key=value` overrides from the
 command line, and validates: an unknown section or key, or a value of the wrong type or outside
 its allowed set, fails fast with a message naming the key and what is allowed.
+
+Longer than our other modules on purpose: every setting of every section, with its default and
+the reason for it, is listed here and nowhere else.
 """
 
 from __future__ import annotations
