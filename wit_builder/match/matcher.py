@@ -19,11 +19,9 @@ column. The matcher is built once per executor process and kept in a module cach
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -54,26 +52,242 @@ def space(texts: pa.Array) -> pa.Array:
 
 _P = 0x100000001B3  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
+_BLOCK = 4096
+_PUNCT = np.zeros(256, np.uint8)
+_PUNCT[[ord(c) for c in WRAPPED]] = 1
+_TO_SPACE = np.arange(256, dtype=np.uint8)
+_TO_SPACE[[ord(c) for c in SPACED]] = 32
+_ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
+# _TAIL[k]: the low k bytes of a uint64 (k = 8 for all of them)
+_TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps)."""
-    powers, inverse = np.full(n, _P, np.uint64), np.full(n, _P_INV, np.uint64)
-    powers[:1], inverse[:1] = 1, 1
-    return np.cumprod(powers), np.cumprod(inverse)
+    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps); by blocks, since
+    a long cumprod is slow."""
+    out = []
+    for base in (_P, _P_INV):
+        small = np.full(_BLOCK, base, np.uint64)
+        small[0] = 1
+        small = np.cumprod(small)
+        step = np.full(-(-n // _BLOCK), pow(base, _BLOCK, 2**64), np.uint64)
+        step[0] = 1
+        out.append((np.cumprod(step)[:, None] * small[None, :]).ravel()[:n])
+    return out[0], out[1]
 
 
-def _prefix_hashes(data: np.ndarray, powers, inverse) -> tuple[np.ndarray, np.ndarray]:
+def _prefix_hashes(data: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
-    one multiplication away (`_span_hash`); `powers`/`inverse` from `_powers(>= len(data) + 1)`."""
+    one multiplication away; `powers` from `_powers(>= len(data) + 1)`."""
     prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(data.astype(np.uint64) * powers[:len(data)], out=prefix[1:])
-    return prefix, inverse
+    np.cumsum(np.multiply(data, powers[:len(data)], dtype=np.uint64), out=prefix[1:])
+    return prefix
 
 
-def _span_hash(hashes, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
-    prefix, inverse = hashes
-    return (prefix[end] - prefix[begin]) * inverse[begin]
+def _windows(data: np.ndarray) -> np.ndarray:
+    """The 8 bytes from each position of `data` (padded by 8 bytes) as little-endian uint64."""
+    return np.ndarray((len(data) - 8,), np.dtype("<u8"), data, 0, (1,))
+
+
+def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
+    one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
+    n, rows = len(data), len(offsets) - 1
+    punct = _PUNCT[data]
+    before = np.zeros(n + 1, np.int64)  # punctuation marks before each byte
+    np.cumsum(punct, out=before[1:])
+    starts = offsets[:-1] + 2 * before[offsets[:-1]] + 3 * np.arange(rows)
+    total = n + 2 * int(before[-1]) + 3 * rows
+    out = np.full(total + 8, 32, np.uint8)
+    out[total:] = 0
+    out[starts[1:] - 1] = _ROW_END
+    if rows:
+        out[total - 1] = _ROW_END
+    if n:
+        # byte j of row r goes to j + 2 * (marks before j) + 3 * r + 1 (+ 1 for a mark: " , ")
+        shift = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3)  # 3 * row
+        shift += 2 * before[:-1] + punct + 1 + np.arange(n)
+        out[shift] = _TO_SPACE[data]
+    return out, starts
+
+
+class Matcher:
+    """Finds every entry e with " e " in the spaced text (see the module docstring for how)."""
+
+    def __init__(self, entries: list[str], mode: str = "metaclip"):
+        self.n_entries, self.mode = len(entries), mode
+        normalized = normalize(pa.array(entries, pa.string()), mode)
+        if isinstance(normalized, pa.ChunkedArray):
+            normalized = normalized.combine_chunks()
+        encoded = pc.dictionary_encode(normalized)  # entries equal after normalising share a pattern
+        pattern_of = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        patterns = encoded.dictionary
+        n_patterns = len(patterns)
+        # pattern -> entry ids as CSR (almost always one id per pattern)
+        self.ids = np.argsort(pattern_of, kind="stable")
+        self.id_offsets = np.zeros(n_patterns + 1, np.int64)
+        np.cumsum(np.bincount(pattern_of, minlength=n_patterns), out=self.id_offsets[1:])
+        self.one_id = bool(len(self.ids) == n_patterns)
+
+        offsets, data = _arrow_bytes(patterns)
+        self.data = np.zeros(len(data) + 8, np.uint8)  # padded for _windows
+        self.data[:len(data)] = data
+        self.starts, self.sizes = offsets[:-1], np.diff(offsets)
+        windows = _windows(self.data)
+        self.head = windows[self.starts] if n_patterns else np.zeros(0, np.uint64)  # first 8 bytes
+        powers, inverse = _powers(len(data) + 1)
+        prefix = _prefix_hashes(data, powers)
+        full = (prefix[offsets[1:]] - prefix[self.starts]) * inverse[self.starts] | np.uint64(1)
+        inner = np.flatnonzero(data == 32)  # a proper prefix ends at each space of a pattern
+        owner = np.searchsorted(self.starts, inner, side="right") - 1
+        begins = self.starts[owner]
+        prefixes = np.unique((prefix[inner] - prefix[begins]) * inverse[begins] | np.uint64(1))
+        del prefix, powers, inverse
+        self.max_words = int(np.bincount(owner, minlength=n_patterns).max()) + 1 if n_patterns else 0
+        self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
+
+        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern);
+        # patterns with equal hashes (never seen in practice) are chained through self.next
+        order = np.argsort(full, kind="stable")
+        by_hash = full[order]
+        same = by_hash[1:] == by_hash[:-1]
+        self.next = np.full(n_patterns, -1, np.int64)
+        self.next[order[:-1][same]] = order[1:][same]
+        heads = order[np.concatenate([[True], ~same])] if n_patterns else order
+        keys = full[heads]
+        at = np.searchsorted(prefixes, keys).clip(max=max(len(prefixes) - 1, 0))
+        is_prefix = prefixes[at] == keys if len(prefixes) else np.zeros(len(keys), bool)
+        at = np.searchsorted(keys, prefixes).clip(max=max(len(keys) - 1, 0)) if len(keys) else None
+        only_prefix = prefixes[keys[at] != prefixes] if len(keys) else prefixes
+        keys = np.concatenate([keys, only_prefix])  # sorted by hash, so keys are distinct
+        values = np.concatenate([2 * (heads + 1) + is_prefix, np.ones(len(only_prefix), np.int64)])
+        bits = max(int(len(keys) * 3).bit_length(), 4)  # load factor < 1/3
+        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
+        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys are odd)
+        self.table_values = np.zeros(1 << bits, np.int64)
+        slot = self._slot(keys)
+        pending = np.arange(len(keys))
+        owner_of = np.full(1 << bits, -1, np.int64)
+        while len(pending):
+            s = slot[pending]
+            free = self.table_keys[s] == 0
+            owner_of[s[free]] = pending[free]
+            won = np.zeros(len(pending), bool)
+            won[free] = owner_of[s[free]] == pending[free]
+            self.table_keys[s[won]] = keys[pending[won]]
+            self.table_values[s[won]] = values[pending[won]]
+            pending = pending[~won]
+            slot[pending] = (slot[pending] + 1) & self.mask
+
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _MIX) >> self.shift).astype(np.int64)
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """The table's value for each key, 0 where it is not in the table (linear probing)."""
+        slot = self._slot(keys)
+        found = self.table_keys[slot]
+        todo = np.flatnonzero((found != keys) & (found != 0))
+        while len(todo):
+            slot[todo] = (slot[todo] + 1) & self.mask
+            found = self.table_keys[slot[todo]]
+            todo = todo[(found != keys[todo]) & (found != 0)]
+        return self.table_values[slot]
+
+    def _verify(self, windows, begin, pattern, size) -> np.ndarray:
+        """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
+        ok = ((windows[begin] ^ self.head[pattern]) & _TAIL[np.minimum(size, 8)]) == 0
+        longer = np.flatnonzero(ok & (size > 8))
+        done = 8
+        pattern_windows = _windows(self.data)
+        while len(longer):
+            b, p, rest = begin[longer] + done, self.starts[pattern[longer]] + done, size[longer] - done
+            same = ((windows[b] ^ pattern_windows[p]) & _TAIL[np.minimum(rest, 8)]) == 0
+            ok[longer[~same]] = False
+            longer = longer[same & (rest > 8)]
+            done += 8
+        return ok
+
+    def _lookup(self, spaced: np.ndarray, n: int):
+        """(token, pattern) for every span between spaces that equals a pattern: the span's first
+        token (the text between two spaces) and the pattern."""
+        text = spaced[:n]
+        space_pos = np.flatnonzero(text == 32)
+        if len(self.powers) <= n:  # kept across batches: computed once per size
+            self.powers, self.inverse = _powers(2 * n + 1)
+        prefix = _prefix_hashes(text, self.powers)
+        windows = _windows(spaced)
+        begin = space_pos[:-1] + 1
+        base, scale = prefix[begin], self.inverse[begin]
+        first = np.arange(len(begin))  # each span's first token, with its hash terms
+        found_tokens, found_patterns = [], []
+        for words in range(1, self.max_words + 1):
+            if words == 1:
+                end = space_pos[1:]
+            else:
+                keep = first + words < len(space_pos)
+                if not keep.all():
+                    first, base, scale = first[keep], base[keep], scale[keep]
+                if not len(first):
+                    break
+                end = space_pos[first + words]
+            value = self._find((prefix[end] - base) * scale | np.uint64(1))
+            hit = np.flatnonzero(value > 1)
+            tokens, pattern = first[hit], (value[hit] >> 1) - 1
+            while len(hit):
+                start = begin[tokens]
+                size = end[hit] - start
+                ok = self.sizes[pattern] == size
+                ok[ok] = self._verify(windows, start[ok], pattern[ok], size[ok])
+                found_tokens.append(tokens[ok])
+                found_patterns.append(pattern[ok])
+                chained = np.flatnonzero(~ok)  # another pattern with the same hash?
+                chained = chained[self.next[pattern[chained]] >= 0]
+                hit, tokens, pattern = hit[chained], tokens[chained], self.next[pattern[chained]]
+            grow = (value & 1).astype(bool)  # only spans that begin a longer pattern grow
+            first, base, scale = first[grow], base[grow], scale[grow]
+        return (np.concatenate(found_tokens) if found_tokens else np.zeros(0, np.int64),
+                np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
+
+    def match(self, texts: pa.Array) -> pa.ListArray:
+        """entry_ids (sorted, unique) for each text; empty list when none matches."""
+        texts = normalize(texts, self.mode)
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        if texts.null_count:
+            texts = texts.fill_null("")
+        n = len(texts)
+        offsets, data = _arrow_bytes(texts)
+        spaced, row_starts = _spaced_bytes(data, offsets)
+        tokens, pattern, space_pos = self._lookup(spaced, len(spaced) - 8)
+        # the row of a token: rows before its opening space
+        rows = np.searchsorted(row_starts, space_pos[tokens], side="right") - 1
+        if self.one_id:
+            ids = self.ids[pattern]
+        else:
+            owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
+            rows, ids = rows[owner], self.ids[slot]
+        pairs = np.sort(rows * max(self.n_entries, 1) + ids)
+        if len(pairs):
+            pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+        rows, ids = np.divmod(pairs, max(self.n_entries, 1))
+        list_offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(np.bincount(rows, minlength=n), out=list_offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
+
+
+def _arrow_bytes(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from 0, UTF-8 bytes) of a string array without nulls, not copying the bytes."""
+    n = len(strings)
+    kind = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    _, offsets_buf, data_buf = strings.buffers()[:3]
+    if n == 0 or offsets_buf is None:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.uint8)
+    offsets = np.frombuffer(offsets_buf, kind)[strings.offset:strings.offset + n + 1].astype(np.int64)
+    start = int(offsets[0])
+    data = np.frombuffer(data_buf, np.uint8, int(offsets[-1]) - start, start) if data_buf is not None \
+        else np.zeros(0, np.uint8)
+    return offsets - start, data
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,101 +295,6 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = hi - lo
     owner = np.repeat(np.arange(len(lo)), counts)
     return owner, lo[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
-class Matcher:
-    """Finds every entry e with " e " in the spaced text (see the module docstring for how)."""
-
-    def __init__(self, entries: list[str], mode: str = "metaclip"):
-        normalized = normalize(pa.array(entries, pa.string()), mode).to_pylist()
-        ids_of: dict[bytes, list[int]] = {}  # entries equal after normalising share one pattern
-        for entry_id, entry in enumerate(normalized):
-            ids_of.setdefault(entry.encode(), []).append(entry_id)
-        patterns = list(ids_of)
-        self.n_entries, self.mode = len(entries), mode
-        # pattern -> entry ids as CSR (almost always one id per pattern)
-        lengths = np.fromiter((len(v) for v in ids_of.values()), np.int64, len(patterns))
-        self.id_offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.ids = np.fromiter(itertools.chain.from_iterable(ids_of.values()), np.int64,
-                               int(self.id_offsets[-1]))
-
-        self.data = np.frombuffer(b"".join(patterns), np.uint8)
-        sizes = np.fromiter(map(len, patterns), np.int64, len(patterns))
-        self.starts, self.sizes = np.cumsum(sizes) - sizes, sizes
-        hashes = _prefix_hashes(self.data, *_powers(len(self.data) + 1))
-        self.powers = _powers(1)  # grown by match() to the largest batch seen
-        full = _span_hash(hashes, self.starts, self.starts + sizes)
-        self.by_hash = np.argsort(full, kind="stable")  # pattern indices ordered by hash
-        inner = np.flatnonzero(self.data == 32)  # a proper prefix ends at each inner space
-        owner = np.searchsorted(self.starts, inner, side="right") - 1
-        prefixes = _span_hash(hashes, self.starts[owner], inner)
-        # one hash table: span hash -> (patterns with that hash: by_hash[lo:hi], begins a longer one?)
-        keys, first, counts = np.unique(full[self.by_hash], return_index=True, return_counts=True)
-        keys = np.concatenate([keys, np.setdiff1d(prefixes, keys)])
-        self.table = pd.Index(keys)
-        self.table.get_indexer(keys[:1])  # builds the hash table now, not in the first batch
-        self.lo = np.concatenate([first, np.zeros(len(keys) - len(first), np.int64)])
-        self.hi = self.lo + np.concatenate([counts, np.zeros(len(keys) - len(first), np.int64)])
-        self.is_prefix = np.isin(keys, prefixes)
-        words = np.bincount(owner, minlength=len(patterns)) + 1 if len(patterns) else np.zeros(0)
-        self.max_words = int(words.max()) if len(patterns) else 0
-
-    def _lookup(self, data, hashes, space_pos, space_row):
-        """(row, pattern) for every span between spaces that equals a pattern."""
-        found_rows, found_patterns = [], []
-        first = np.arange(len(space_pos) - 1)
-        for words in range(1, self.max_words + 1):
-            last = first + words
-            ok = last < len(space_pos)
-            first, last = first[ok], last[ok]
-            same_row = space_row[first] == space_row[last]
-            first, last = first[same_row], last[same_row]
-            if not len(first):
-                break
-            begin, end = space_pos[first] + 1, space_pos[last]
-            h = _span_hash(hashes, begin, end)
-            key = self.table.get_indexer(h)
-            known = key >= 0
-            first, begin, end, key = first[known], begin[known], end[known], key[known]
-            span, slot = _expand(self.lo[key], self.hi[key])
-            pattern = self.by_hash[slot]
-            same = self.sizes[pattern] == end[span] - begin[span]
-            span, pattern = span[same], pattern[same]
-            n = self.sizes[pattern]
-            pos, at = _expand(np.zeros(len(n), np.int64), n)
-            equal = data[begin[span][pos] + at] == self.data[self.starts[pattern][pos] + at]
-            wrong = np.bincount(pos[~equal], minlength=len(span)) > 0
-            found_rows.append(space_row[first[span[~wrong]]])
-            found_patterns.append(pattern[~wrong])
-            first = first[self.is_prefix[key]]  # extend only spans that begin a longer entry
-        return np.concatenate(found_rows or [[]]).astype(np.int64), \
-            np.concatenate(found_patterns or [[]]).astype(np.int64)
-
-    def match(self, texts: pa.Array) -> pa.ListArray:
-        """entry_ids (sorted, unique) for each text; empty list when none matches."""
-        spaced = space(normalize(texts, self.mode))
-        if isinstance(spaced, pa.ChunkedArray):
-            spaced = spaced.combine_chunks()
-        n = len(spaced)
-        kind = np.int64 if pa.types.is_large_string(spaced.type) else np.int32
-        _, offsets_buf, data_buf = spaced.buffers()
-        offsets = np.frombuffer(offsets_buf, kind)[spaced.offset:spaced.offset + n + 1].astype(np.int64)
-        start = int(offsets[0])
-        data = np.frombuffer(data_buf, np.uint8, int(offsets[-1]) - start, start) if n else np.zeros(0, np.uint8)
-        offsets -= start
-        space_pos = np.flatnonzero(data == 32)
-        space_row = np.searchsorted(offsets, space_pos, side="right") - 1
-        if len(self.powers[0]) <= len(data):  # kept across batches: computed once per size
-            self.powers = _powers(2 * len(data) + 1)
-        rows, pattern = self._lookup(data, _prefix_hashes(data, *self.powers), space_pos, space_row)
-        owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
-        rows, ids = rows[owner], self.ids[slot]
-        pairs = np.sort(rows * self.n_entries + ids)
-        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
-        rows, ids = np.divmod(pairs, self.n_entries)
-        list_offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(np.bincount(rows, minlength=n), out=list_offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
 
 
 _MATCHERS: dict[tuple[str, str], Matcher] = {}
