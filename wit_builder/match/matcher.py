@@ -50,8 +50,9 @@ def space(texts: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(texts, _SPACED_RE, " ")
 
 
-_P = 0x100000001B3  # odd, so invertible modulo 2**64
+_P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
+_TOP = np.uint64(1 << 63)  # set in every key, so that 0 marks an empty slot
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
 _BLOCK = 4096
 _PUNCT = np.zeros(256, np.uint8)
@@ -117,64 +118,111 @@ class Matcher:
 
     def __init__(self, entries: list[str], mode: str = "metaclip"):
         self.n_entries, self.mode = len(entries), mode
-        normalized = normalize(pa.array(entries, pa.string()), mode)
-        if isinstance(normalized, pa.ChunkedArray):
-            normalized = normalized.combine_chunks()
-        encoded = pc.dictionary_encode(normalized)  # entries equal after normalising share a pattern
-        pattern_of = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        patterns = encoded.dictionary
-        n_patterns = len(patterns)
-        # pattern -> entry ids as CSR (almost always one id per pattern)
-        self.ids = np.argsort(pattern_of, kind="stable")
-        self.id_offsets = np.zeros(n_patterns + 1, np.int64)
-        np.cumsum(np.bincount(pattern_of, minlength=n_patterns), out=self.id_offsets[1:])
-        self.one_id = bool(len(self.ids) == n_patterns)
-
-        offsets, data = _arrow_bytes(patterns)
+        if mode != "metaclip":
+            entries = normalize(pa.array(entries, pa.string()), mode).to_pylist()
+        n = len(entries)
+        data = "\n".join(entries).encode()  # one encode: the newlines give the offsets
+        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        if len(newlines) == max(n - 1, 0):
+            ends = np.append(newlines, len(data)) if n else newlines
+            starts = np.concatenate([[0], newlines + 1])[:n]
+        else:  # an entry holds a newline: encode one by one
+            encoded = [entry.encode() for entry in entries]
+            ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, n))
+            data = b"".join(encoded)
+            starts = ends - np.fromiter(map(len, encoded), np.int64, n)
+        self._encoded = lambda i: data[starts[i]:ends[i]]
         self.data = np.zeros(len(data) + 8, np.uint8)  # padded for _windows
-        self.data[:len(data)] = data
-        self.starts, self.sizes = offsets[:-1], np.diff(offsets)
-        windows = _windows(self.data)
-        self.head = windows[self.starts] if n_patterns else np.zeros(0, np.uint64)  # first 8 bytes
-        powers, inverse = _powers(len(data) + 1)
-        prefix = _prefix_hashes(data, powers)
-        full = (prefix[offsets[1:]] - prefix[self.starts]) * inverse[self.starts] | np.uint64(1)
-        inner = np.flatnonzero(data == 32)  # a proper prefix ends at each space of a pattern
-        owner = np.searchsorted(self.starts, inner, side="right") - 1
-        begins = self.starts[owner]
-        prefixes = np.unique((prefix[inner] - prefix[begins]) * inverse[begins] | np.uint64(1))
-        del prefix, powers, inverse
-        self.max_words = int(np.bincount(owner, minlength=n_patterns).max()) + 1 if n_patterns else 0
+        self.data[:len(data)] = np.frombuffer(data, np.uint8)
+        self.starts, self.sizes = starts, ends - starts
+        full, prefixes, words = self._entry_hashes(self.data[:len(data)], starts, ends)
+        prefixes = np.unique(prefixes)
+        self.max_words = int(words)
         self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
+        windows = _windows(self.data)
+        self.head = windows[self.starts]  # the first 8 bytes of each entry
 
-        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern);
-        # patterns with equal hashes (never seen in practice) are chained through self.next
-        order = np.argsort(full, kind="stable")
-        by_hash = full[order]
-        same = by_hash[1:] == by_hash[:-1]
-        self.next = np.full(n_patterns, -1, np.int64)
-        self.next[order[:-1][same]] = order[1:][same]
-        heads = order[np.concatenate([[True], ~same])] if n_patterns else order
-        keys = full[heads]
-        at = np.searchsorted(prefixes, keys).clip(max=max(len(prefixes) - 1, 0))
-        is_prefix = prefixes[at] == keys if len(prefixes) else np.zeros(len(keys), bool)
-        at = np.searchsorted(keys, prefixes).clip(max=max(len(keys) - 1, 0)) if len(keys) else None
-        only_prefix = prefixes[keys[at] != prefixes] if len(keys) else prefixes
-        keys = np.concatenate([keys, only_prefix])  # sorted by hash, so keys are distinct
-        values = np.concatenate([2 * (heads + 1) + is_prefix, np.ones(len(only_prefix), np.int64)])
-        bits = max(int(len(keys) * 3).bit_length(), 4)  # load factor < 1/3
+        # Patterns are entries; entries equal to an earlier one (after normalising) are its
+        # aliases: its pattern reports all their ids (CSR: ids[id_offsets[p]:id_offsets[p + 1]]).
+        # Different patterns with equal hashes (never seen in practice) chain through `next`.
+        self.next = np.full(n, -1, np.int64)
+        sorted_full = np.sort(full)
+        heads = np.ones(n, bool)
+        rep = np.arange(n)
+        if n and (sorted_full[1:] == sorted_full[:-1]).any():
+            order = np.argsort(full, kind="stable")
+            same = np.flatnonzero(full[order][1:] == full[order][:-1])
+            groups: dict[int, list[int]] = {}
+            for i in same:
+                group = groups.setdefault(int(full[order[i]]), [int(order[i])])
+                group.append(int(order[i + 1]))
+            for group in groups.values():  # entry indices in order, all with one hash
+                chain: list[int] = []
+                for entry in group:
+                    equal = next((r for r in chain if self._encoded(r) == self._encoded(entry)), None)
+                    if equal is None:
+                        if chain:
+                            self.next[chain[-1]] = entry
+                        chain.append(entry)
+                    else:
+                        rep[entry] = equal
+                heads[chain[1:]] = False
+                heads[group] &= rep[group] == np.asarray(group)
+        self.one_id = bool((rep == np.arange(n)).all())
+        self.ids = np.arange(n) if self.one_id else np.argsort(rep, kind="stable")
+        self.id_offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
+
+        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern)
+        heads = np.flatnonzero(heads)
+        bits = max(int((len(heads) + len(prefixes)) * 3).bit_length(), 4)  # load factor < 1/3
         self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
-        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys are odd)
+        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys have the top bit set)
         self.table_values = np.zeros(1 << bits, np.int64)
+        self._insert(full[heads], 2 * (heads + 1))
+        slot = self._find_slots(prefixes)
+        known = self.table_keys[slot] == prefixes
+        self.table_values[slot[known]] |= 1
+        self._insert(prefixes[~known], np.ones(int((~known).sum()), np.int64))
+        del self._encoded
+
+    @staticmethod
+    def _entry_hashes(data, starts, ends, chunk=1 << 18):
+        """Hashes of every entry and of its proper prefixes (up to each of its spaces), and the
+        most words in an entry; by chunks of entries, so that the arrays stay in cache."""
+        full, prefixes, words = np.zeros(len(starts), np.uint64), [], 1
+        first, powers, inverse = 0, None, None
+        while first < len(starts):
+            last = int(np.searchsorted(ends, ends[first] + chunk, side="right"))
+            last = max(last, first + 1)
+            lo, hi = int(starts[first]), int(ends[last - 1])
+            if powers is None or len(powers) <= hi - lo:
+                powers, inverse = _powers(max(hi - lo + 1, chunk + 1))
+            part = data[lo:hi]
+            prefix = _prefix_hashes(part, powers)
+            begin, end = starts[first:last] - lo, ends[first:last] - lo
+            full[first:last] = (prefix[end] - prefix[begin]) * inverse[begin]
+            inner = np.flatnonzero(part == 32)
+            if len(inner):
+                owner = np.cumsum(np.bincount(begin[1:], minlength=hi - lo))[inner]
+                words = max(words, int(np.bincount(owner).max()) + 1)
+                begin = begin[owner]
+                prefixes.append((prefix[inner] - prefix[begin]) * inverse[begin])
+            first = last
+        prefixes = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
+        return full | _TOP, prefixes | _TOP, words if len(starts) else 0
+
+    def _insert(self, keys, values):
+        """Put keys (distinct, not in the table) with their values into the table."""
         slot = self._slot(keys)
         pending = np.arange(len(keys))
-        owner_of = np.full(1 << bits, -1, np.int64)
+        claimed = np.full(len(self.table_keys), -1, np.int64)
         while len(pending):
             s = slot[pending]
             free = self.table_keys[s] == 0
-            owner_of[s[free]] = pending[free]
+            claimed[s[free]] = pending[free]
             won = np.zeros(len(pending), bool)
-            won[free] = owner_of[s[free]] == pending[free]
+            won[free] = claimed[s[free]] == pending[free]
             self.table_keys[s[won]] = keys[pending[won]]
             self.table_values[s[won]] = values[pending[won]]
             pending = pending[~won]
@@ -183,8 +231,8 @@ class Matcher:
     def _slot(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * _MIX) >> self.shift).astype(np.int64)
 
-    def _find(self, keys: np.ndarray) -> np.ndarray:
-        """The table's value for each key, 0 where it is not in the table (linear probing)."""
+    def _find_slots(self, keys: np.ndarray) -> np.ndarray:
+        """The slot of each key, or of the empty slot where its probe ends (linear probing)."""
         slot = self._slot(keys)
         found = self.table_keys[slot]
         todo = np.flatnonzero((found != keys) & (found != 0))
@@ -192,7 +240,11 @@ class Matcher:
             slot[todo] = (slot[todo] + 1) & self.mask
             found = self.table_keys[slot[todo]]
             todo = todo[(found != keys[todo]) & (found != 0)]
-        return self.table_values[slot]
+        return slot
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """The table's value for each key, 0 where it is not in the table."""
+        return self.table_values[self._find_slots(keys)]
 
     def _verify(self, windows, begin, pattern, size) -> np.ndarray:
         """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
@@ -231,7 +283,7 @@ class Matcher:
                 if not len(first):
                     break
                 end = space_pos[first + words]
-            value = self._find((prefix[end] - base) * scale | np.uint64(1))
+            value = self._find((prefix[end] - base) * scale | _TOP)
             hit = np.flatnonzero(value > 1)
             tokens, pattern = first[hit], (value[hit] >> 1) - 1
             while len(hit):
