@@ -96,20 +96,25 @@ def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
     one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
     n, rows = len(data), len(offsets) - 1
     punct = _PUNCT[data]
-    before = np.zeros(n + 1, np.int64)  # punctuation marks before each byte
-    np.cumsum(punct, out=before[1:])
-    starts = offsets[:-1] + 2 * before[offsets[:-1]] + 3 * np.arange(rows)
-    total = n + 2 * int(before[-1]) + 3 * rows
+    # shifted[j] = j + 2 * (marks before j): where byte j would go with no row boundaries
+    shifted = np.zeros(n + 1, np.int32 if n < 2**29 else np.int64)
+    np.multiply(punct, 2, out=shifted[1:], dtype=shifted.dtype)
+    shifted[1:] += 1
+    np.cumsum(shifted, out=shifted)
+    starts = shifted[offsets[:-1]] + 3 * np.arange(rows)
+    total = int(shifted[-1]) + 3 * rows
     out = np.full(total + 8, 32, np.uint8)
     out[total:] = 0
     out[starts[1:] - 1] = _ROW_END
     if rows:
         out[total - 1] = _ROW_END
     if n:
-        # byte j of row r goes to j + 2 * (marks before j) + 3 * r + 1 (+ 1 for a mark: " , ")
-        shift = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3)  # 3 * row
-        shift += 2 * before[:-1] + punct + 1 + np.arange(n)
-        out[shift] = _TO_SPACE[data]
+        # byte j of row r goes to shifted[j] + 3 * r + 1, one more for a mark (" , ")
+        position = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3, dtype=shifted.dtype)
+        position += shifted[:-1]
+        position += punct
+        position += 1
+        out[position] = _TO_SPACE[data]
     return out, starts
 
 
@@ -178,8 +183,8 @@ class Matcher:
         bits = max(int((len(heads) + len(prefixes)) * 3).bit_length(), 4)  # load factor < 1/3
         self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
         self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys have the top bit set)
-        self.table_values = np.zeros(1 << bits, np.int64)
-        self._insert(full[heads], 2 * (heads + 1))
+        self.table_values = np.zeros(1 << bits, np.int32)
+        self._insert(full[heads], 2 * (heads + 1))  # < 2**31: n < 2**30
         slot = self._find_slots(prefixes)
         known = self.table_keys[slot] == prefixes
         self.table_values[slot[known]] |= 1
