@@ -6,15 +6,16 @@ space on each side, tab/newline/carriage return become spaces, and entry e match
 normalise texts and entries alike first: "casefold" lower-cases (Unicode, utf8proc's mapping),
 "nfkc" applies NFKC, "nfkc_casefold" both.
 
-How it is fast: the spacing is done by Arrow kernels on a whole batch; " e " occurs in the
-spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
-spans over the batch's concatenated UTF-8 bytes (numpy, polynomial prefix hashes), looks them up
-in one hash table of the entries, and checks each hit byte by byte (exact, no false positives).
-Spans are grown one space at a time only while they are a proper prefix of some entry: a trie
-walk done level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry
-automaton is memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead.
-Spans never cross a row boundary, and unique sorted (row, entry) pairs become a list<int32>
-column. The matcher is built once per executor process and kept in a module cache.
+How it is fast: the spacing is done in numpy on the batch's concatenated UTF-8 bytes (rows
+separated by a 0xFF byte, which UTF-8 never holds, so no span crosses two rows); " e " occurs in
+the spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
+spans (polynomial prefix hashes), looks them up in a numpy open-addressing table of the entries'
+hashes, and checks each hit 8 bytes at a time (exact, no false positives). Spans are grown one
+space at a time only while their hash is that of a proper prefix of some entry: a trie walk done
+level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry automaton is
+memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead. Unique sorted
+(row, entry) pairs become a list<int32> column. The matcher is built once per executor process
+and kept in a module cache; `space` (Arrow kernels) is the same spacing on a string array.
 """
 
 from __future__ import annotations
