@@ -122,3 +122,13 @@ def test_real_candidates_equal_metaclip_casefold_too(shared_data, committed_list
     lower = lambda items: pc.utf8_lower(pa.array(items, pa.string())).to_pylist()  # noqa: E731
     assert folded == brute_force_match(lower(texts), lower(committed_list))
     assert sum(map(len, folded)) > sum(map(len, got))
+
+
+def test_entries_with_newlines_and_empty_ones_equal_brute_force():
+    # "\n" in an entry makes the build encode entry by entry; it can never match (texts' newlines
+    # become spaces), but the entries around it must
+    entries = ["a\nb", "", "dog", "", "a b", "dog", "b"]
+    texts = ["a b", "a\nb", "dog  b", "", None]
+    got = matching.Matcher(entries).match(pa.array(texts)).to_pylist()
+    assert got == brute_force_match(texts, entries)
+    assert got[1] == [4, 6]  # "a\nb" is spaced to " a b "

@@ -6,24 +6,23 @@ space on each side, tab/newline/carriage return become spaces, and entry e match
 normalise texts and entries alike first: "casefold" lower-cases (Unicode, utf8proc's mapping),
 "nfkc" applies NFKC, "nfkc_casefold" both.
 
-How it is fast: the spacing is done by Arrow kernels on a whole batch; " e " occurs in the
-spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
-spans over the batch's concatenated UTF-8 bytes (numpy, polynomial prefix hashes), looks them up
-in one hash table of the entries, and checks each hit byte by byte (exact, no false positives).
-Spans are grown one space at a time only while they are a proper prefix of some entry: a trie
-walk done level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry
-automaton is memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead.
-Spans never cross a row boundary, and unique sorted (row, entry) pairs become a list<int32>
-column. The matcher is built once per executor process and kept in a module cache.
+How it is fast: the spacing is done in numpy on the batch's concatenated UTF-8 bytes (rows
+separated by a 0xFF byte, which UTF-8 never holds, so no span crosses two rows); " e " occurs in
+the spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
+spans (polynomial prefix hashes), looks them up in a numpy open-addressing table of the entries'
+hashes, and checks each hit 8 bytes at a time (exact, no false positives). Spans are grown one
+space at a time only while their hash is that of a proper prefix of some entry: a trie walk done
+level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry automaton is
+memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead. Unique sorted
+(row, entry) pairs become a list<int32> column. The matcher is built once per executor process
+and kept in a module cache; `space` (Arrow kernels) is the same spacing on a string array.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -52,28 +51,301 @@ def space(texts: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(texts, _SPACED_RE, " ")
 
 
-_P = 0x100000001B3  # odd, so invertible modulo 2**64
+_P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
+_TOP = np.uint64(1 << 63)  # set in every key, so that 0 marks an empty slot
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
+_BLOCK = 4096
+_PUNCT = np.zeros(256, np.uint8)
+_PUNCT[[ord(c) for c in WRAPPED]] = 1
+_TO_SPACE = np.arange(256, dtype=np.uint8)
+_TO_SPACE[[ord(c) for c in SPACED]] = 32
+_ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
+# _TAIL[k]: the low k bytes of a uint64 (k = 8 for all of them)
+_TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps)."""
-    powers, inverse = np.full(n, _P, np.uint64), np.full(n, _P_INV, np.uint64)
-    powers[:1], inverse[:1] = 1, 1
-    return np.cumprod(powers), np.cumprod(inverse)
+    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps); by blocks, since
+    a long cumprod is slow."""
+    out = []
+    for base in (_P, _P_INV):
+        small = np.full(_BLOCK, base, np.uint64)
+        small[0] = 1
+        small = np.cumprod(small)
+        step = np.full(-(-n // _BLOCK), pow(base, _BLOCK, 2**64), np.uint64)
+        step[0] = 1
+        out.append((np.cumprod(step)[:, None] * small[None, :]).ravel()[:n])
+    return out[0], out[1]
 
 
-def _prefix_hashes(data: np.ndarray, powers, inverse) -> tuple[np.ndarray, np.ndarray]:
+def _prefix_hashes(data: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
-    one multiplication away (`_span_hash`); `powers`/`inverse` from `_powers(>= len(data) + 1)`."""
+    one multiplication away; `powers` from `_powers(>= len(data) + 1)`."""
     prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(data.astype(np.uint64) * powers[:len(data)], out=prefix[1:])
-    return prefix, inverse
+    np.cumsum(np.multiply(data, powers[:len(data)], dtype=np.uint64), out=prefix[1:])
+    return prefix
 
 
-def _span_hash(hashes, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
-    prefix, inverse = hashes
-    return (prefix[end] - prefix[begin]) * inverse[begin]
+def _windows(data: np.ndarray) -> np.ndarray:
+    """The 8 bytes from each position of `data` (padded by 8 bytes) as little-endian uint64."""
+    return np.ndarray((len(data) - 8,), np.dtype("<u8"), data, 0, (1,))
+
+
+def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
+    one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
+    n, rows = len(data), len(offsets) - 1
+    punct = _PUNCT[data]
+    # shifted[j] = j + 2 * (marks before j): where byte j would go with no row boundaries
+    shifted = np.zeros(n + 1, np.int32 if n < 2**29 else np.int64)
+    np.multiply(punct, 2, out=shifted[1:], dtype=shifted.dtype)
+    shifted[1:] += 1
+    np.cumsum(shifted, out=shifted)
+    starts = shifted[offsets[:-1]] + 3 * np.arange(rows)
+    total = int(shifted[-1]) + 3 * rows
+    out = np.full(total + 8, 32, np.uint8)
+    out[total:] = 0
+    out[starts[1:] - 1] = _ROW_END
+    if rows:
+        out[total - 1] = _ROW_END
+    if n:
+        # byte j of row r goes to shifted[j] + 3 * r + 1, one more for a mark (" , ")
+        position = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3, dtype=shifted.dtype)
+        position += shifted[:-1]
+        position += punct
+        position += 1
+        out[position] = _TO_SPACE[data]
+    return out, starts
+
+
+class Matcher:
+    """Finds every entry e with " e " in the spaced text (see the module docstring for how)."""
+
+    def __init__(self, entries: list[str], mode: str = "metaclip"):
+        self.n_entries, self.mode = len(entries), mode
+        if mode != "metaclip":
+            entries = normalize(pa.array(entries, pa.string()), mode).to_pylist()
+        n = len(entries)
+        data = "\n".join(entries).encode()  # one encode: the newlines give the offsets
+        newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        if len(newlines) == max(n - 1, 0):
+            ends = np.append(newlines, len(data)) if n else newlines
+            starts = np.concatenate([[0], newlines + 1])[:n]
+        else:  # an entry holds a newline: encode one by one
+            encoded = [entry.encode() for entry in entries]
+            ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, n))
+            data = b"".join(encoded)
+            starts = ends - np.fromiter(map(len, encoded), np.int64, n)
+        self._encoded = lambda i: data[starts[i]:ends[i]]
+        self.data = np.zeros(len(data) + 8, np.uint8)  # padded for _windows
+        self.data[:len(data)] = np.frombuffer(data, np.uint8)
+        self.starts, self.sizes = starts, ends - starts
+        full, prefixes, words = self._entry_hashes(self.data[:len(data)], starts, ends)
+        prefixes = np.unique(prefixes)
+        self.max_words = int(words)
+        self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
+        windows = _windows(self.data)
+        self.head = windows[self.starts]  # the first 8 bytes of each entry
+
+        # Patterns are entries; entries equal to an earlier one (after normalising) are its
+        # aliases: its pattern reports all their ids (CSR: ids[id_offsets[p]:id_offsets[p + 1]]).
+        # Different patterns with equal hashes (never seen in practice) chain through `next`.
+        self.next = np.full(n, -1, np.int64)
+        sorted_full = np.sort(full)
+        heads = np.ones(n, bool)
+        rep = np.arange(n)
+        if n and (sorted_full[1:] == sorted_full[:-1]).any():
+            order = np.argsort(full, kind="stable")
+            same = np.flatnonzero(full[order][1:] == full[order][:-1])
+            groups: dict[int, list[int]] = {}
+            for i in same:
+                group = groups.setdefault(int(full[order[i]]), [int(order[i])])
+                group.append(int(order[i + 1]))
+            for group in groups.values():  # entry indices in order, all with one hash
+                chain: list[int] = []
+                for entry in group:
+                    equal = next((r for r in chain if self._encoded(r) == self._encoded(entry)), None)
+                    if equal is None:
+                        if chain:
+                            self.next[chain[-1]] = entry
+                        chain.append(entry)
+                    else:
+                        rep[entry] = equal
+                heads[chain[1:]] = False
+                heads[group] &= rep[group] == np.asarray(group)
+        self.one_id = bool((rep == np.arange(n)).all())
+        self.ids = np.arange(n) if self.one_id else np.argsort(rep, kind="stable")
+        self.id_offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
+
+        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern)
+        heads = np.flatnonzero(heads)
+        bits = max(int((len(heads) + len(prefixes)) * 3).bit_length(), 4)  # load factor < 1/3
+        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
+        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys have the top bit set)
+        self.table_values = np.zeros(1 << bits, np.int32)
+        self._insert(full[heads], 2 * (heads + 1))  # < 2**31: n < 2**30
+        slot = self._find_slots(prefixes)
+        known = self.table_keys[slot] == prefixes
+        self.table_values[slot[known]] |= 1
+        self._insert(prefixes[~known], np.ones(int((~known).sum()), np.int64))
+        del self._encoded
+
+    @staticmethod
+    def _entry_hashes(data, starts, ends, chunk=1 << 18):
+        """Hashes of every entry and of its proper prefixes (up to each of its spaces), and the
+        most words in an entry; by chunks of entries, so that the arrays stay in cache."""
+        full, prefixes, words = np.zeros(len(starts), np.uint64), [], 1
+        first, powers, inverse = 0, None, None
+        while first < len(starts):
+            last = int(np.searchsorted(ends, ends[first] + chunk, side="right"))
+            last = max(last, first + 1)
+            lo, hi = int(starts[first]), int(ends[last - 1])
+            if powers is None or len(powers) <= hi - lo:
+                powers, inverse = _powers(max(hi - lo + 1, chunk + 1))
+            part = data[lo:hi]
+            prefix = _prefix_hashes(part, powers)
+            begin, end = starts[first:last] - lo, ends[first:last] - lo
+            full[first:last] = (prefix[end] - prefix[begin]) * inverse[begin]
+            inner = np.flatnonzero(part == 32)
+            if len(inner):
+                owner = np.cumsum(np.bincount(begin[1:], minlength=hi - lo))[inner]
+                words = max(words, int(np.bincount(owner).max()) + 1)
+                begin = begin[owner]
+                prefixes.append((prefix[inner] - prefix[begin]) * inverse[begin])
+            first = last
+        prefixes = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
+        return full | _TOP, prefixes | _TOP, words if len(starts) else 0
+
+    def _insert(self, keys, values):
+        """Put keys (distinct, not in the table) with their values into the table."""
+        slot = self._slot(keys)
+        pending = np.arange(len(keys))
+        claimed = np.full(len(self.table_keys), -1, np.int64)
+        while len(pending):
+            s = slot[pending]
+            free = self.table_keys[s] == 0
+            claimed[s[free]] = pending[free]
+            won = np.zeros(len(pending), bool)
+            won[free] = claimed[s[free]] == pending[free]
+            self.table_keys[s[won]] = keys[pending[won]]
+            self.table_values[s[won]] = values[pending[won]]
+            pending = pending[~won]
+            slot[pending] = (slot[pending] + 1) & self.mask
+
+    def _slot(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * _MIX) >> self.shift).astype(np.int64)
+
+    def _find_slots(self, keys: np.ndarray) -> np.ndarray:
+        """The slot of each key, or of the empty slot where its probe ends (linear probing)."""
+        slot = self._slot(keys)
+        found = self.table_keys[slot]
+        todo = np.flatnonzero((found != keys) & (found != 0))
+        while len(todo):
+            slot[todo] = (slot[todo] + 1) & self.mask
+            found = self.table_keys[slot[todo]]
+            todo = todo[(found != keys[todo]) & (found != 0)]
+        return slot
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        """The table's value for each key, 0 where it is not in the table."""
+        return self.table_values[self._find_slots(keys)]
+
+    def _verify(self, windows, begin, pattern, size) -> np.ndarray:
+        """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
+        ok = ((windows[begin] ^ self.head[pattern]) & _TAIL[np.minimum(size, 8)]) == 0
+        longer = np.flatnonzero(ok & (size > 8))
+        done = 8
+        pattern_windows = _windows(self.data)
+        while len(longer):
+            b, p, rest = begin[longer] + done, self.starts[pattern[longer]] + done, size[longer] - done
+            same = ((windows[b] ^ pattern_windows[p]) & _TAIL[np.minimum(rest, 8)]) == 0
+            ok[longer[~same]] = False
+            longer = longer[same & (rest > 8)]
+            done += 8
+        return ok
+
+    def _lookup(self, spaced: np.ndarray, n: int):
+        """(token, pattern) for every span between spaces that equals a pattern: the span's first
+        token (the text between two spaces) and the pattern."""
+        text = spaced[:n]
+        space_pos = np.flatnonzero(text == 32)
+        if len(self.powers) <= n:  # kept across batches: computed once per size
+            self.powers, self.inverse = _powers(2 * n + 1)
+        prefix = _prefix_hashes(text, self.powers)
+        windows = _windows(spaced)
+        begin = space_pos[:-1] + 1
+        base, scale = prefix[begin], self.inverse[begin]
+        first = np.arange(len(begin))  # each span's first token, with its hash terms
+        found_tokens, found_patterns = [], []
+        for words in range(1, self.max_words + 1):
+            if words == 1:
+                end = space_pos[1:]
+            else:
+                keep = first + words < len(space_pos)
+                if not keep.all():
+                    first, base, scale = first[keep], base[keep], scale[keep]
+                if not len(first):
+                    break
+                end = space_pos[first + words]
+            value = self._find((prefix[end] - base) * scale | _TOP)
+            hit = np.flatnonzero(value > 1)
+            tokens, pattern = first[hit], (value[hit] >> 1) - 1
+            while len(hit):
+                start = begin[tokens]
+                size = end[hit] - start
+                ok = self.sizes[pattern] == size
+                ok[ok] = self._verify(windows, start[ok], pattern[ok], size[ok])
+                found_tokens.append(tokens[ok])
+                found_patterns.append(pattern[ok])
+                chained = np.flatnonzero(~ok)  # another pattern with the same hash?
+                chained = chained[self.next[pattern[chained]] >= 0]
+                hit, tokens, pattern = hit[chained], tokens[chained], self.next[pattern[chained]]
+            grow = (value & 1).astype(bool)  # only spans that begin a longer pattern grow
+            first, base, scale = first[grow], base[grow], scale[grow]
+        return (np.concatenate(found_tokens) if found_tokens else np.zeros(0, np.int64),
+                np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
+
+    def match(self, texts: pa.Array) -> pa.ListArray:
+        """entry_ids (sorted, unique) for each text; empty list when none matches."""
+        texts = normalize(texts, self.mode)
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        if texts.null_count:
+            texts = texts.fill_null("")
+        n = len(texts)
+        offsets, data = _arrow_bytes(texts)
+        spaced, row_starts = _spaced_bytes(data, offsets)
+        tokens, pattern, space_pos = self._lookup(spaced, len(spaced) - 8)
+        # the row of a token: rows before its opening space
+        rows = np.searchsorted(row_starts, space_pos[tokens], side="right") - 1
+        if self.one_id:
+            ids = self.ids[pattern]
+        else:
+            owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
+            rows, ids = rows[owner], self.ids[slot]
+        pairs = np.sort(rows * max(self.n_entries, 1) + ids)
+        if len(pairs):
+            pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]
+        rows, ids = np.divmod(pairs, max(self.n_entries, 1))
+        list_offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(np.bincount(rows, minlength=n), out=list_offsets[1:])
+        return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
+
+
+def _arrow_bytes(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from 0, UTF-8 bytes) of a string array without nulls, not copying the bytes."""
+    n = len(strings)
+    kind = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    _, offsets_buf, data_buf = strings.buffers()[:3]
+    if n == 0 or offsets_buf is None:
+        return np.zeros(n + 1, np.int64), np.zeros(0, np.uint8)
+    offsets = np.frombuffer(offsets_buf, kind)[strings.offset:strings.offset + n + 1].astype(np.int64)
+    start = int(offsets[0])
+    data = np.frombuffer(data_buf, np.uint8, int(offsets[-1]) - start, start) if data_buf is not None \
+        else np.zeros(0, np.uint8)
+    return offsets - start, data
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,101 +353,6 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     counts = hi - lo
     owner = np.repeat(np.arange(len(lo)), counts)
     return owner, lo[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
-class Matcher:
-    """Finds every entry e with " e " in the spaced text (see the module docstring for how)."""
-
-    def __init__(self, entries: list[str], mode: str = "metaclip"):
-        normalized = normalize(pa.array(entries, pa.string()), mode).to_pylist()
-        ids_of: dict[bytes, list[int]] = {}  # entries equal after normalising share one pattern
-        for entry_id, entry in enumerate(normalized):
-            ids_of.setdefault(entry.encode(), []).append(entry_id)
-        patterns = list(ids_of)
-        self.n_entries, self.mode = len(entries), mode
-        # pattern -> entry ids as CSR (almost always one id per pattern)
-        lengths = np.fromiter((len(v) for v in ids_of.values()), np.int64, len(patterns))
-        self.id_offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.ids = np.fromiter(itertools.chain.from_iterable(ids_of.values()), np.int64,
-                               int(self.id_offsets[-1]))
-
-        self.data = np.frombuffer(b"".join(patterns), np.uint8)
-        sizes = np.fromiter(map(len, patterns), np.int64, len(patterns))
-        self.starts, self.sizes = np.cumsum(sizes) - sizes, sizes
-        hashes = _prefix_hashes(self.data, *_powers(len(self.data) + 1))
-        self.powers = _powers(1)  # grown by match() to the largest batch seen
-        full = _span_hash(hashes, self.starts, self.starts + sizes)
-        self.by_hash = np.argsort(full, kind="stable")  # pattern indices ordered by hash
-        inner = np.flatnonzero(self.data == 32)  # a proper prefix ends at each inner space
-        owner = np.searchsorted(self.starts, inner, side="right") - 1
-        prefixes = _span_hash(hashes, self.starts[owner], inner)
-        # one hash table: span hash -> (patterns with that hash: by_hash[lo:hi], begins a longer one?)
-        keys, first, counts = np.unique(full[self.by_hash], return_index=True, return_counts=True)
-        keys = np.concatenate([keys, np.setdiff1d(prefixes, keys)])
-        self.table = pd.Index(keys)
-        self.table.get_indexer(keys[:1])  # builds the hash table now, not in the first batch
-        self.lo = np.concatenate([first, np.zeros(len(keys) - len(first), np.int64)])
-        self.hi = self.lo + np.concatenate([counts, np.zeros(len(keys) - len(first), np.int64)])
-        self.is_prefix = np.isin(keys, prefixes)
-        words = np.bincount(owner, minlength=len(patterns)) + 1 if len(patterns) else np.zeros(0)
-        self.max_words = int(words.max()) if len(patterns) else 0
-
-    def _lookup(self, data, hashes, space_pos, space_row):
-        """(row, pattern) for every span between spaces that equals a pattern."""
-        found_rows, found_patterns = [], []
-        first = np.arange(len(space_pos) - 1)
-        for words in range(1, self.max_words + 1):
-            last = first + words
-            ok = last < len(space_pos)
-            first, last = first[ok], last[ok]
-            same_row = space_row[first] == space_row[last]
-            first, last = first[same_row], last[same_row]
-            if not len(first):
-                break
-            begin, end = space_pos[first] + 1, space_pos[last]
-            h = _span_hash(hashes, begin, end)
-            key = self.table.get_indexer(h)
-            known = key >= 0
-            first, begin, end, key = first[known], begin[known], end[known], key[known]
-            span, slot = _expand(self.lo[key], self.hi[key])
-            pattern = self.by_hash[slot]
-            same = self.sizes[pattern] == end[span] - begin[span]
-            span, pattern = span[same], pattern[same]
-            n = self.sizes[pattern]
-            pos, at = _expand(np.zeros(len(n), np.int64), n)
-            equal = data[begin[span][pos] + at] == self.data[self.starts[pattern][pos] + at]
-            wrong = np.bincount(pos[~equal], minlength=len(span)) > 0
-            found_rows.append(space_row[first[span[~wrong]]])
-            found_patterns.append(pattern[~wrong])
-            first = first[self.is_prefix[key]]  # extend only spans that begin a longer entry
-        return np.concatenate(found_rows or [[]]).astype(np.int64), \
-            np.concatenate(found_patterns or [[]]).astype(np.int64)
-
-    def match(self, texts: pa.Array) -> pa.ListArray:
-        """entry_ids (sorted, unique) for each text; empty list when none matches."""
-        spaced = space(normalize(texts, self.mode))
-        if isinstance(spaced, pa.ChunkedArray):
-            spaced = spaced.combine_chunks()
-        n = len(spaced)
-        kind = np.int64 if pa.types.is_large_string(spaced.type) else np.int32
-        _, offsets_buf, data_buf = spaced.buffers()
-        offsets = np.frombuffer(offsets_buf, kind)[spaced.offset:spaced.offset + n + 1].astype(np.int64)
-        start = int(offsets[0])
-        data = np.frombuffer(data_buf, np.uint8, int(offsets[-1]) - start, start) if n else np.zeros(0, np.uint8)
-        offsets -= start
-        space_pos = np.flatnonzero(data == 32)
-        space_row = np.searchsorted(offsets, space_pos, side="right") - 1
-        if len(self.powers[0]) <= len(data):  # kept across batches: computed once per size
-            self.powers = _powers(2 * len(data) + 1)
-        rows, pattern = self._lookup(data, _prefix_hashes(data, *self.powers), space_pos, space_row)
-        owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
-        rows, ids = rows[owner], self.ids[slot]
-        pairs = np.sort(rows * self.n_entries + ids)
-        pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
-        rows, ids = np.divmod(pairs, self.n_entries)
-        list_offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(np.bincount(rows, minlength=n), out=list_offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
 
 
 _MATCHERS: dict[tuple[str, str], Matcher] = {}
