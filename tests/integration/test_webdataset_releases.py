@@ -95,10 +95,9 @@ def _jpeg(img: Image.Image) -> bytes:
 def _download_shard(shared_data: Path, out: Path) -> list[dict]:
     """One download shard written as the download stage writes it: our Resizer's output through
     engine.SampleWriter, with the meta img2dataset's Downloader gives it. Returns the samples."""
-    from img2dataset.resizer import Resizer
-
     from wit_builder import storage
     from wit_builder.download.engine import EXTRA_COLUMNS, SampleWriter
+    from wit_builder.download.resize import BoundedResizer
 
     folder = shared_data / "images" / "coco_mini"
     lines = (folder / "captions.tsv").read_text(encoding="utf-8").splitlines()[1:]
@@ -112,10 +111,13 @@ def _download_shard(shared_data: Path, out: Path) -> list[dict]:
     rgba.save(png, "PNG")
     images.append(("alpha.png", png.getvalue()))
     images.append(("grey.jpg", _jpeg(Image.open(io.BytesIO(images[1][1])).convert("L"))))
-    captions.update({"alpha.png": "a half transparent photo", "grey.jpg": "ünïcode grey ✓"})
+    big = Image.open(io.BytesIO(images[2][1])).convert("RGB").resize((1600, 1200))
+    images.append(("big.jpg", _jpeg(big)))  # decoded at 1/4 of its size by BoundedResizer
+    captions.update({"alpha.png": "a half transparent photo", "grey.jpg": "ünïcode grey ✓",
+                     "big.jpg": "a photo blown up"})
 
-    resizer = Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
-                      encode_quality=95, encode_format="jpg")
+    resizer = BoundedResizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
+                             encode_quality=95, encode_format="jpg")
     fields = [("url", pa.string()), ("caption", pa.string())]
     fields += [(c, pa.list_(pa.int32()) if c == "entry_ids" else
                 pa.list_(pa.string()) if c == "entries" else pa.string()) for c in EXTRA_COLUMNS]
