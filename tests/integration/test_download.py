@@ -44,8 +44,9 @@ def candidates(image_server, shared_data, tmp_path_factory):
     texts = [f"caption  number {i}\n" for i in range(len(urls))]
     urls.append(urls[0])  # the same pair twice: one candidate
     texts.append(texts[0])
+    user_ids = [f"row-{i}" for i in range(len(urls) - 1)] + ["row-x"]  # the list's own ids
     path = tmp_path_factory.mktemp("cands") / "candidates.parquet"
-    pq.write_table(pa.table({"URL": urls, "TEXT": texts}), path)
+    pq.write_table(pa.table({"URL": urls, "TEXT": texts, "Uid": user_ids}), path)
     return path
 
 
@@ -97,6 +98,7 @@ def test_sample_content(downloaded, image_server):
         assert meta["status"] == "success" and meta["entry_ids"] == [] == meta["entries"]
         assert sample["txt"].decode() == meta["text"] and "  " not in meta["text"]
         assert meta["source"].endswith("candidates.parquet")
+        assert meta["user_id"] == "row-" + meta["text"].split()[-1]  # the list's uid, kept
         with Image.open(io.BytesIO(sample["jpg"])) as img:
             assert img.format == "JPEG" and img.size == (meta["width"], meta["height"])
         if min(meta["original_width"], meta["original_height"]) >= 256:
@@ -225,7 +227,8 @@ def test_cli_refuses_a_bad_allow_list(spark, candidates, tmp_path, capsys):
 
 
 def test_a_plain_lists_uid_column_is_not_trusted(spark, tmp_path):
-    """Three different pairs sharing a user's uid stay three candidates (uids are ours)."""
+    """Three different pairs sharing a user's uid stay three candidates (uids are ours); the
+    user's uid is kept as user_id."""
     from wit_builder.download.prepare import prepare as _prepare
     from wit_builder.extract.urls import uid
 
@@ -237,6 +240,7 @@ def test_a_plain_lists_uid_column_is_not_trusted(spark, tmp_path):
     assert (prepared["rows_in"], prepared["rows"], prepared["drops"]) == (3, 3, {})
     rows = pq.read_table(tmp_path / "out" / "_input").to_pylist()
     assert sorted(r["uid"] for r in rows) == sorted(uid(u, t) for u, t in zip(urls, "abc"))
+    assert [r["user_id"] for r in rows] == ["dup"] * 3
 
 
 def test_cli_refuses_a_corrupt_parquet_in_one_line(spark, tmp_path, capsys):

@@ -12,14 +12,14 @@ from wit_builder.download import prepare
 
 
 def _plain_list(folder):
-    """img2dataset-style upper-case columns, a user's uid column (ignored), repeated pairs
-    whose other columns differ, missing URLs."""
+    """img2dataset-style upper-case columns, a user's uid column (kept as user_id, not our uid),
+    repeated pairs whose other columns differ, missing URLs."""
     folder.mkdir()
     pq.write_table(pa.table({
         "URL": ["http://a.test/1.jpg", "http://a.test/1.jpg", None, "", "http://b.test/2.jpg",
                 "http://b.test/2.jpg", "http://c.test/ä 3.jpg", "http://a.test/1.jpg"],
         "TEXT": ["a  cat", "a cat", "lost", "empty", "dog", "dog", None, "a cat "],
-        "uid": ["x"] * 8,
+        "uid": ["x", "x", "y", None, "z", "w", "v", "u"],
         "page_url": ["http://p.test/2", "http://p.test/1", None, None, None, "http://p.test/3",
                      None, None],
         "lang": ["en", "de", None, "en", "en", None, "fr", "en"]}), folder / "list one.parquet")
@@ -72,6 +72,32 @@ def test_plain_lists_prepare_the_same_on_the_driver(spark, tmp_path, monkeypatch
     assert prepared["rows_in"] == 10 and prepared["drops"] == {"missing_url": 2,
                                                                 "duplicate_pair": 4}
     assert [r["uid"] for r in rows] == sorted(r["uid"] for r in rows) and "x" not in rows[0]["uid"]
+    # the user's uid travels as user_id; of one pair's rows, the kept one's (nulls sort first)
+    assert {r["url"]: r["user_id"] for r in rows} == {
+        "http://a.test/1.jpg": "u", "http://b.test/2.jpg": "z", "http://c.test/ä 3.jpg": "v",
+        "http://d.test/4.jpg": None}
+
+
+@pytest.mark.parametrize("kind", ["int64", "int32", "string"])
+def test_a_plain_lists_uid_becomes_user_id_the_same_on_the_driver(spark, tmp_path, monkeypatch,
+                                                                     kind):
+    """Numeric user ids (LAION-style keys) are written as Spark casts them, both ways."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ids = [12, -3, 12, None] if kind != "string" else ["12", "-3", "12", None]
+    pq.write_table(pa.table({"url": [f"http://a.test/{i}.jpg" for i in range(4)],
+                             "text": ["a", "b", "c", "d"],
+                             "uid": pa.array(ids, getattr(pa, kind)())}), folder / "l.parquet")
+    calls = []
+    real = prepare.prepare_on_driver
+    monkeypatch.setattr(prepare, "prepare_on_driver",
+                        lambda *args: calls.append(1) or real(*args))
+    found = _both_ways(spark, load_config(), [str(folder)], tmp_path, monkeypatch)
+    assert calls and found["driver"] == found["spark"]
+    prepared, rows = found["driver"]
+    assert prepared["rows"] == 4  # equal user ids do not merge different pairs
+    assert sorted((r["url"][-5], r["user_id"]) for r in rows) == [
+        ("0", "12"), ("1", "-3"), ("2", "12"), ("3", None)]
 
 
 def test_stage_outputs_prepare_the_same_on_the_driver(spark, tmp_path, monkeypatch):
@@ -84,6 +110,7 @@ def test_stage_outputs_prepare_the_same_on_the_driver(spark, tmp_path, monkeypat
     assert prepared["drops"] == {"duplicate_pair": 1}
     assert {r["uid"]: r["entries"] for r in rows} == {"a1": ["red bus"], "b2": ["dog"],
                                                       "c3": []}
+    assert {r["user_id"] for r in rows} == {None}  # a stage output's uid is ours
 
 
 @pytest.mark.parametrize("case", ["too many rows", "csv"])

@@ -1,7 +1,8 @@
 """Preparing download's input: candidate rows -> the Parquet files img2dataset's Reader reads.
 
 Input: finished stage folders or plain candidate lists (inputs.py). Plain lists get uids computed
-from url and text as extract computes them; one row per uid is kept (same uid = same url and
+from url and text as extract computes them (a list's own `uid` column is kept as `user_id`); one
+row per uid is kept (same uid = same url and
 text: one sample), rows without a URL are counted, and entry ids become entry strings from the
 query list. The files land in OUT/download/_input, hash-partitioned and sorted by uid (which
 spreads each host's URLs over the run), written once, so shard i always holds the same rows.
@@ -17,7 +18,7 @@ import math
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.download.prepare_local import prepare_on_driver
-from wit_builder.download.rows import ROW_DDL, column_plan, queries_for, with_entries, with_uids
+from wit_builder.download.rows import ROW_COLUMNS, ROW_DDL, column_plan, queries_for, with_entries, with_uids
 
 INPUT_DIR = "_input"
 _HINT = "give OUT/balance or a candidate list"
@@ -37,6 +38,7 @@ def extra_inputs(cfg) -> list[str]:
 def _resume_key(cfg, inputs) -> str:
     section = cfg.section("download")
     state = {"inputs": [stages.fingerprint(p) for p in inputs + extra_inputs(cfg)],
+             "columns": ROW_COLUMNS,  # shards of another layout cannot be resumed
              "download": {k: section[k] for k in _CONTENT_KEYS}}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -125,7 +127,8 @@ def _normalised(df, cfg, path):
         F.coalesce(col("entry_ids", no_ids).cast("array<int>"), no_ids).alias("entry_ids"),
         col("page_url", none).cast("string").alias("page_url"),
         col("source", F.col("_metadata.file_path")).cast("string").alias("source"),
-        col("lang", none).cast("string").alias("lang"))
+        col("lang", none).cast("string").alias("lang"),
+        col("user_id", none).cast("string").alias("user_id"))
 
 
 def shard_count(input_dir: str, per_shard: int) -> int:

@@ -74,7 +74,8 @@ def _local_parquet(path: str) -> list[str] | None:
 
 def _normalised(path: str, files: list[str], cfg) -> pa.Table | None:
     """Our columns, as `prepare._normalised` selects them in Spark; None when a column is not a
-    plain string (or list<int>) column, whose cast only Spark does exactly."""
+    plain string (or list<int>, or an integer user id) column, whose cast only Spark does
+    exactly."""
     parts = []
     for f in files:
         table = pq.read_table(f)
@@ -93,7 +94,9 @@ def _normalised(path: str, files: list[str], cfg) -> pa.Table | None:
         columns = {"uid": strings("uid"), "url": strings("url"), "text": strings("text"),
                    "page_url": strings("page_url"),
                    "source": strings("source", "file:" + f.replace(" ", "%20")),
-                   "lang": strings("lang")}
+                   "lang": strings("lang"), "user_id": strings("user_id")}
+        if plan["user_id"] is not None and pa.types.is_signed_integer(table.column(plan["user_id"]).type):
+            columns["user_id"] = table.column(plan["user_id"]).cast(pa.string())  # as Spark casts
         ids = pa.array([[]] * n, pa.list_(pa.int32()))
         if plan["entry_ids"] is not None:
             column = table.column(plan["entry_ids"])
@@ -106,7 +109,7 @@ def _normalised(path: str, files: list[str], cfg) -> pa.Table | None:
         parts.append(pa.table({"uid": columns["uid"], "url": columns["url"],
                                "text": columns["text"], "entry_ids": ids,
                                "page_url": columns["page_url"], "source": columns["source"],
-                               "lang": columns["lang"]}))
+                               "lang": columns["lang"], "user_id": columns["user_id"]}))
     return pa.concat_tables(parts)
 
 

@@ -9,10 +9,11 @@ import pyarrow.compute as pc
 from wit_builder.errors import UserError
 
 # Candidate columns that travel into every sample's json and the shard Parquet, for finalize
-# and the report (besides uid, url and the caption).
-CARRIED = ["entry_ids", "entries", "page_url", "source", "lang"]
+# and the report (besides uid, url and the caption). `user_id`: a plain list's own `uid` column
+# (as a string), kept so the user can join samples back to their list; null for stage outputs.
+CARRIED = ["entry_ids", "entries", "page_url", "source", "lang", "user_id"]
 ROW_DDL = ("uid string, url string, text string, entry_ids array<int>, entries array<string>, "
-           "page_url string, source string, lang string")
+           "page_url string, source string, lang string, user_id string")
 ROW_COLUMNS = ["uid", "url", "text", *CARRIED]
 
 
@@ -21,7 +22,9 @@ def column_plan(columns: list[str], cfg, path: str, ours: bool) -> dict[str, str
 
     A stage output's uid is ours (`ours`). A plain list's `uid` column is the user's: nothing
     makes it name one (url, text) pair, and equal uids would merge different pairs into one
-    sample, so `with_uids` computes ours there.
+    sample, so `with_uids` computes ours there, and the user's goes into `user_id` (a list
+    without `uid` may name it `user_id`). One row per pair is kept, so of several rows of one
+    pair only the kept row's user id survives.
     """
     by_lower = {c.lower(): c for c in columns}
 
@@ -33,6 +36,7 @@ def column_plan(columns: list[str], cfg, path: str, ours: bool) -> dict[str, str
         raise UserError(f"{path}: no URL column {cfg.extract.url_column!r} (columns: "
                         f"{', '.join(columns)}; set --set extract.url_column=NAME)")
     return {"uid": pick("uid") if ours else None, "url": url,
+            "user_id": pick("user_id") if ours else pick("uid", "user_id"),
             "text": pick(cfg.extract.text_column, "text", "caption"),
             "entry_ids": pick("entry_ids"), "page_url": pick(cfg.extract.page_url_column, "page_url"),
             "source": pick("source"), "lang": pick("lang")}
