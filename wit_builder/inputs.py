@@ -1,4 +1,5 @@
-"""The one reader of a stage's input rows: finished stage folders and/or plain candidate files.
+"""The one reader of a stage's inputs: finished stage folders and/or plain candidate files (rows),
+or shard folders (`input_tars`).
 
 A stage folder is read by its Parquet files once its `_SUCCESS` says it is whole. Plain files
 (Parquet, CSV, TSV, JSON lines; the text ones gzipped or not, which Spark tells from the name)
@@ -93,3 +94,15 @@ def check_parquet(files: list[str]) -> None:
         except (pa.ArrowException, OSError) as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"{path}: not a readable Parquet file ({why})") from None
+
+
+def input_tars(inputs: list[str], hint: str) -> list[str]:
+    """The WebDataset shards (.tar) of finished stage folders or plain shard folders."""
+    tars = []
+    for path in inputs:
+        if storage.exists(storage.join(path, stages.MANIFEST)):
+            stages.require_complete(path)
+        tars += storage.list_files(path, suffixes=(".tar",))
+    if not tars:
+        raise UserError(f"no .tar shards found in {', '.join(inputs)} ({hint})")
+    return tars

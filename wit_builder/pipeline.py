@@ -29,7 +29,7 @@ from wit_builder.filter import stage as filter_stage
 from wit_builder.finalize import stage as finalize
 from wit_builder.match import stage as match
 from wit_builder.score import stage as score
-from wit_builder.spark_progress import SparkProgress
+from wit_builder.progress import SparkProgress
 
 SUMMARY = "curate_summary.json"
 REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest

@@ -3,7 +3,7 @@
 import re
 import time
 
-from wit_builder.spark_progress import SparkProgress
+from wit_builder.progress import SparkProgress
 
 
 def test_task_progress_while_a_job_runs(spark):

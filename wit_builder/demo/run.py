@@ -152,12 +152,12 @@ def next_steps(paths: dict) -> str:
     lines = [
         "",
         f"demo: done in {paths['seconds']:.0f}s. Outputs under {out}:",
-        f"  corpus/              the generated pages, WARC and held-out eval pictures",
+        "  corpus/              the generated pages, WARC and held-out eval pictures",
         *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in pipeline.DATA if stage in paths),
         f"  report.html          the stats report: open {paths['report']} in a browser",
     ]
     if "eval" in paths:
-        lines += [f"  train/               the `tiny` CLIP checkpoints (LATEST.pt)",
+        lines += ["  train/               the `tiny` CLIP checkpoints (LATEST.pt)",
                   f"  eval.json            zero-shot and retrieval on held-out pictures: "
                   f"{_eval_summary(paths['eval'])}"]
     lines += [

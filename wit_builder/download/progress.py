@@ -10,40 +10,23 @@ file that does not parse yet (being written) is read on a later tick.
 from __future__ import annotations
 
 import json
-import sys
-import threading
 import time
 from collections import Counter
 
 from wit_builder import storage
-from wit_builder.spark_progress import duration
+from wit_builder.progress import ProgressLine, duration
 
 
-class Progress:
+class Progress(ProgressLine):
     def __init__(self, out_dir: str, total_shards: int, interval: float, log=None):
-        self.out_dir, self.total, self.interval = out_dir, total_shards, interval
-        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        super().__init__(interval, log)
+        self.out_dir, self.total = out_dir, total_shards
         self.seen: dict[str, dict] = {}
-        self.started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="download-progress", daemon=True)
 
     def __enter__(self) -> "Progress":
         self.already = len(self._read_new())  # finished before this run: not in the rate
         self.seen_before = dict(self.seen)
-        if self.interval > 0:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._read_new()
-            self.log(self.line())
+        return super().__enter__()
 
     def _read_new(self) -> dict[str, dict]:
         fs, p = storage.filesystem(self.out_dir)
@@ -62,7 +45,8 @@ class Progress:
         return self.seen
 
     def line(self) -> str:
-        """`download: 12/40 shards, 1,234 images/s, 87.5% ok, top errors: ..., ETA 3m10s`."""
+        """New shards' stats read, then `download: 12/40 shards, 1,234 images/s, 87.5% ok, top errors: ..., ETA 3m10s`."""
+        self._read_new()
         new = [s for name, s in self.seen.items() if name not in self.seen_before]
         done = len(self.seen)
         count = sum(s.get("count", 0) for s in new)

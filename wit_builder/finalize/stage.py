@@ -34,22 +34,14 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from wit_builder import stages, storage
-from wit_builder.errors import UserError
+from wit_builder import inputs as stage_inputs
+from wit_builder import storage
 from wit_builder.finalize import hashing, neardup, reshard
 from wit_builder.stages import StageResult
 
 
 def input_tars(inputs: list[str]) -> list[str]:
-    tars = []
-    for path in inputs:
-        if storage.exists(storage.join(path, stages.MANIFEST)):
-            stages.require_complete(path)
-        tars += storage.list_files(path, suffixes=(".tar",))
-    if not tars:
-        raise UserError(f"no .tar shards found in {', '.join(inputs)} (give OUT/download or a "
-                        "folder of WebDataset shards)")
-    return tars
+    return stage_inputs.input_tars(inputs, "give OUT/download or a folder of WebDataset shards")
 
 
 def eval_images(folders: list[str]) -> list[str]:

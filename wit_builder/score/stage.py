@@ -26,7 +26,10 @@ from __future__ import annotations
 import io
 import json
 
+from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
+from wit_builder.finalize.hashing import image_of, sample_meta
+from wit_builder.finalize.tars import read_samples
 from wit_builder.errors import UserError
 from wit_builder.score import model as score_model
 
@@ -49,35 +52,7 @@ def check_config(cfg) -> None:
 
 
 def input_tars(inputs: list[str]) -> list[str]:
-    tars = []
-    for path in inputs:
-        if storage.exists(storage.join(path, stages.MANIFEST)):
-            stages.require_complete(path)
-        tars += [t for t in storage.list_files(path, suffixes=(".tar",))]
-    if not tars:
-        raise UserError(f"no .tar shards found in {', '.join(inputs)} (give OUT/finalize or a folder "
-                        "of WebDataset shards)")
-    return tars
-
-
-def _read_samples(path: str):
-    from wit_builder.finalize.tars import read_samples
-
-    return read_samples(path)
-
-
-def _image(files: dict):
-    from wit_builder.finalize.hashing import image_of
-
-    return image_of(files)
-
-
-def _meta(files: dict) -> dict:
-    try:
-        meta = json.loads(files.get("json", b"{}"))
-    except ValueError:
-        return {}
-    return meta if isinstance(meta, dict) else {}
+    return stage_inputs.input_tars(inputs, "give OUT/finalize or a folder of WebDataset shards")
 
 
 def _caption(files: dict, meta: dict) -> str:
@@ -107,11 +82,11 @@ def _score_shard(index: int, tar: str, scores_dir: str, section: dict) -> dict:
         images.clear()
         texts.clear()
 
-    for key, files in _read_samples(tar):
-        meta = _meta(files)
+    for key, files in read_samples(tar):
+        meta = sample_meta(files)
         keys.append(key)
         uids.append(str(meta["uid"]) if meta.get("uid") is not None else None)
-        images.append(_image(files)[1])
+        images.append(image_of(files)[1])
         texts.append(_caption(files, meta))
         if len(images) >= 4 * section["batch_size"]:
             flush()
@@ -137,9 +112,9 @@ def _write_shard(index: int, tar: str, out_dir: str, threshold: float) -> dict:
     kept, drops, metas = [], [], []
     with storage.open_file(base + ".tar", "wb") as raw:
         writer = TarWriter(raw)
-        for key, files in _read_samples(tar):
+        for key, files in read_samples(tar):
             score = by_key.get(key)
-            meta = _meta(files)
+            meta = sample_meta(files)
             if score is None or score < threshold:
                 drops.append({"key": key, "uid": str(meta["uid"]) if meta.get("uid") is not None else None,
                               "reason": "undecodable_image" if score is None else "low_clip_score",

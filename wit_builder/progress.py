@@ -1,9 +1,10 @@
-"""A progress line for a stage's Spark work: tasks done of the running Spark stages.
+"""Progress lines for long work: a thread that prints `line()` to stderr every `interval`
+seconds, so a long run shows steady progress in a log file too (Spark's console bar shows one
+Spark stage at a time and disappears in logs).
 
-Extract runs one task per input file and finalize one per shard, so "tasks done/total" is
-"files (or shards) done/total". Spark's console bar says the same for one stage at a time and
-disappears in logs; this line goes to stderr every `interval` seconds with the elapsed time and
-an ETA, so a long run shows steady progress in a log file too.
+`SparkProgress`: tasks done of the running Spark stages. Extract runs one task per input file
+and finalize one per shard, so "tasks done/total" is "files (or shards) done/total".
+download/progress.py reads the shards' own stats instead.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import threading
 import time
 
 
-class SparkProgress:
-    def __init__(self, spark, label: str, interval: float, log=None):
-        self.tracker = spark.sparkContext.statusTracker()
-        self.label, self.interval = label, interval
+class ProgressLine:
+    """Prints `self.line()` (unless None) every `interval` seconds while the `with` block runs;
+    `interval` 0 prints nothing."""
+
+    def __init__(self, interval: float, log=None):
+        self.interval = interval
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.started = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spark-progress", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
-    def __enter__(self) -> "SparkProgress":
+    def __enter__(self):
         if self.interval > 0:
             self._thread.start()
         return self
@@ -37,6 +40,16 @@ class SparkProgress:
             line = self.line()
             if line:
                 self.log(line)
+
+    def line(self) -> str | None:
+        raise NotImplementedError
+
+
+class SparkProgress(ProgressLine):
+    def __init__(self, spark, label: str, interval: float, log=None):
+        super().__init__(interval, log)
+        self.tracker = spark.sparkContext.statusTracker()
+        self.label = label
 
     def line(self) -> str | None:
         """`extract: 12/40 tasks, 2m05s, ETA 4m10s` (None while no Spark stage runs)."""
