@@ -350,3 +350,15 @@ def test_read_page_counts_img_tags_across_chunks():
         assert html.read_page(io.BytesIO(body), 24, chunk) == (body[:24], 15)
     assert html.read_page(io.BytesIO(body), 26, 4) == (body[:24], 15)  # "<I" goes with the rest
     assert html.read_page(io.BytesIO(body), len(body), 4) == (body, None)
+
+
+def test_the_old_module_path_still_imports_with_a_warning():
+    """Scripts written against the layout before the stage packages (the shared peer tool
+    imports `wit_builder.candidates.extract`) keep working."""
+    import importlib
+    import sys
+
+    sys.modules.pop("wit_builder.candidates.extract", None)
+    with pytest.warns(DeprecationWarning, match="wit_builder.extract.stage"):
+        old = importlib.import_module("wit_builder.candidates.extract")
+    assert old.extract_file is extract.extract_file and old.InputFile is extract.InputFile

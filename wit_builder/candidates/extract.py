@@ -1,0 +1,9 @@
+"""Deprecated: `wit_builder.extract.stage` and `wit_builder.extract.plan` under their old path."""
+
+import warnings
+
+from wit_builder.extract.plan import InputFile, format_of, plan  # noqa: F401
+from wit_builder.extract.stage import Options, extract_file, run  # noqa: F401
+
+warnings.warn("wit_builder.candidates.extract is now wit_builder.extract.stage (and .plan)",
+              DeprecationWarning, stacklevel=2)

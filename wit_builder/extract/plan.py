@@ -1,0 +1,102 @@
+"""Planning the extract stage on the driver: which files the inputs name (files, folders,
+globs, s3:// prefixes, Common Crawl `*.paths[.gz]` listings), each file's format, and the page
+URLs of saved HTML pages. Network inputs pass the download address rules first."""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+from wit_builder import storage
+from wit_builder.download import safety
+from wit_builder.errors import UserError
+from wit_builder.extract import html
+
+_SUFFIXES = (((".paths",), "listing"), ((".wat",), "wat"), ((".warc", ".arc"), "warc"),
+             ((".html", ".htm"), "html"), ((".parquet",), "parquet"), ((".csv",), "csv"),
+             ((".tsv",), "tsv"), ((".jsonl", ".ndjson"), "jsonl"))
+
+
+def format_of(path: str) -> str | None:
+    """The format a file's name implies (`listing` for Common Crawl's *.paths[.gz])."""
+    name = posixpath.basename(path).lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return next((fmt for suffixes, fmt in _SUFFIXES if name.endswith(suffixes)), None)
+
+
+def _lines(path: str) -> Iterator[str]:
+    with storage.open_file(path) as raw:
+        for line in storage.gunzipped(raw):
+            yield line.decode("utf-8", errors="replace")
+
+
+def _listing_entries(listing: str, prefix: str) -> list[str]:
+    """A *.paths[.gz] file's entries; relative ones resolved against `prefix` (default: the
+    listing's own folder), e.g. s3://commoncrawl/ for Common Crawl's wat.paths.gz."""
+    base = prefix or (listing.rsplit("/", 1)[0] if "/" in listing else ".")
+    entries = []
+    for line in _lines(listing):
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            absolute = "://" in entry or entry.startswith("/")
+            entries.append(entry if absolute else storage.join(base, entry.lstrip("/")))
+    return entries
+
+
+def _expand(path: str) -> tuple[list[str], bool]:
+    """(files, named directly): a folder (recursively) or a glob expands, a file is itself."""
+    fs, stripped = storage.filesystem(path)
+    direct = not any(ch in stripped for ch in "*?[") and not fs.isdir(stripped)
+    return storage.list_files(path), direct
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    format: str
+    page_url: str | None = None
+
+
+def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
+         allowed: tuple = ()) -> list[InputFile]:
+    """Every input file with its format (and, for saved pages, its URL from a listing).
+
+    Inputs and listing entries are checked against the network rules before anything reads
+    them (safety.check_inputs, with `allowed` = `[download] allow_networks`).
+    """
+    found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
+    safety.check_inputs(inputs, allowed)
+    for item in inputs:
+        files, direct = _expand(item)
+        for path in files:
+            if format_of(path) == "listing":
+                entries = _listing_entries(path, listing_prefix)
+                safety.check_inputs(entries, allowed)
+                found.update(dict.fromkeys(entries, True))
+            else:
+                found[path] = found.get(path, False) or direct
+    formats = {path: fmt if fmt != "auto" else format_of(path) for path in found}
+    # Saved pages: a .tsv beside them (or any .tsv under --format html) lists their URLs.
+    page_dirs = {posixpath.dirname(p) for p, f in formats.items() if f == "html"}
+    listings = [p for p in found if format_of(p) == "tsv" and
+                (fmt == "html" or (fmt == "auto" and posixpath.dirname(p) in page_dirs))]
+    page_urls: dict[str, str] = {}
+    for listing in listings:
+        page_urls.update(html.read_listing(_lines(listing)))
+        del formats[listing]
+    unknown = sorted(p for p, f in formats.items() if f is None)
+    named = [p for p in unknown if found[p]]
+    if named:
+        raise UserError(f"cannot tell the format of {named[0]} (name it *.warc[.gz], *.wat[.gz], "
+                        "*.html, *.parquet, *.csv, *.tsv, *.jsonl[.gz] or *.paths[.gz], or give --format)")
+    if unknown:
+        print(f"extract: ignoring {len(unknown)} file(s) of unknown format, e.g. {unknown[0]}",
+              file=sys.stderr)
+    planned = [InputFile(p, f, page_urls.get(posixpath.basename(p)) if f == "html" else None)
+               for p, f in sorted(formats.items()) if f]
+    if not planned:
+        raise UserError(f"no input files of a known format in {', '.join(inputs)} "
+                        "(give files, folders, globs or a *.paths listing; --format picks one)")
+    return planned
