@@ -272,3 +272,53 @@ def test_cli_refuses_an_input_on_an_internal_address(spark, tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.startswith(f"error: refusing input {url} (blocked_address: "
                                               "loopback;")
+
+
+@pytest.mark.timeout(420)
+def test_download_killed_then_rerun_loses_and_doubles_nothing(spark, image_server, tmp_path):
+    """SIGKILL of a whole `wit-builder download` (its Spark JVM and workers) once some shards
+    are done, then a plain rerun: the same counts as an uninterrupted run, no sample twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def slow(_n):  # keeps the run going long enough to be killed half way
+        time.sleep(0.3)
+        return 200, {"Content-Type": "image/jpeg"}, image_server.near_dup_photo.read_bytes()
+    urls = [image_server.route(f"/slow/{i}.jpg", handler=slow) for i in range(48)]
+    pq.write_table(pa.table({"url": urls, "text": [f"photo {i}" for i in range(48)]}),
+                   tmp_path / "c.parquet")
+    settings = ["--set", "download.allow_networks=127.0.0.0/8", "--set",
+                "download.samples_per_shard=4", "--set", "download.threads=2"]
+    assert main(["download", "--input", str(tmp_path / "c.parquet"), "--out",
+                 str(tmp_path / "whole"), *settings]) == 0
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "wit_builder.cli", "download", "--input",
+               str(tmp_path / "c.parquet"), "--out", str(out), *settings, "--master", "local[1]"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(out.glob("download/*_stats.json"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no shard finished"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"download ended (rc {proc.returncode}) first"
+    assert not (out / "download" / "_SUCCESS").exists()
+    done_before = len(list(out.glob("download/*_stats.json")))
+
+    assert main(["download", "--input", str(tmp_path / "c.parquet"), "--out", str(out),
+                 *settings]) == 0
+    whole = json.loads((tmp_path / "whole" / "download" / "manifest.json").read_text())
+    again = json.loads((out / "download" / "manifest.json").read_text())
+    assert {k: again[k] for k in ("rows_in", "rows_out", "drops", "shards")} == \
+        {k: whole[k] for k in ("rows_in", "rows_out", "drops", "shards")}
+    samples = _samples(out / "download")
+    assert len(samples) == again["rows_out"] == 48
+    assert sorted(json.loads(s["json"])["uid"] for s in samples) == \
+        sorted(json.loads(s["json"])["uid"] for s in _samples(tmp_path / "whole" / "download"))
+    assert 2 <= done_before < again["shards"]  # the rerun kept finished shards, did the rest
