@@ -132,7 +132,7 @@ def _download_shard(shared_data: Path, out: Path) -> list[dict]:
         key = f"{0:0{storage.SHARD_DIGITS}d}{i:04d}"
         meta = {"url": f"http://images.test/{name}", "caption": captions[name],
                 "uid": f"{i:016x}", "entry_ids": [i], "entries": [f"entry {i}"],
-                "page_url": None, "source": "test", "lang": "en", "key": key,
+                "page_url": None, "source": "test", "lang": "en", "user_id": None, "key": key,
                 "status": "success", "error_message": None, "width": width, "height": height,
                 "original_width": ow, "original_height": oh, "sha256": None}
         writer.write(img_str, key, captions[name], dict(meta))

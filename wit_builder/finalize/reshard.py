@@ -133,25 +133,28 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
     rows, image_bytes = [], 0
     with storage.open_file(base + ".tar", "wb") as raw:
         writer = _TarWriter(raw)
-        for shard, planned in wanted.items():
-            left = len(planned)
-            for pos, (_, files) in enumerate(read_samples(tars[shard])):
-                row = planned.get(pos)
-                if row is None:
-                    continue
-                out_pos, sha256, phash = row
-                key = name + f"{out_pos:0{pos_digits}d}"
-                ext, data = image_of(files)
-                meta = {**sample_meta(files), "key": key, "sha256": sha256, "phash": phash_hex(phash)}
-                sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
-                          "json": json.dumps(meta, indent=4)}
-                writer.write(sample)
-                rows.append(_meta_row(meta, files, tars[shard]))
-                image_bytes += len(data)
-                left -= 1
-                if left == 0:
-                    break
-        writer.close()
+        try:  # closed before `raw` whatever happens (else tarfile writes to a closed file)
+            for shard, planned in wanted.items():
+                left = len(planned)
+                for pos, (_, files) in enumerate(read_samples(tars[shard])):
+                    row = planned.get(pos)
+                    if row is None:
+                        continue
+                    out_pos, sha256, phash = row
+                    key = name + f"{out_pos:0{pos_digits}d}"
+                    ext, data = image_of(files)
+                    meta = {**sample_meta(files), "key": key, "sha256": sha256,
+                            "phash": phash_hex(phash)}
+                    sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
+                              "json": json.dumps(meta, indent=4)}
+                    writer.write(sample)
+                    rows.append(_meta_row(meta, files, tars[shard]))
+                    image_bytes += len(data)
+                    left -= 1
+                    if left == 0:
+                        break
+        finally:
+            writer.close()
     with storage.open_file(base + ".parquet", "wb") as f:
         pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), f)
     fs, path = storage.filesystem(base + ".tar")
