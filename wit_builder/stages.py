@@ -144,7 +144,10 @@ def require_complete(stage_dir: str) -> dict:
 def read_stage(spark, stage_dir: str):
     """A finished stage's Parquet rows as a DataFrame (manifest and markers left out)."""
     require_complete(stage_dir)
-    return spark.read.parquet(storage.spark_path(storage.join(stage_dir, "*.parquet")))
+    # The files by name, not a glob: Spark looks for a streaming `_spark_metadata` folder under
+    # a glob path and logs a page of stack trace at WARN when there is none.
+    files = storage.list_files(storage.join(stage_dir, "*.parquet"))
+    return spark.read.parquet(*[storage.spark_path(f) for f in files])
 
 
 def write_with_drops(df, out_dir: str, reason_col: str = "drop_reason") -> StageResult:

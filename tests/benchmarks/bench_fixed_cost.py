@@ -32,9 +32,10 @@ tree, work, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, tree)
 from wit_builder.config import load_config
 from wit_builder.spark import get_spark
-try:
-    from wit_builder.pipeline import execute
-except ImportError:  # the baseline's runner
+import os
+if os.path.exists(tree + "/wit_builder/pipeline.py"):  # by file: the venv's editable finder
+    from wit_builder.pipeline import execute         # would import missing modules from main
+else:  # the baseline's runner
     from wit_builder.stages import execute
 kwargs = {"ui": False, "log_level": "ERROR"} if "ui" in get_spark.__code__.co_varnames else {}
 spark = get_spark(master="local[2]", **kwargs)
@@ -68,7 +69,9 @@ def make_inputs(work: Path) -> None:
 def side(tree: Path, work: Path, rounds: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "NO_ALBUMENTATIONS_UPDATE": "1"}
     done = subprocess.run([sys.executable, "-c", CHILD, str(tree), str(work), str(rounds)],
-                          capture_output=True, text=True, env=env, cwd=tree, check=True)
+                          capture_output=True, text=True, env=env, cwd=tree)
+    if done.returncode:
+        raise SystemExit(f"{tree}: the stages failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 
+import orjson
+
 from wit_builder import storage
 from wit_builder.errors import UserError
 
@@ -30,14 +32,30 @@ def _read_bytes(path: str) -> bytes:
 
 
 def read_document(path: str):
+    data = _read_bytes(path)
     try:
-        return json.loads(_read_bytes(path))
+        return orjson.loads(data)  # a 500k-entry list: several times faster than json
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and json reads (NaN, lone surrogates), or json's own error
+        return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"query list {path} is not valid (gzipped) JSON: {exc}") from None
 
 
+_LOADED: dict = {}  # (path, file fingerprint) -> entries: stages of one run read the same list
+
+
 def load_queries(path: str) -> list[str]:
     """The entries of a query list, entry id = position."""
+    key = (path, storage.file_fingerprint(path)) if storage.exists(path) else None
+    if key not in _LOADED:
+        _LOADED.clear()  # one list at a time: bounded memory
+        _LOADED[key] = _load(path)
+    return _LOADED[key]
+
+
+def _load(path: str) -> list[str]:
     doc = read_document(path)
     if isinstance(doc, list) and all(isinstance(e, str) for e in doc):
         return doc  # MetaCLIP metadata.json
