@@ -31,11 +31,43 @@ def read_rows(spark, inputs: list[str], hint: str):
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
+SMALL_ROWS = 200_000  # local Parquet inputs up to this many rows run on the driver (pyarrow)
+
+
+def read_small(inputs: list[str], hint: str, limit: int | None = None):
+    """All rows of `inputs` as one Arrow table when every input is local Parquet (a stage folder
+    or plain files) with at most `limit` rows in all; None otherwise (Spark reads them then).
+
+    Small inputs are where Spark's fixed cost (a job is ~0.2 s, a cached aggregate more) is most
+    of a stage's time; a stage that runs them on the driver must give what its Spark path gives.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check(inputs, hint)
+    files = []
+    for path in inputs:
+        if storage.is_remote(path):
+            return None
+        by_format = _files_by_format(path, hint)
+        if by_format is None:  # a stage folder: its top-level part files, as read_stage reads
+            files += storage.list_files(storage.join(path, "*.parquet"))
+        elif set(by_format) == {"parquet"}:
+            files += storage.list_files(path)
+        else:
+            return None
+    if sum(pq.read_metadata(f).num_rows for f in files) > (SMALL_ROWS if limit is None else limit):
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+
 def require_columns(df, columns, inputs: list[str], hint: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
+    """`df`: a Spark DataFrame or an Arrow table."""
+    names = df.column_names if hasattr(df, "column_names") else df.columns
+    missing = [c for c in columns if c not in names]
     if missing:
         raise UserError(f"{', '.join(inputs)} lacks column(s) {', '.join(missing)} "
-                        f"(has {', '.join(df.columns)}; {hint})")
+                        f"(has {', '.join(names)}; {hint})")
 
 
 def check(inputs: list[str], hint: str) -> None:

@@ -150,6 +150,23 @@ def read_stage(spark, stage_dir: str):
     return spark.read.parquet(*[storage.spark_path(f) for f in files])
 
 
+def write_with_drops_local(table, out_dir: str, reason_col: str = "drop_reason") -> StageResult:
+    """`write_with_drops` for an Arrow table on the driver (small inputs): the same rows in one
+    Parquet file, the same counts."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    reasons = table.column(reason_col)
+    counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()
+              if r["values"] is not None}
+    kept = table.filter(pc.is_null(reasons)).drop_columns([reason_col])
+    fs, path = storage.filesystem(out_dir)
+    fs.makedirs(path, exist_ok=True)
+    with storage.open_file(storage.join(out_dir, "part-00000.parquet"), "wb") as f:
+        pq.write_table(kept, f, compression="zstd")
+    return StageResult(rows_in=table.num_rows, rows_out=kept.num_rows, drops=counts)
+
+
 def write_with_drops(df, out_dir: str, reason_col: str = "drop_reason") -> StageResult:
     """Write the rows whose `reason_col` is null; count the others by reason.
 

@@ -3,6 +3,8 @@ substring rules, matcher.py); rows that contain none are dropped as `no_match`."
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.errors import UserError
@@ -34,6 +36,19 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
         raise UserError(f"query list {path} is empty (build one with `wit-builder queries build`)")
     key = (fingerprint(entries), cfg.match.normalize)
     hint = "give the output of extract"
+    extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
+             "normalize": cfg.match.normalize}
+    table = stage_inputs.read_small(inputs, hint)
+    if table is not None:  # small: on the driver, without Spark jobs' fixed cost
+        stage_inputs.require_columns(table, ["text"], inputs, hint)
+        table = table.drop_columns([c for c in (ENTRY_IDS, "drop_reason") if c in table.column_names])
+        matcher = get_matcher(key, lambda: entries)
+        batches = table.to_batches(max_chunksize=cfg.spark.arrow_batch_rows) or \
+            [pa.RecordBatch.from_pylist([], schema=table.schema)]
+        result = stages.write_with_drops_local(
+            pa.Table.from_batches([annotate(b, matcher) for b in batches]), out_dir)
+        result.extra = extra
+        return result
     df = stage_inputs.read_rows(spark, inputs, hint)
     stage_inputs.require_columns(df, ["text"], inputs, hint)
     df = df.drop(ENTRY_IDS, "drop_reason")
@@ -48,6 +63,5 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
 
     result = stages.write_with_drops(df.mapInArrow(match_batches, schema), out_dir)
     shipped.destroy()
-    result.extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
-                    "normalize": cfg.match.normalize}
+    result.extra = extra
     return result
