@@ -44,6 +44,9 @@ class SparkConfig:
     s3_endpoint_url: str = ""  # S3-compatible store; empty: AWS (or AWS_ENDPOINT_URL)
     extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
     progress_seconds: float = 30.0  # long stages print a progress line this often (0: never)
+    # match, filter and balance run local Parquet inputs of at most this many rows on the driver
+    # (pyarrow; tested equal to their Spark path), sparing Spark jobs' fixed cost; 0: always Spark
+    driver_rows: int = _at_least(200_000, 0)
     ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
     log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 

@@ -31,12 +31,10 @@ def read_rows(spark, inputs: list[str], hint: str):
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
 
-SMALL_ROWS = 200_000  # local Parquet inputs up to this many rows run on the driver (pyarrow)
-
-
-def read_small(inputs: list[str], hint: str, limit: int | None = None):
+def read_small(inputs: list[str], hint: str, limit: int):
     """All rows of `inputs` as one Arrow table when every input is local Parquet (a stage folder
-    or plain files) with at most `limit` rows in all; None otherwise (Spark reads them then).
+    or plain files) with at most `limit` rows in all (`[spark] driver_rows`); None otherwise
+    (Spark reads them then).
 
     Small inputs are where Spark's fixed cost (a job is ~0.2 s, a cached aggregate more) is most
     of a stage's time; a stage that runs them on the driver must give what its Spark path gives.
@@ -45,6 +43,8 @@ def read_small(inputs: list[str], hint: str, limit: int | None = None):
     import pyarrow.parquet as pq
 
     check(inputs, hint)
+    if limit <= 0:
+        return None
     files = []
     for path in inputs:
         if storage.is_remote(path):
@@ -56,7 +56,7 @@ def read_small(inputs: list[str], hint: str, limit: int | None = None):
             files += storage.list_files(path)
         else:
             return None
-    if sum(pq.read_metadata(f).num_rows for f in files) > (SMALL_ROWS if limit is None else limit):
+    if sum(pq.read_metadata(f).num_rows for f in files) > limit:
         return None
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 

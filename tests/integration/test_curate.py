@@ -141,7 +141,8 @@ def test_curate_killed_during_filter_then_rerun_loses_and_doubles_nothing(spark,
         shutil.copytree(tmp_path / "whole" / stage, out / stage)
     # a child of its own, so the kill takes its Spark JVM and Python workers too
     command = [sys.executable, "-c", "import sys; from wit_builder.cli import main; "
-               "sys.exit(main(sys.argv[1:]))", "curate", *args(out), "--master", "local[1]"]
+               "sys.exit(main(sys.argv[1:]))", "curate", *args(out), "--master", "local[1]",
+               "--set", "spark.driver_rows=0"]  # Spark's filter: slow enough to be killed
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

@@ -1,4 +1,4 @@
-"""Small local inputs run match and balance on the driver (pyarrow, no Spark jobs); what they
+"""Small local inputs run match, filter and balance on the driver (pyarrow, no Spark jobs); what they
 write and count must equal the Spark path's, row for row, on real candidates."""
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from wit_builder import inputs, pipeline
+from wit_builder import pipeline
 from wit_builder.config import load_config
 
 QUERIES = str(pipeline.__file__).rsplit("/wit_builder/", 1)[0] + "/query_lists/wit-queries-en.json.gz"
@@ -29,17 +29,18 @@ def extracted(spark, shared_data, tmp_path_factory):
     return cfg, run.path, out
 
 
-@pytest.mark.parametrize("stage", ["match", "balance"])
-def test_driver_path_equals_spark_path(spark, extracted, monkeypatch, stage):
+@pytest.mark.parametrize("stage", ["match", "filter", "balance"])
+def test_driver_path_equals_spark_path(spark, extracted, stage):
     cfg, extract_dir, out = extracted
     found = {}
     for way in ("driver", "spark"):
         if way == "spark":
-            monkeypatch.setattr(inputs, "SMALL_ROWS", -1)
+            cfg = load_config(None, [f"match.queries={QUERIES}", "balance.t=3",
+                                     "spark.driver_rows=0"])
         root = out / f"{stage}-{way}"
         source = extract_dir
-        if stage == "balance":
-            source = pipeline.execute("match", spark, cfg, [extract_dir], str(root),
+        for before in pipeline.CURATE[1:pipeline.CURATE.index(stage)]:  # match (and filter)
+            source = pipeline.execute(before, spark, cfg, [source], str(root),
                                       log=lambda _m: None).path
         run = pipeline.execute(stage, spark, cfg, [source], str(root), log=lambda _m: None)
         found[way] = run
@@ -54,3 +55,33 @@ def test_driver_path_equals_spark_path(spark, extracted, monkeypatch, stage):
         counts = [pq.read_table(f"{run.path}/entry_counts").to_pylist()
                   for run in (driver, by_spark)]
         assert counts[0] == counts[1]
+
+
+def test_local_dedup_equals_spark_dedup_on_crafted_rows(spark):
+    """Duplicates, the per-URL text cap, dead rows, null URLs and texts, ties on page_url.
+    As in real rows, a uid names one (url, text): it is their hash."""
+    import hashlib
+    import random
+
+    import pyarrow as pa
+
+    from wit_builder.filter.dedup import dedup_reasons, dedup_reasons_local
+
+    rng = random.Random(7)
+    rows = []
+    for i in range(600):
+        url = rng.choice([None, "u1", "u2", "u3"] + [f"v{k}" for k in range(20)])
+        text = rng.choice([None, "a", "b"] + [f"t{k}" for k in range(15)])
+        uid = hashlib.sha256(repr((url, text)).encode()).hexdigest()[:16]
+        rows.append({"uid": uid, "url_canonical": url, "text_norm": text,
+                     "page_url": rng.choice([None, "p1", "p2"]), "source": "s",
+                     "drop_reason": rng.choice([None, None, None, "language"])})
+    table = pa.Table.from_pylist(rows)
+    local = dedup_reasons_local(table, 3).to_pylist()
+    by_spark = dedup_reasons(spark.createDataFrame(table.to_pandas()), 3).toPandas()
+    key = lambda r: (r["uid"], str(r["url_canonical"]), str(r["text_norm"]),  # noqa: E731
+                     str(r["page_url"]), str(r["drop_reason"]))
+    spark_rows = by_spark.astype(object).where(by_spark.notna(), None).to_dict("records")
+    assert sorted(map(key, local)) == sorted(map(key, spark_rows))
+    reasons = {r["drop_reason"] for r in local}
+    assert {"duplicate", "too_many_texts_per_url"} <= reasons

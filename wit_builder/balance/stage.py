@@ -88,7 +88,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
 
     t, seed = cfg.balance.t, cfg.balance.seed
     hint = "give the output of match or filter"
-    rows = stage_inputs.read_small(inputs, hint)
+    rows = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
     if rows is not None:  # small: on the driver, without Spark jobs' fixed cost
         stage_inputs.require_columns(rows, ["uid", ENTRY_IDS], inputs, hint)
         result, before, after = _balance_local(rows, t, seed, out_dir)

@@ -2,8 +2,10 @@
 
 import warnings
 
-from wit_builder.extract.plan import InputFile, format_of, plan  # noqa: F401
-from wit_builder.extract.stage import Options, extract_file, run  # noqa: F401
+from wit_builder.extract.plan import InputFile, format_of, plan
+from wit_builder.extract.stage import Options, extract_file, run
+
+__all__ = ["InputFile", "Options", "extract_file", "format_of", "plan", "run"]
 
 warnings.warn("wit_builder.candidates.extract is now wit_builder.extract.stage (and .plan)",
               DeprecationWarning, stacklevel=2)

@@ -160,3 +160,56 @@ def dedup_reasons(df, max_texts_per_url: int, reason_col: str = "drop_reason",
         reason = reason.when(first_of_text & (texts_so_far > max_texts_per_url),
                              F.lit("too_many_texts_per_url"))
     return df.withColumn(reason_col, F.coalesce(F.col(reason_col), reason)).drop("_dup")
+
+
+def dedup_reasons_local(table: pa.Table, max_texts_per_url: int, reason_col: str = "drop_reason",
+                        url_col: str = "url_canonical", text_col: str = "text_norm") -> pa.Table:
+    """`dedup_reasons` on an Arrow table on the driver (small inputs): the same windows, as
+    sorts (nulls first, as Spark's ascending order) and comparisons with the previous row."""
+    import numpy as np
+
+    n = table.num_rows
+    alive = pc.is_null(table.column(reason_col)).to_numpy(zero_copy_only=False)
+    ties = [c for c in ("page_url", "source") if c in table.column_names]
+    keyed = table.append_column("_dead", pa.array(~alive))
+    order = pc.sort_indices(keyed, sort_keys=[(url_col, "ascending"), (text_col, "ascending"),
+                                              ("_dead", "ascending"), ("uid", "ascending"),
+                                              *[(c, "ascending") for c in ties]],
+                            null_placement="at_start").to_numpy()
+
+    def same_as_previous(column, order, nulls_equal: bool) -> np.ndarray:
+        """Per row of `order`: equal to the row before it in that order."""
+        values = column.take(pa.array(order)).combine_chunks() if n else pa.array([], column.type)
+        same = np.zeros(n, bool)
+        if n > 1:
+            now, before = values.slice(1), values.slice(0, n - 1)
+            equal = pc.fill_null(pc.equal(now, before), False).to_numpy(zero_copy_only=False)
+            if nulls_equal:  # one window partition holds every null url
+                equal |= (pc.is_null(now).to_numpy(zero_copy_only=False)
+                          & pc.is_null(before).to_numpy(zero_copy_only=False))
+            same[1:] = equal
+        return same
+
+    same_url = same_as_previous(table.column(url_col), order, nulls_equal=True)
+    same_text = same_as_previous(table.column(text_col), order, nulls_equal=False)
+    null_text = pc.is_null(table.column(text_col)).to_numpy(zero_copy_only=False)[order]
+    live = alive[order]
+    both_live = live & np.concatenate([[False], live[:-1]]) & same_url
+    dup, unknown = np.zeros(n, bool), np.zeros(n, bool)
+    dup[order] = both_live & same_text
+    # SQL's null: a null text compared with the row before is neither duplicate nor first
+    unknown[order] = both_live & (null_text | np.concatenate([[False], null_text[:-1]]))
+    reason = np.array(table.column(reason_col).to_pylist(), dtype=object)
+    reason[dup] = "duplicate"
+    if max_texts_per_url:
+        first_of_text = alive & ~dup & ~unknown
+        by_uid = pc.sort_indices(table, sort_keys=[(url_col, "ascending"), ("uid", "ascending")],
+                                 null_placement="at_start").to_numpy()
+        group_start = ~same_as_previous(table.column(url_col), by_uid, nulls_equal=True)
+        counts = np.cumsum(first_of_text[by_uid])
+        starts = np.maximum.accumulate(np.where(group_start, np.arange(n), 0))
+        before_group = np.where(starts > 0, counts[np.maximum(starts - 1, 0)], 0)
+        over = first_of_text[by_uid] & (counts - before_group > max_texts_per_url)
+        reason[by_uid[over]] = "too_many_texts_per_url"
+    return table.set_column(table.column_names.index(reason_col), reason_col,
+                            pa.array(reason.tolist(), pa.string()))

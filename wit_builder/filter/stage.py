@@ -28,6 +28,8 @@ distinct URL) loop in Python. Dedup is one shuffle over the canonical URL.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages
 from wit_builder.filter import dedup, langid
@@ -67,13 +69,27 @@ def marked_frame(spark, rules: Rules, inputs: list[str], max_texts_per_url: int)
     return dedup.dedup_reasons(slim, max_texts_per_url).drop("text_norm")
 
 
+def marked_table(rows: pa.Table, rules: Rules, max_texts_per_url: int) -> pa.Table:
+    """`marked_frame` for a small Arrow table on the driver: the same marks, no Spark jobs."""
+    batches = rows.to_batches() or [pa.RecordBatch.from_pylist([], schema=rows.schema)]
+    annotated = pa.Table.from_batches([annotate_batch(b, rules) for b in batches])
+    return dedup.dedup_reasons_local(annotated, max_texts_per_url).drop_columns(["text_norm"])
+
+
 def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     rules = Rules.from_config(cfg.filter)
     langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
     model_name = rules.model_path.rsplit("/", 1)[-1]
-    rules.model_path = langid.ship(spark, rules.model_path)  # executors may not share our disk
-    result = stages.write_with_drops(
-        marked_frame(spark, rules, inputs, cfg.filter.max_texts_per_url), out_dir)
+    hint = "give OUT/match, the match stage's output"
+    rows = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
+    if rows is not None:  # small: on the driver, without Spark jobs' fixed cost
+        stage_inputs.require_columns(rows, REQUIRED_COLUMNS, inputs, hint)
+        result = stages.write_with_drops_local(
+            marked_table(rows, rules, cfg.filter.max_texts_per_url), out_dir)
+    else:
+        rules.model_path = langid.ship(spark, rules.model_path)  # executors may not share our disk
+        result = stages.write_with_drops(
+            marked_frame(spark, rules, inputs, cfg.filter.max_texts_per_url), out_dir)
     result.extra = {"lid_model": model_name,
                     "eval_manifest_urls": len(rules.eval_urls),
                     "eval_manifest_texts": len(rules.eval_texts),

@@ -38,7 +38,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     hint = "give the output of extract"
     extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
              "normalize": cfg.match.normalize}
-    table = stage_inputs.read_small(inputs, hint)
+    table = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
     if table is not None:  # small: on the driver, without Spark jobs' fixed cost
         stage_inputs.require_columns(table, ["text"], inputs, hint)
         table = table.drop_columns([c for c in (ENTRY_IDS, "drop_reason") if c in table.column_names])
