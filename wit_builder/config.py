@@ -45,8 +45,9 @@ class SparkConfig:
     extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
     progress_seconds: float = 30.0  # long stages print a progress line this often (0: never)
     # match, filter and balance run local Parquet inputs of at most this many rows on the driver
-    # (pyarrow; tested equal to their Spark path), sparing Spark jobs' fixed cost; 0: always Spark
-    driver_rows: int = _at_least(200_000, 0)
+    # (pyarrow; tested equal to their Spark path), sparing Spark jobs' fixed cost; 0: always
+    # Spark. The bound is the driver's memory: a few Arrow copies of that many candidate rows.
+    driver_rows: int = _at_least(1_000_000, 0)
     ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
     log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 
