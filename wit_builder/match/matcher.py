@@ -16,6 +16,8 @@ level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry 
 memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead. Unique sorted
 (row, entry) pairs become a list<int32> column. The matcher is built once per executor process
 and kept in a module cache; `space` (Arrow kernels) is the same spacing on a string array.
+Longer than our other modules on purpose: the spacing, hashing, table and level-by-level walk are
+one algorithm, easier to check against MetaCLIP's rule when read in one place.
 """
 
 from __future__ import annotations
