@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 SHARED = Path(os.environ.get("WIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 import filter_reference  # noqa: E402
+from bench_output import emit  # noqa: E402
 from wit_builder.config import load_config  # noqa: E402
 from wit_builder.filter import dedup  # noqa: E402
 from wit_builder.filter import rules as filters  # noqa: E402
@@ -95,12 +95,7 @@ def main() -> None:
                 "same_output": same, "ratio_ours_over_before": round(before_s / ours_s, 2)})
             print(result["runs"][-1]["input"], size, result["runs"][-1]["ratio_ours_over_before"],
                   file=sys.stderr)
-    result["load_average_at_end"] = os.getloadavg()
-    result["platform"] = platform.platform()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

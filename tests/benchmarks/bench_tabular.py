@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_curate  # noqa: E402
+from bench_output import emit  # noqa: E402
 
 BEFORE = "5e12195"
 MEASURE = """
@@ -103,12 +103,7 @@ def main() -> None:
                                                     before["candidates_per_s_per_core"], 2)}
                 print(fmt, size, entry["formats"][fmt]["ratio_ours_over_before"], file=sys.stderr)
             result["sizes"].append(entry)
-    result["load_average_at_end"] = os.getloadavg()
-    result["platform"] = platform.platform()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

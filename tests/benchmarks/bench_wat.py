@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_output import emit
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("WIT_SHARED", REPO.parent / "shared"))
 TOOL = SHARED / "tools" / "peer_cc2dataset_wat.py"
@@ -81,11 +83,7 @@ def main() -> None:
         "WAT reader (fastwarc) = warcio reader on damaged files, except that a file cut inside a "
         "record header or a junk file ends with one corrupt_record where warcio saw a clean end "
         "(tests/unit/test_extract_wat_fast.py)")
-    result["load_average"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
+    emit(result, a.out)
 
 
 if __name__ == "__main__":

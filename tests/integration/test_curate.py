@@ -1,12 +1,8 @@
 """`wit-builder curate`: extract -> match -> filter -> balance on the real shared data."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
@@ -14,6 +10,7 @@ import pytest
 from wit_builder.cli import main
 from wit_builder import pipeline
 
+from kill_helper import run_and_kill_when
 from test_filter_stage import ENGLISH, FILENAME, GERMAN
 
 QUERIES = str(pipeline.__file__).rsplit("/wit_builder/", 1)[0] + "/query_lists/wit-queries-en.json.gz"
@@ -139,21 +136,10 @@ def test_curate_killed_during_filter_then_rerun_loses_and_doubles_nothing(spark,
     out = tmp_path / "out"
     for stage in ("extract", "match"):  # up to date in the killed run: it goes straight to filter
         shutil.copytree(tmp_path / "whole" / stage, out / stage)
-    # a child of its own, so the kill takes its Spark JVM and Python workers too
-    command = [sys.executable, "-c", "import sys; from wit_builder.cli import main; "
-               "sys.exit(main(sys.argv[1:]))", "curate", *args(out), "--master", "local[1]",
-               "--set", "spark.driver_rows=0"]  # Spark's filter: slow enough to be killed
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(out.glob(".filter.tmp-*/*")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "filter never started"
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"curate ended (rc {proc.returncode}) before the kill"
+    code = run_and_kill_when(["curate", *args(out), "--master", "local[1]",
+                              "--set", "spark.driver_rows=0"],  # Spark's filter: killable
+                             lambda: bool(list(out.glob(".filter.tmp-*/*"))), "filter's start")
+    assert code == -signal.SIGKILL, f"curate ended (rc {code}) before the kill"
     assert not (out / "filter").exists() and list(out.glob(".filter.tmp-*"))
 
     assert curate(*args(out)) == 0

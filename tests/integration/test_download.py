@@ -278,11 +278,10 @@ def test_cli_refuses_an_input_on_an_internal_address(spark, tmp_path, capsys):
 def test_download_killed_then_rerun_loses_and_doubles_nothing(spark, image_server, tmp_path):
     """SIGKILL of a whole `wit-builder download` (its Spark JVM and workers) once some shards
     are done, then a plain rerun: the same counts as an uninterrupted run, no sample twice."""
-    import os
     import signal
-    import subprocess
-    import sys
     import time
+
+    from kill_helper import run_and_kill_when
 
     def slow(_n):  # keeps the run going long enough to be killed half way
         time.sleep(0.3)
@@ -295,19 +294,11 @@ def test_download_killed_then_rerun_loses_and_doubles_nothing(spark, image_serve
     assert main(["download", "--input", str(tmp_path / "c.parquet"), "--out",
                  str(tmp_path / "whole"), *settings]) == 0
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "wit_builder.cli", "download", "--input",
-               str(tmp_path / "c.parquet"), "--out", str(out), *settings, "--master", "local[1]"]
-    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while len(list(out.glob("download/*_stats.json"))) < 2 and proc.poll() is None:
-            assert time.monotonic() < deadline, "no shard finished"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"download ended (rc {proc.returncode}) first"
+    code = run_and_kill_when(["download", "--input", str(tmp_path / "c.parquet"), "--out",
+                              str(out), *settings, "--master", "local[1]"],
+                             lambda: len(list(out.glob("download/*_stats.json"))) >= 2,
+                             "a finished shard")
+    assert code == -signal.SIGKILL, f"download ended (rc {code}) first"
     assert not (out / "download" / "_SUCCESS").exists()
     done_before = len(list(out.glob("download/*_stats.json")))
 
