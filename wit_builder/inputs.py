@@ -26,7 +26,7 @@ def format_of(path: str) -> str | None:
 
 def read_rows(spark, inputs: list[str], hint: str):
     """All rows of `inputs` as one DataFrame; `hint` says what to give instead (in errors)."""
-    check(inputs, hint)
+    _require_some(inputs, hint)
     frames = [_read_one(spark, path, hint) for path in inputs]
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
 
@@ -42,7 +42,7 @@ def read_small(inputs: list[str], hint: str, limit: int):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    check(inputs, hint)
+    _require_some(inputs, hint)
     if limit <= 0:
         return None
     files = []
@@ -71,11 +71,16 @@ def require_columns(df, columns, inputs: list[str], hint: str) -> None:
 
 
 def check(inputs: list[str], hint: str) -> None:
-    """Fail before Spark starts when an input is missing, unfinished or of an unknown format."""
-    if not inputs:
-        raise UserError(f"no input given ({hint})")
+    """Fail before Spark starts when an input is missing, unfinished or of an unknown format
+    (the readers below fail the same way as they go: they need not call this first)."""
+    _require_some(inputs, hint)
     for path in inputs:
         _files_by_format(path, hint)
+
+
+def _require_some(inputs: list[str], hint: str) -> None:
+    if not inputs:
+        raise UserError(f"no input given ({hint})")
 
 
 def _files_by_format(path: str, hint: str) -> dict[str, list[str]] | None:
