@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import random
 import shutil
 
 import pytest
@@ -318,6 +319,33 @@ def test_warc_gzipped_as_one_whole_file_and_cut_is_counted(tmp_path):
     assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
     pages = [i.page_url for i in items if isinstance(i, Page)]
     assert 20 < len(pages) < 50 and pages == [f"http://e.com/{i}" for i in range(len(pages))]
+
+
+def test_warc_gzipped_as_one_whole_file_with_a_bad_crc_is_counted(tmp_path):
+    """gzip raises BadGzipFile (not zlib.error) for a bad CRC: one corrupt record, no crash."""
+    # big enough that warcio's first pass stops before the trailer
+    path = write_warc(tmp_path / "whole.warc.gz", _cat_pages(500), whole_file_gzip=True)
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    path.write_bytes(bytes(data))
+    items = _items(path)
+    assert items[-1] == CORRUPT and items.count(CORRUPT) == 1
+    pages = [i.page_url for i in items if isinstance(i, Page)]
+    assert pages == [f"http://e.com/{i}" for i in range(len(pages))]
+
+
+def test_warc_damaged_anywhere_never_raises(shared_data):
+    """64 flipped bytes at 200 places in each real WARC: warcio raises many things on damage
+    (a bad gzip CRC, a header that lost its target URI, ...); each must be one corrupt record
+    that ends the file, never an exception that fails the task."""
+    for name in ("pywb_iana.warc.gz", "warcat_at.warc.gz", "cc_whirlwind.warc.gz"):
+        data = (shared_data / "crawl/warc" / name).read_bytes()
+        rng = random.Random(0)
+        for _ in range(200):
+            damaged, at = bytearray(data), rng.randrange(len(data) - 64)
+            damaged[at:at + 64] = bytes(b ^ 0xFF for b in damaged[at:at + 64])
+            items = list(warc.read(io.BytesIO(bytes(damaged)), 1 << 20))
+            assert CORRUPT not in items[:-1], (name, at)
 
 
 def _big_page(n_images: int) -> bytes:

@@ -29,13 +29,14 @@ def _agree(data: bytes) -> None:
         return
     # The one documented difference, at the damage: warcio reads a record header cut short (or
     # a file of junk) as a `not_metadata` record, as nothing, or as a `not_metadata` record
-    # before its corrupt_record; the fast reader counts one corrupt_record there. Pages (the
-    # rows) never differ, and nothing follows the damage on either side.
-    common = 0
-    while common < min(len(fast), len(ref)) and fast[common] == ref[common]:
-        common += 1
-    ref_rest = [item for item in ref[common:] if item != Skip("not_metadata")]
-    assert fast[common:] == [CORRUPT] and ref_rest in ([], [CORRUPT]), (len(fast), len(ref))
+    # before its corrupt_record, and a damaged gzip member as a record of bad JSON and then a
+    # corrupt_record (two); the fast reader counts one corrupt_record there. Pages (the rows)
+    # never differ, and nothing follows the damage on either side. (The test WATs get new
+    # record ids and dates each run, so the damage falls on different bytes each time.)
+    assert fast and fast[-1] == CORRUPT, fast[-3:]
+    head = fast[:-1]
+    ref_rest = [item for item in ref[len(head):] if item != Skip("not_metadata")]
+    assert ref[:len(head)] == head and ref_rest in ([], [CORRUPT], [CORRUPT, CORRUPT]), (len(fast), len(ref))
 
 
 @pytest.fixture(scope="module")

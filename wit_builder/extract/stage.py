@@ -87,8 +87,10 @@ class _Rows:
         self._reset()
 
     def _reset(self) -> None:
-        # images of pages: src, alt, title, base URL, page URL (one entry per image)
-        self.img = ([], [], [], [], [])
+        # images of pages: src, alt, title (one entry per image); base URL, page URL and image
+        # count (one entry per page)
+        self.img = ([], [], [])
+        self.pages = ([], [], [])
         self.tables: list[Table] = []
         self.pending = 0
 
@@ -107,14 +109,13 @@ class _Rows:
             if not item.images:
                 self.tally["skip:no_images"] += 1
                 return
-            base = urls.base_url(item.page_url, item.base_href)
-            src, alt, title, bases, pages = self.img
-            n = len(item.images)
-            for image in item.images:
-                src.append(image[0]), alt.append(image[1]), title.append(image[2])
-            bases.extend([base] * n)
-            pages.extend([item.page_url] * n)
-            self.pending += n
+            for column, values in zip(self.img, zip(*item.images)):
+                column.extend(values)
+            bases, pages, counts = self.pages
+            bases.append(urls.base_url(item.page_url, item.base_href))
+            pages.append(item.page_url)
+            counts.append(len(item.images))
+            self.pending += len(item.images)
         elif isinstance(item, Row):
             self.add(Table(*(pa.array([v], pa.string()) for v in item)))
             self.tally["records_read"] -= 1
@@ -126,7 +127,10 @@ class _Rows:
     def _image_candidates(self):
         """(raw url, cleaned text, base, page url, kind) columns of the gathered images: each
         image's alt, then its title when wanted, present and not the alt (html.texts)."""
-        src, alt, title, bases, pages = (pa.array(c, pa.string()) for c in self.img)
+        src, alt, title = (pa.array(c, pa.string()) for c in self.img)
+        bases, pages, counts = self.pages
+        page_of_image = pa.array(np.repeat(np.arange(len(counts)), counts))
+        bases, pages = (pa.array(c, pa.string()).take(page_of_image) for c in (bases, pages))
         alt = urls.clean_texts(alt)
         if not self.opts.include_title:
             return src, alt, bases, pages, pa.repeat("alt", len(src))
@@ -155,24 +159,21 @@ class _Rows:
             parts.append(self._table_candidates())
         self._reset()
         for raw, text, base, page, kind in parts:
-            url_list, reasons = urls.check_batch(raw, text, base, self.opts.max_text_chars,
-                                                 self.opts.max_url_chars)
-            dropped = Counter(reasons)
-            kept = dropped.pop(None, 0)
-            for reason, count in dropped.items():
-                self.tally["drop:" + reason] += count
+            url, reason = urls.check_batch(raw, text, base, self.opts.max_text_chars,
+                                           self.opts.max_url_chars)
+            keep = pc.is_null(reason)
+            for count in pc.value_counts(reason.filter(pc.invert(keep))).to_pylist():
+                self.tally["drop:" + count["values"]] += count["counts"]
+            kept = pc.sum(keep).as_py() or 0
             if not kept:
                 continue
             self.tally["rows_out"] += kept
-            keep = pa.array([r is None for r in reasons])
-            url = pa.array(url_list, pa.string()).filter(keep)
-            text, page, kind = text.filter(keep), page.filter(keep), kind.filter(keep)
+            url, text, page, kind = url.filter(keep), text.filter(keep), page.filter(keep), kind.filter(keep)
             uid = urls.uid_array(url, text)
-            n = len(url)
-            arrays = [uid, url, text, page.cast(pa.string()), pa.repeat(self.source, n), kind,
-                      pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
+            arrays = [uid, url, text, page.cast(pa.string()), pa.repeat(self.source, kept), kind,
+                      pa.nulls(kept, pa.string()), pa.nulls(kept, pa.int64())]
             batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-            for start in range(0, n, self.opts.batch_rows):
+            for start in range(0, kept, self.opts.batch_rows):
                 yield batch.slice(start, self.opts.batch_rows)
 
     def tally_batch(self) -> pa.RecordBatch:

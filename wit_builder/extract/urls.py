@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import partial
+from operator import methodcaller
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 # Characters left as they are when re-quoting a URL (what requests' `requote_uri` keeps): we only
@@ -149,14 +151,23 @@ _BASE = rf"^(?i:https?)://{_NETLOC}(?::[0-9]{{1,4}})?(?:[/?#][{_CH}/:?#-]*)?$"
 _BASE_DIR = r"^([A-Za-z]+://[^/?#]*)(/(?:[^?#]*/)?)?[^?#/]*(?:[?#].*)?$"
 _ORIGIN = r"^([A-Za-z]+://[^/?#]*).*$"
 # Relative references joined without urljoin: protocol-relative, path-absolute, path-relative.
+# A path-absolute reference replaces the base's whole path (urljoin keeps its '//' and ':'), so
+# only the base's scheme and host matter for it.
 _PROTOCOL_RELATIVE = rf"^//{_NETLOC}(?:[/?#][{_CH}/?#-]*)?$"
-_PATH_ABSOLUTE = rf"^/[{_CH}?#-][{_CH}/?#-]*$"
+_PATH_ABSOLUTE = rf"^/[{_CH}?#-][{_CH}/:?#-]*$"
 _PATH_RELATIVE = rf"^[{_CH}-][{_CH}/?#-]*$"
 # Anything here sends a URL to the per-row path: an empty query or fragment (urlunsplit drops
-# its '?'/'#'), dot segments, '//' after the authority (urljoin folds some of them).
+# its '?'/'#'), dot segments, and (for path-relative ones) '//' after the first character,
+# which urljoin folds together with the base's path.
 _EMPTY_PART = r"\?#|[?#]$"
-_TRICKY = r"\?#|[?#]$|(?:^|/)\.\.?(?:[/?#]|$)|.//"
+_DOTS = r"\?#|[?#]$|(?:^|/)\.\.?(?:[/?#]|$)"
+_FOLDED = r".//"
 _TRICKY_BASE = r"\?#|[?#]$|/\.\.?(?:[/?#]|$)|://.*//"
+# Values resolve() drops without urllib: blank ones, and ones with a scheme that is not http(s)
+# (data:, javascript:, ...; scheme as urlsplit reads it, nothing it would strip or split on).
+_BLANK = rf"^[ {_SPACES}]*$"
+_SCHEME = r"^[A-Za-z][A-Za-z0-9+.-]*:"
+_NOT_PLAIN = r"^[A-Za-z][A-Za-z0-9+.-]*://|^(?i:https?):|[\t\n\r\x{fffd}]"
 
 
 def _re(array, pattern: str) -> pa.Array:
@@ -190,24 +201,28 @@ def _lower_scheme(urls: pa.Array) -> pa.Array:
 
 
 def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_chars: int,
-                max_url_chars: int) -> tuple[list, list]:
-    """(urls, reasons) as `check_text` then `resolve` give them, for cleaned `texts`."""
+                max_url_chars: int) -> tuple[pa.Array, pa.Array]:
+    """(urls, reasons) as `check_text` then `resolve` give them, for cleaned `texts`: string
+    arrays, the reason null where the row is kept."""
+    null = pa.scalar(None, pa.string())
     length = pc.utf8_length(texts)
     text_reason = pc.if_else(pc.equal(length, 0), "empty_text", pc.if_else(
         pc.match_substring(texts, "\ufffd"), "undecodable",
-        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", pa.scalar(None, pa.string()))))
+        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", null)))
     raw = pc.fill_null(raw_urls, "")
-    tricky = _re(raw, _TRICKY)
+    plain = pc.invert(_re(raw, _DOTS))
     absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
     # A page's base URL repeats for each of its images: the regexes run once per distinct base.
     coded = pc.dictionary_encode(pc.fill_null(bases, ""))
     distinct, codes = coded.dictionary, coded.indices
-    base_ok = pc.and_(_re(distinct, _BASE), pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
-    simple = pc.and_(base_ok, pc.invert(tricky))
+    base_valid = _re(distinct, _BASE)
+    joinable = pc.and_(base_valid.take(codes), plain)
+    folder_ok = pc.and_(base_valid, pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
     base = _lower_scheme(distinct)
-    proto = pc.and_(simple, _re(raw, _PROTOCOL_RELATIVE))
-    path_abs = pc.and_(simple, _re(raw, _PATH_ABSOLUTE))
-    path_rel = pc.and_(simple, _re(raw, _PATH_RELATIVE))
+    proto = pc.and_(joinable, _re(raw, _PROTOCOL_RELATIVE))
+    path_abs = pc.and_(joinable, _re(raw, _PATH_ABSOLUTE))
+    path_rel = pc.and_(pc.and_(folder_ok, plain), pc.and_(pc.invert(_re(raw, _FOLDED)),
+                                                          _re(raw, _PATH_RELATIVE)))
     scheme = pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:").take(codes)
     origin = pc.replace_substring_regex(base, _ORIGIN, r"\1").take(codes)
     folder = pc.replace_substring_regex(base, _BASE_DIR, r"\1\2")
@@ -218,18 +233,20 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
         _lower_scheme(raw), pc.binary_join_element_wise(scheme, raw, ""),
         pc.binary_join_element_wise(origin, raw, ""), pc.binary_join_element_wise(folder, raw, ""))
     fast = pc.is_valid(url)
-    too_long = pc.greater(pc.utf8_length(url), max_url_chars)
-    url = pc.if_else(too_long, pa.scalar(None, pa.string()), url)
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(url), max_url_chars), False)
+    url = pc.if_else(too_long, null, url)
+    other_scheme = pc.and_(_re(raw, _SCHEME), pc.invert(_re(raw, _NOT_PLAIN)))
+    url_reason = pc.if_else(too_long, "url_too_long", pc.if_else(
+        _re(raw, _BLANK), "empty_url", pc.if_else(other_scheme, "non_http", null)))
     text_ok = pc.is_null(text_reason)
-    reason = pc.if_else(pc.and_(text_ok, pc.fill_null(too_long, False)), "url_too_long", text_reason)
-    url_list, reasons = url.to_pylist(), reason.to_pylist()
-    slow = np.flatnonzero(pc.and_(pc.invert(fast), text_ok).to_numpy(zero_copy_only=False))
-    if len(slow):
-        indexes = pa.array(slow)
-        raw_list, base_list = raw_urls.take(indexes).to_pylist(), bases.take(indexes).to_pylist()
-        for i, raw_url, base_url_ in zip(slow.tolist(), raw_list, base_list):
-            url_list[i], reasons[i] = resolve(raw_url, base_url_, max_url_chars)
-    return url_list, reasons
+    reason = pc.if_else(text_ok, url_reason, text_reason)
+    slow = pc.and_(pc.and_(pc.invert(fast), text_ok), pc.is_null(url_reason))
+    if not pc.any(slow).as_py():
+        return url, reason
+    raw_list, base_list = raw_urls.filter(slow).to_pylist(), bases.filter(slow).to_pylist()
+    resolved = [resolve(raw_url, base_url_, max_url_chars) for raw_url, base_url_ in zip(raw_list, base_list)]
+    return (pc.replace_with_mask(url, slow, pa.array([u for u, _ in resolved], pa.string())),
+            pc.replace_with_mask(reason, slow, pa.array([r for _, r in resolved], pa.string())))
 
 
 def uids(url_list: list, text_list: list) -> list[str]:
@@ -242,7 +259,6 @@ def uid_array(url: pa.Array, text: pa.Array) -> pa.Array:
     """`uid` of each (url, text) pair of two Arrow string arrays without nulls."""
     n = len(url)
     joined = pc.binary_join_element_wise(url, text, "\x00").cast(pa.binary()).to_pylist()
-    b2 = hashlib.blake2b
-    digests = b"".join([b2(value, digest_size=8).digest() for value in joined])
+    digests = b"".join(map(methodcaller("digest"), map(partial(hashlib.blake2b, digest_size=8), joined)))
     offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(digests.hex().encode()))

@@ -22,9 +22,11 @@ from wit_builder.extract import html
 from wit_builder.extract.records import CORRUPT, Page, Skip
 from wit_builder.extract.urls import page_url_of
 
-# What warcio raises on damaged bytes: bad gzip data, garbage where a header should be, a
-# non-numeric length. Raised only by the warcio calls inside `complete_records`.
-_DAMAGE = (ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError)
+# What warcio raises on damaged bytes: bad gzip data (a bad CRC too, in a whole-file gzip),
+# garbage where a header should be, a non-numeric length, a header that lost its target URI
+# (AttributeError). Raised only by the warcio calls inside `complete_records`.
+_DAMAGE = (ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, gzip.BadGzipFile,
+           AttributeError, EOFError, ValueError)
 _CHUNK = 1 << 16
 
 

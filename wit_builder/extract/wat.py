@@ -57,7 +57,7 @@ def page_of(envelope: dict, scrubbed: bool = True) -> Page | Skip:
     if scrubbed:
         images = [Image(scrub(link.get("url")), scrub(link.get("alt")), scrub(link.get("title")))
                   for link in links if link.get("path") == IMG_SRC]
-    else:  # orjson never returns lone surrogates: nothing to scrub
+    else:  # orjson rejects lone surrogates: nothing to scrub
         images = [(link.get("url"), link.get("alt"), link.get("title"))
                   for link in links if link.get("path") == IMG_SRC]
     page_url = page_url_of(scrub(warc_header.get("WARC-Target-URI")))
@@ -65,15 +65,14 @@ def page_of(envelope: dict, scrubbed: bool = True) -> Page | Skip:
 
 
 def _page(data: bytes):
-    # orjson turns an escaped lone surrogate ("\\ud800") into U+FFFD's of its own: records with
-    # surrogate escapes (rare; Common Crawl writes UTF-8) take the json path below.
-    if b"\\ud" not in data and b"\\uD" not in data:
-        try:
-            return page_of(orjson.loads(data)["Envelope"], scrubbed=False)
-        except orjson.JSONDecodeError:
-            pass
-        except (KeyError, TypeError, AttributeError):
-            return CORRUPT
+    # orjson (>= 3.13) rejects what it would read differently from json (lone surrogates, NaN,
+    # huge numbers): those records (rare; Common Crawl writes UTF-8) take the json path below.
+    try:
+        return page_of(orjson.loads(data)["Envelope"], scrubbed=False)
+    except orjson.JSONDecodeError:
+        pass
+    except (KeyError, TypeError, AttributeError):
+        return CORRUPT
     try:
         return page_of(json.loads(data)["Envelope"])
     except (ValueError, KeyError, TypeError, AttributeError):  # bad JSON or not the layout
