@@ -1,10 +1,12 @@
 """The extract stage: crawl files (WARC, WAT, saved HTML) and candidate lists -> candidate rows.
 
-The driver only plans (lists the inputs, picks each file's format) and adds up a few counters.
-Each input file is one Spark task: it streams its file through a format reader (warc.py, wat.py,
-html.py, tabular.py), turns every image element or tabular row into a row or a counted drop,
-and returns Arrow batches plus one small tally (records read and skipped, drops by reason). The
-tallies are summed by Spark, so the manifest's counts are exact without collecting any rows.
+The driver only plans (lists the inputs, picks each file's format, deals the files out to
+tasks) and adds up a few counters. A Spark task streams each of its files through a format
+reader (warc.py, wat.py, html.py, tabular.py), turns every image element or tabular row into a
+row or a counted drop, writes the rows as Parquet into the stage folder itself (as img2dataset's
+workers write their shards), and returns only a small tally per file (records read and skipped,
+drops by reason). The tallies are summed by Spark, so the manifest's counts are exact; the rows
+never pass through the JVM, and the stage is one Spark job.
 
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
 title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
@@ -15,7 +17,6 @@ candidates by nature (requests, images, ...).
 
 from __future__ import annotations
 
-import math
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from wit_builder import storage
 from wit_builder.download import safety
@@ -37,8 +39,9 @@ from wit_builder.stages import StageResult
 COLUMNS = ["uid", "url", "text", "page_url", "source", "kind"]
 # The task output: candidate rows (tally null) and tally rows (key in `tally`, count in `n`).
 SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS] + [("tally", pa.string()), ("n", pa.int64())])
-SCHEMA_DDL = ", ".join(f"{name} string" for name in COLUMNS) + ", tally string, n bigint"
-ROWS_PER_FILE = 1_000_000  # output Parquet files hold about this many rows ([extract] partitions = 0)
+ROWS_SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS])
+TALLY_DDL = "tally string, n bigint"
+ROWS_PER_FILE = 1_000_000  # a task starts a new Parquet file after this many rows
 
 
 # --- the per-file task (executors) ------------------------------------------------------------
@@ -199,11 +202,51 @@ def extract_file(f: InputFile, opts: Options) -> Iterator[pa.RecordBatch]:
     yield rows.tally_batch()
 
 
-def _extract_partition(opts: Options, files, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """A task: its input is file indexes (one), `files` the broadcast plan."""
+class _Parts:
+    """One task's Parquet files in the stage folder: part-TTTTT-KKK.parquet, a new one every
+    ROWS_PER_FILE rows. Names depend only on the task, so a retried task overwrites its own."""
+
+    def __init__(self, out_dir: str, task: int):
+        self.out_dir, self.task = out_dir, task
+        self.file, self.writer, self.count, self.rows = None, None, 0, 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is not None and self.rows >= ROWS_PER_FILE:
+            self.close()
+        if self.writer is None:
+            name = f"part-{self.task:05d}-{self.count:03d}.parquet"
+            self.file = storage.open_file(storage.join(self.out_dir, name), "wb")
+            self.writer = pq.ParquetWriter(self.file, ROWS_SCHEMA, compression="zstd")
+            self.count, self.rows = self.count + 1, 0
+        self.writer.write_batch(batch.select(COLUMNS))
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.file.close()
+        self.file, self.writer = None, None
+
+
+def _extract_task(opts: Options, tasks, out_dir: str,
+                  batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A Spark task: its input is its task number, `tasks` the broadcast plan (the files of
+    each task). It writes its candidate rows to the stage folder itself and returns only the
+    files' tallies, so the rows never pass through the JVM."""
     for batch in batches:
-        for index in batch.column(0).to_pylist():
-            yield from extract_file(files.value[index], opts)
+        for task in batch.column(0).to_pylist():
+            parts = _Parts(out_dir, task)
+            try:
+                for f in tasks.value[task]:
+                    for out in extract_file(f, opts):
+                        if not out.num_rows:
+                            continue
+                        if out.column("tally").null_count == out.num_rows:
+                            parts.write(out)
+                        else:
+                            yield out.select(["tally", "n"])
+            finally:
+                parts.close()
 
 
 # --- the stage (driver) -------------------------------------------------------------------------
@@ -226,34 +269,38 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     return files
 
 
+def _tasks(files: list[InputFile], partitions: int, cores: int) -> list[list[InputFile]]:
+    """The files dealt out to the tasks: `partitions` of them, or up to four per core (a task
+    per file when there are fewer files)."""
+    n = min(len(files), partitions or 4 * cores)
+    return [files[i::n] for i in range(n)]
+
+
 def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
-    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     section = cfg.extract
     files = check_inputs(cfg, inputs)
     opts = Options.from_config(cfg)
-    # One file per task: range() splits n ids into n partitions of one id each.
-    indexes = spark.range(0, len(files), 1, numPartitions=len(files))
-    plan_bc = spark.sparkContext.broadcast(files)
-    # Cached: the tallies are summed first (they decide the number of output files), then the
-    # rows are written from the cache, so every file is read once.
-    out = indexes.mapInArrow(partial(_extract_partition, opts, plan_bc), SCHEMA_DDL)
-    out = out.persist(StorageLevel.MEMORY_AND_DISK)
+    tasks = _tasks(files, section.partitions, spark.sparkContext.defaultParallelism)
+    fs, path = storage.filesystem(out_dir)
+    fs.makedirs(path, exist_ok=True)
+    # One task per range() id: range() splits n ids into n partitions of one id each.
+    indexes = spark.range(0, len(tasks), 1, numPartitions=len(tasks))
+    plan_bc = spark.sparkContext.broadcast(tasks)
     try:
-        sums = out.where(F.col("tally").isNotNull()).groupBy("tally").agg(F.sum("n").alias("n"))
+        tallies = indexes.mapInArrow(partial(_extract_task, opts, plan_bc, out_dir), TALLY_DDL)
+        sums = tallies.groupBy("tally").agg(F.sum("n").alias("n"))
         tally = {row["tally"]: row["n"] for row in sums.collect()}
-        skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
-        if skipped.get("missing_columns"):
-            raise _missing_columns(skipped["missing_columns"], section)
-        rows_out = tally.get("rows_out", 0)
-        rows = out.where(F.col("tally").isNull()).select(*COLUMNS)
-        rows = rows.repartition(section.partitions) if section.partitions else \
-            rows.coalesce(min(len(files), max(1, math.ceil(rows_out / ROWS_PER_FILE))))
-        rows.write.mode("overwrite").parquet(storage.spark_path(out_dir))
     finally:
-        out.unpersist()
         plan_bc.destroy()
+    skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
+    if skipped.get("missing_columns"):
+        raise _missing_columns(skipped["missing_columns"], section)
+    rows_out = tally.get("rows_out", 0)
+    if not rows_out:  # the next stage reads a schema even when there are no rows
+        with storage.open_file(storage.join(out_dir, "part-00000-000.parquet"), "wb") as f:
+            pq.write_table(ROWS_SCHEMA.empty_table(), f, compression="zstd")
     if tally.get("files_missing"):
         print(f"extract: warning: {tally['files_missing']} listed input file(s) not found",
               file=sys.stderr)

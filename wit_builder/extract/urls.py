@@ -160,7 +160,7 @@ _PATH_RELATIVE = rf"^[{_CH}-][{_CH}/?#-]*$"
 # its '?'/'#'), dot segments, and (for path-relative ones) '//' after the first character,
 # which urljoin folds together with the base's path.
 _EMPTY_PART = r"\?#|[?#]$"
-_DOTS = r"\?#|[?#]$|(?:^|/)\.\.?(?:[/?#]|$)"
+_DOTS = r"(?:^|/)\.\.?(?:[/?#]|$)"
 _FOLDED = r".//"
 _TRICKY_BASE = r"\?#|[?#]$|/\.\.?(?:[/?#]|$)|://.*//"
 # Values resolve() drops without urllib: blank ones, and ones with a scheme that is not http(s)
@@ -210,8 +210,9 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
         pc.match_substring(texts, "\ufffd"), "undecodable",
         pc.if_else(pc.greater(length, max_text_chars), "text_too_long", null)))
     raw = pc.fill_null(raw_urls, "")
-    plain = pc.invert(_re(raw, _DOTS))
-    absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
+    whole = pc.invert(_re(raw, _EMPTY_PART))
+    plain = pc.and_(whole, pc.invert(_re(raw, _DOTS)))
+    absolute = pc.and_(_re(raw, _ABSOLUTE), whole)
     # A page's base URL repeats for each of its images: the regexes run once per distinct base.
     coded = pc.dictionary_encode(pc.fill_null(bases, ""))
     distinct, codes = coded.dictionary, coded.indices
