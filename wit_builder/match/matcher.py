@@ -57,6 +57,7 @@ _P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
 _TOP = np.uint64(1 << 63)  # set in every key, so that 0 marks an empty slot
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
+_MIX_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
 _BLOCK = 4096
 _PUNCT = np.zeros(256, np.uint8)
 _PUNCT[[ord(c) for c in WRAPPED]] = 1
@@ -98,11 +99,11 @@ def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
     """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
     one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
     n, rows = len(data), len(offsets) - 1
-    punct = _PUNCT[data]
+    kind = np.int32 if 3 * (n + rows) < 2**31 else np.int64
+    punct = np.take(_PUNCT, data, mode="clip")  # table lookups: take beats indexing 2 to 1
     # shifted[j] = j + 2 * (marks before j): where byte j would go with no row boundaries
-    shifted = np.zeros(n + 1, np.int32 if n < 2**29 else np.int64)
-    np.multiply(punct, 2, out=shifted[1:], dtype=shifted.dtype)
-    shifted[1:] += 1
+    shifted = np.zeros(n + 1, kind)
+    np.take((1 + 2 * _PUNCT).astype(kind), data, out=shifted[1:], mode="clip")
     np.cumsum(shifted, out=shifted)
     starts = shifted[offsets[:-1]] + 3 * np.arange(rows)
     total = int(shifted[-1]) + 3 * rows
@@ -113,11 +114,10 @@ def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
         out[total - 1] = _ROW_END
     if n:
         # byte j of row r goes to shifted[j] + 3 * r + 1, one more for a mark (" , ")
-        position = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3, dtype=shifted.dtype)
+        position = np.repeat(np.arange(1, 3 * rows + 1, 3, dtype=kind), np.diff(offsets))
         position += shifted[:-1]
         position += punct
-        position += 1
-        out[position] = _TO_SPACE[data]
+        out[position] = np.take(_TO_SPACE, data, mode="clip")
     return out, starts
 
 
@@ -144,7 +144,6 @@ class Matcher:
         self.data[:len(data)] = np.frombuffer(data, np.uint8)
         self.starts, self.sizes = starts, ends - starts
         full, prefixes, words = self._entry_hashes(self.data[:len(data)], starts, ends)
-        prefixes = np.unique(prefixes)
         self.max_words = int(words)
         self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
         windows = _windows(self.data)
@@ -181,17 +180,11 @@ class Matcher:
         self.id_offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
 
-        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern)
         heads = np.flatnonzero(heads)
-        bits = max(int((len(heads) + len(prefixes)) * 3).bit_length(), 4)  # load factor < 1/3
-        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
-        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys have the top bit set)
-        self.table_values = np.zeros(1 << bits, np.int32)
-        self._insert(full[heads], 2 * (heads + 1))  # < 2**31: n < 2**30
-        slot = self._find_slots(prefixes)
-        known = self.table_keys[slot] == prefixes
-        self.table_values[slot[known]] |= 1
-        self._insert(prefixes[~known], np.ones(int((~known).sum()), np.int64))
+        # value of a key: 2 * (pattern + 1) where it is a pattern's hash, | 1 where it is the hash
+        # of a proper prefix of some pattern (the span must grow); < 2**31 since n < 2**30
+        self._build_table(np.concatenate([full[heads], prefixes]),
+                          np.concatenate([2 * (heads + 1), np.ones(len(prefixes), np.int64)]))
         del self._encoded
 
     @staticmethod
@@ -220,32 +213,36 @@ class Matcher:
         prefixes = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
         return full | _TOP, prefixes | _TOP, words if len(starts) else 0
 
-    def _insert(self, keys, values):
-        """Put keys (distinct, not in the table) with their values into the table."""
-        slot = self._slot(keys)
-        pending = np.arange(len(keys))
-        claimed = np.full(len(self.table_keys), -1, np.int64)
-        while len(pending):
-            s = slot[pending]
-            free = self.table_keys[s] == 0
-            claimed[s[free]] = pending[free]
-            won = np.zeros(len(pending), bool)
-            won[free] = claimed[s[free]] == pending[free]
-            self.table_keys[s[won]] = keys[pending[won]]
-            self.table_values[s[won]] = values[pending[won]]
-            pending = pending[~won]
-            slot[pending] = (slot[pending] + 1) & self.mask
+    def _build_table(self, keys: np.ndarray, values: np.ndarray):
+        """The open-addressing table (linear probing, load factor < 1/3), values of equal keys
+        OR-ed together. Its slots are rows (key, value), so that a probe reads one cache line; key 0
+        marks an empty slot (keys have the top bit set). Keys go in in the order of their home slot,
+        so each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
+        Probes never wrap around: the table runs past 2**bits until after its last key."""
+        mixed = keys * _MIX  # a bijection: sorting by it sorts by home slot, equal keys together
+        order = np.argsort(mixed)
+        mixed, values = mixed[order], values[order]
+        first = np.flatnonzero(np.append(True, mixed[1:] != mixed[:-1])[:len(mixed)])
+        values, mixed = np.bitwise_or.reduceat(values, first) if len(first) else values, mixed[first]
+        bits = max((3 * len(mixed)).bit_length(), 4)
+        self.shift = np.uint64(64 - bits)
+        rank = np.arange(len(mixed))
+        slot = np.maximum.accumulate((mixed >> self.shift).astype(np.int64) - rank) + rank
+        table = np.zeros((max(1 << bits, int(slot[-1]) + 1 if len(slot) else 0) + 1, 2), np.uint64)
+        self.table_keys, self.table_values = table[:, 0], table[:, 1].view(np.int64)
+        self.table_keys[slot] = mixed * _MIX_INV
+        self.table_values[slot] = values
 
     def _slot(self, keys: np.ndarray) -> np.ndarray:
         return ((keys * _MIX) >> self.shift).astype(np.int64)
 
     def _find_slots(self, keys: np.ndarray) -> np.ndarray:
-        """The slot of each key, or of the empty slot where its probe ends (linear probing)."""
+        """The slot of each key, or of the empty slot where its probe ends."""
         slot = self._slot(keys)
         found = self.table_keys[slot]
         todo = np.flatnonzero((found != keys) & (found != 0))
         while len(todo):
-            slot[todo] = (slot[todo] + 1) & self.mask
+            slot[todo] += 1
             found = self.table_keys[slot[todo]]
             todo = todo[(found != keys[todo]) & (found != 0)]
         return slot
@@ -278,22 +275,28 @@ class Matcher:
         prefix = _prefix_hashes(text, self.powers)
         windows = _windows(spaced)
         begin = space_pos[:-1] + 1
+        # the hash of the span from token t to the space at `end`: (prefix[end] - base[t]) * scale[t]
         base, scale = prefix[begin], self.inverse[begin]
-        first = np.arange(len(begin))  # each span's first token, with its hash terms
+        first = None  # the first tokens of the spans still growing (None: every token)
         found_tokens, found_patterns = [], []
         for words in range(1, self.max_words + 1):
-            if words == 1:
+            if first is None:
                 end = space_pos[1:]
+                key = prefix[end]
+                key -= base
+                key *= scale
             else:
-                keep = first + words < len(space_pos)
-                if not keep.all():
-                    first, base, scale = first[keep], base[keep], scale[keep]
+                first = first[first + words < len(space_pos)]
                 if not len(first):
                     break
                 end = space_pos[first + words]
-            value = self._find((prefix[end] - base) * scale | _TOP)
+                key = prefix[end]
+                key -= base[first]
+                key *= scale[first]
+            key |= _TOP
+            value = self._find(key)
             hit = np.flatnonzero(value > 1)
-            tokens, pattern = first[hit], (value[hit] >> 1) - 1
+            tokens, pattern = hit if first is None else first[hit], (value[hit] >> 1) - 1
             while len(hit):
                 start = begin[tokens]
                 size = end[hit] - start
@@ -304,8 +307,8 @@ class Matcher:
                 chained = np.flatnonzero(~ok)  # another pattern with the same hash?
                 chained = chained[self.next[pattern[chained]] >= 0]
                 hit, tokens, pattern = hit[chained], tokens[chained], self.next[pattern[chained]]
-            grow = (value & 1).astype(bool)  # only spans that begin a longer pattern grow
-            first, base, scale = first[grow], base[grow], scale[grow]
+            grow = np.flatnonzero(value & 1)  # only spans that begin a longer pattern grow
+            first = grow if first is None else first[grow]
         return (np.concatenate(found_tokens) if found_tokens else np.zeros(0, np.int64),
                 np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
 
