@@ -10,12 +10,14 @@ How it is fast: the spacing is done in numpy on the batch's concatenated UTF-8 b
 separated by a 0xFF byte, which UTF-8 never holds, so no span crosses two rows); " e " occurs in
 the spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
 spans (polynomial prefix hashes), looks them up in a numpy open-addressing table of the entries'
-hashes, and checks each hit 8 bytes at a time (exact, no false positives). Spans are grown one
-space at a time only while their hash is that of a proper prefix of some entry: a trie walk done
-level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry automaton is
-memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead. Unique sorted
-(row, entry) pairs become a list<int32> column. The matcher is built once per executor process
-and kept in a module cache; `space` (Arrow kernels) is the same spacing on a string array.
+hashes (32 bits of each, 8 bytes a slot; built by one sort), and checks each hit 8 bytes at a
+time (exact, no false positives). Spans are grown one space at a time only while their hash is
+that of a proper prefix of some entry: a trie walk done level by level for the whole batch. A
+byte-level Aho-Corasick over a 500k-entry automaton is memory-bound (a cache miss per byte); this
+does ~20 hash lookups per text instead. Unique sorted (row, entry) pairs become a list<int32>
+column; a batch with many repeated texts matches each distinct text once. The matcher is built
+once per executor process and kept in a module cache; `space` (Arrow kernels) is the same
+spacing on a string array.
 Longer than our other modules on purpose: the spacing, hashing, table and level-by-level walk are
 one algorithm, easier to check against MetaCLIP's rule when read in one place.
 """
@@ -55,10 +57,11 @@ def space(texts: pa.Array) -> pa.Array:
 
 _P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
-_TOP = np.uint64(1 << 63)  # set in every key, so that 0 marks an empty slot
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
-_MIX_INV = np.uint64(pow(0x9E3779B97F4A7C15, -1, 2**64))
+_HALF = np.uint64(32)  # a table row: the high half of key * _MIX, then the key's value
+_LOW = np.uint64(2**32 - 1)
 _BLOCK = 4096
+_MAX_DISTINCT_SHARE = 0.95  # match() dedups a batch with fewer distinct texts than this share
 _PUNCT = np.zeros(256, np.uint8)
 _PUNCT[[ord(c) for c in WRAPPED]] = 1
 _TO_SPACE = np.arange(256, dtype=np.uint8)
@@ -151,19 +154,19 @@ class Matcher:
 
         # Patterns are entries; entries equal to an earlier one (after normalising) are its
         # aliases: its pattern reports all their ids (CSR: ids[id_offsets[p]:id_offsets[p + 1]]).
-        # Different patterns with equal hashes (never seen in practice) chain through `next`.
+        # Different patterns with equal table keys (the table keeps 32 bits of each hash: a few
+        # dozen in 500k entries) chain through `next`.
         self.next = np.full(n, -1, np.int64)
+        full = (full * _MIX) >> _HALF
         sorted_full = np.sort(full)
         heads = np.ones(n, bool)
         rep = np.arange(n)
-        if n and (sorted_full[1:] == sorted_full[:-1]).any():
-            order = np.argsort(full, kind="stable")
-            same = np.flatnonzero(full[order][1:] == full[order][:-1])
+        shared = sorted_full[1:][sorted_full[1:] == sorted_full[:-1]]
+        if len(shared):
             groups: dict[int, list[int]] = {}
-            for i in same:
-                group = groups.setdefault(int(full[order[i]]), [int(order[i])])
-                group.append(int(order[i + 1]))
-            for group in groups.values():  # entry indices in order, all with one hash
+            for i in np.flatnonzero(np.isin(full, shared)):
+                groups.setdefault(int(full[i]), []).append(int(i))
+            for group in groups.values():  # entry indices in order, all with one table key
                 chain: list[int] = []
                 for entry in group:
                     equal = next((r for r in chain if self._encoded(r) == self._encoded(entry)), None)
@@ -176,14 +179,16 @@ class Matcher:
                 heads[chain[1:]] = False
                 heads[group] &= rep[group] == np.asarray(group)
         self.one_id = bool((rep == np.arange(n)).all())
-        self.ids = np.arange(n) if self.one_id else np.argsort(rep, kind="stable")
-        self.id_offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
+        self.ids, self.id_offsets = np.arange(n), None
+        if not self.one_id:
+            self.ids = np.argsort(rep, kind="stable")
+            self.id_offsets = np.zeros(n + 1, np.int64)
+            np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
 
         heads = np.flatnonzero(heads)
-        # value of a key: 2 * (pattern + 1) where it is a pattern's hash, | 1 where it is the hash
+        # value of a key: 2 * (pattern + 1) where it is a pattern's key, | 1 where it is the key
         # of a proper prefix of some pattern (the span must grow); < 2**31 since n < 2**30
-        self._build_table(np.concatenate([full[heads], prefixes]),
+        self._build_table(np.concatenate([full[heads], (prefixes * _MIX) >> _HALF]),
                           np.concatenate([2 * (heads + 1), np.ones(len(prefixes), np.int64)]))
         del self._encoded
 
@@ -211,45 +216,43 @@ class Matcher:
                 prefixes.append((prefix[inner] - prefix[begin]) * inverse[begin])
             first = last
         prefixes = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
-        return full | _TOP, prefixes | _TOP, words if len(starts) else 0
+        return full, prefixes, words if len(starts) else 0
 
     def _build_table(self, keys: np.ndarray, values: np.ndarray):
-        """The open-addressing table (linear probing, load factor < 1/3), values of equal keys
-        OR-ed together. Its slots are rows (key, value), so that a probe reads one cache line; key 0
-        marks an empty slot (keys have the top bit set). Keys go in in the order of their home slot,
-        so each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
+        """The open-addressing table (linear probing, load factor < 1/3) of keys (the high 32 bits
+        of hash * _MIX, which hold the home slot), values of equal keys OR-ed together. A row is
+        key << 32 | value in one uint64, 0 when empty (values are > 0): a probe reads 8 bytes. A
+        text's span whose key is an entry's without its hash is harmless: the bytes are checked,
+        and a wrong "grow" only costs a lookup. Keys go in in the order of their home slot, so
+        each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
         Probes never wrap around: the table runs past 2**bits until after its last key."""
-        mixed = keys * _MIX  # a bijection: sorting by it sorts by home slot, equal keys together
-        order = np.argsort(mixed)
-        mixed, values = mixed[order], values[order]
-        first = np.flatnonzero(np.append(True, mixed[1:] != mixed[:-1])[:len(mixed)])
-        values, mixed = np.bitwise_or.reduceat(values, first) if len(first) else values, mixed[first]
-        bits = max((3 * len(mixed)).bit_length(), 4)
-        self.shift = np.uint64(64 - bits)
-        rank = np.arange(len(mixed))
-        slot = np.maximum.accumulate((mixed >> self.shift).astype(np.int64) - rank) + rank
-        table = np.zeros((max(1 << bits, int(slot[-1]) + 1 if len(slot) else 0) + 1, 2), np.uint64)
-        self.table_keys, self.table_values = table[:, 0], table[:, 1].view(np.int64)
-        self.table_keys[slot] = mixed * _MIX_INV
-        self.table_values[slot] = values
+        rows = np.sort(keys << _HALF | values.astype(np.uint64))  # by key (so by home slot)
+        keys = rows >> _HALF
+        first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])[:len(keys)])
+        values, keys = np.bitwise_or.reduceat(rows & _LOW, first) if len(first) else rows, keys[first]
+        bits = min(max((3 * len(keys)).bit_length(), 4), 32)
+        self.shift = np.uint64(32 - bits)
+        slot = (keys >> self.shift).view(np.int64)
+        rank = np.arange(len(keys))
+        slot -= rank
+        np.maximum.accumulate(slot, out=slot)
+        slot += rank
+        self.table = np.zeros(max(1 << bits, int(slot[-1]) + 1 if len(slot) else 0) + 1, np.uint64)
+        self.table[slot] = keys << _HALF | values
 
-    def _slot(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys * _MIX) >> self.shift).astype(np.int64)
-
-    def _find_slots(self, keys: np.ndarray) -> np.ndarray:
-        """The slot of each key, or of the empty slot where its probe ends."""
-        slot = self._slot(keys)
-        found = self.table_keys[slot]
-        todo = np.flatnonzero((found != keys) & (found != 0))
+    def _find(self, hashes: np.ndarray) -> np.ndarray:
+        """The table's value for each hash, 0 where its key is not in the table."""
+        keys = hashes * _MIX
+        keys >>= _HALF
+        slot = (keys >> self.shift).view(np.int64)
+        row = self.table[slot]
+        todo = np.flatnonzero(((row >> _HALF) != keys) & (row != 0))
         while len(todo):
             slot[todo] += 1
-            found = self.table_keys[slot[todo]]
-            todo = todo[(found != keys[todo]) & (found != 0)]
-        return slot
-
-    def _find(self, keys: np.ndarray) -> np.ndarray:
-        """The table's value for each key, 0 where it is not in the table."""
-        return self.table_values[self._find_slots(keys)]
+            row[todo] = self.table[slot[todo]]
+            todo = todo[((row[todo] >> _HALF) != keys[todo]) & (row[todo] != 0)]
+        row &= _LOW
+        return row.view(np.int64)
 
     def _verify(self, windows, begin, pattern, size) -> np.ndarray:
         """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
@@ -293,7 +296,6 @@ class Matcher:
                 key = prefix[end]
                 key -= base[first]
                 key *= scale[first]
-            key |= _TOP
             value = self._find(key)
             hit = np.flatnonzero(value > 1)
             tokens, pattern = hit if first is None else first[hit], (value[hit] >> 1) - 1
@@ -313,12 +315,22 @@ class Matcher:
                 np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
 
     def match(self, texts: pa.Array) -> pa.ListArray:
-        """entry_ids (sorted, unique) for each text; empty list when none matches."""
-        texts = normalize(texts, self.mode)
+        """entry_ids (sorted, unique) for each text; empty list when none matches (null too)."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         if texts.null_count:
             texts = texts.fill_null("")
+        # Alt texts repeat ("logo", "image", one caption on every page of a site): when a batch
+        # has enough repeats to pay for copying lists (~1% of the matching), match its distinct
+        # texts once each and give every row its text's list.
+        coded = texts.dictionary_encode()
+        if len(coded.dictionary) < _MAX_DISTINCT_SHARE * len(texts):
+            return self._match_rows(coded.dictionary).take(coded.indices)
+        return self._match_rows(texts)
+
+    def _match_rows(self, texts: pa.Array) -> pa.ListArray:
+        """`match` of a string array without nulls, text by text."""
+        texts = normalize(texts, self.mode)
         n = len(texts)
         offsets, data = _arrow_bytes(texts)
         spaced, row_starts = _spaced_bytes(data, offsets)
