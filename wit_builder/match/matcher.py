@@ -62,10 +62,8 @@ _HALF = np.uint64(32)  # a table row: the high half of key * _MIX, then the key'
 _LOW = np.uint64(2**32 - 1)
 _BLOCK = 4096
 _MAX_DISTINCT_SHARE = 0.95  # match() dedups a batch with fewer distinct texts than this share
-_PUNCT = np.zeros(256, np.uint8)
-_PUNCT[[ord(c) for c in WRAPPED]] = 1
-_TO_SPACE = np.arange(256, dtype=np.uint8)
-_TO_SPACE[[ord(c) for c in SPACED]] = 32
+_WRAPPED_BYTES = np.array([ord(c) for c in WRAPPED], np.uint8)
+_SPACED_BYTES = np.array([ord(c) for c in SPACED], np.uint8)
 _ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
 # _TAIL[k]: the low k bytes of a uint64 (k = 8 for all of them)
 _TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
@@ -89,7 +87,8 @@ def _prefix_hashes(data: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
     one multiplication away; `powers` from `_powers(>= len(data) + 1)`."""
     prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(np.multiply(data, powers[:len(data)], dtype=np.uint64), out=prefix[1:])
+    np.multiply(data, powers[:len(data)], out=prefix[1:])
+    np.cumsum(prefix[1:], out=prefix[1:])
     return prefix
 
 
@@ -102,25 +101,28 @@ def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
     """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
     one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
     n, rows = len(data), len(offsets) - 1
-    kind = np.int32 if 3 * (n + rows) < 2**31 else np.int64
-    punct = np.take(_PUNCT, data, mode="clip")  # table lookups: take beats indexing 2 to 1
-    # shifted[j] = j + 2 * (marks before j): where byte j would go with no row boundaries
-    shifted = np.zeros(n + 1, kind)
-    np.take((1 + 2 * _PUNCT).astype(kind), data, out=shifted[1:], mode="clip")
-    np.cumsum(shifted, out=shifted)
-    starts = shifted[offsets[:-1]] + 3 * np.arange(rows)
-    total = int(shifted[-1]) + 3 * rows
+    is_mark = data == _WRAPPED_BYTES[0]  # comparisons beat a table lookup 3 to 1
+    for byte in _WRAPPED_BYTES[1:]:
+        is_mark |= data == byte
+    marks = np.flatnonzero(is_mark)  # few: place what is inserted, then copy the rest
+    # row r starts after 3 bytes per row and 2 per mark before it; the mark k (byte j of row r)
+    # goes to j + 2 * k + 3 * r + 2, between two inserted spaces
+    starts = offsets[:-1] + 2 * np.searchsorted(marks, offsets[:-1]) + 3 * np.arange(rows)
+    total = n + 2 * len(marks) + 3 * rows
+    at = marks + 2 * np.arange(len(marks)) + 3 * (np.searchsorted(offsets, marks, side="right") - 1) + 2
+    # inserted: each row's leading space, trailing space and 0xFF (the last two end the row), and
+    # a space on each side of each mark; the row's bytes fill the other places in order
+    ends = np.append(starts[1:], total) if rows else starts
+    inserted = np.concatenate([starts, ends - 2, ends - 1, at - 1, at + 1])
+    copied = np.ones(total, bool)
+    copied[inserted] = False
     out = np.full(total + 8, 32, np.uint8)
     out[total:] = 0
-    out[starts[1:] - 1] = _ROW_END
-    if rows:
-        out[total - 1] = _ROW_END
-    if n:
-        # byte j of row r goes to shifted[j] + 3 * r + 1, one more for a mark (" , ")
-        position = np.repeat(np.arange(1, 3 * rows + 1, 3, dtype=kind), np.diff(offsets))
-        position += shifted[:-1]
-        position += punct
-        out[position] = np.take(_TO_SPACE, data, mode="clip")
+    text = out[:total]
+    text[copied] = data
+    if (data <= max(_SPACED_BYTES)).any():  # tab, newline, carriage return (rare) become spaces
+        text[np.isin(text, _SPACED_BYTES)] = 32
+    out[ends - 1] = _ROW_END
     return out, starts
 
 
@@ -156,11 +158,14 @@ class Matcher:
         # aliases: its pattern reports all their ids (CSR: ids[id_offsets[p]:id_offsets[p + 1]]).
         # Different patterns with equal table keys (the table keeps 32 bits of each hash: a few
         # dozen in 500k entries) chain through `next`.
-        self.next = np.full(n, -1, np.int64)
-        full = (full * _MIX) >> _HALF
+        for hashes in (full, prefixes):  # to table keys, in place (see _build_table)
+            hashes *= _MIX
+            hashes >>= _HALF
+        self.next = np.full(n, -1, np.int32)
         sorted_full = np.sort(full)
         heads = np.ones(n, bool)
         rep = np.arange(n)
+        self.one_id = True  # no aliases: a pattern's id is the pattern
         shared = sorted_full[1:][sorted_full[1:] == sorted_full[:-1]]
         if len(shared):
             groups: dict[int, list[int]] = {}
@@ -175,11 +180,10 @@ class Matcher:
                             self.next[chain[-1]] = entry
                         chain.append(entry)
                     else:
-                        rep[entry] = equal
+                        rep[entry], self.one_id = equal, False
                 heads[chain[1:]] = False
                 heads[group] &= rep[group] == np.asarray(group)
-        self.one_id = bool((rep == np.arange(n)).all())
-        self.ids, self.id_offsets = np.arange(n), None
+        self.ids = self.id_offsets = None
         if not self.one_id:
             self.ids = np.argsort(rep, kind="stable")
             self.id_offsets = np.zeros(n + 1, np.int64)
@@ -188,7 +192,7 @@ class Matcher:
         heads = np.flatnonzero(heads)
         # value of a key: 2 * (pattern + 1) where it is a pattern's key, | 1 where it is the key
         # of a proper prefix of some pattern (the span must grow); < 2**31 since n < 2**30
-        self._build_table(np.concatenate([full[heads], (prefixes * _MIX) >> _HALF]),
+        self._build_table(np.concatenate([full[heads], prefixes]),
                           np.concatenate([2 * (heads + 1), np.ones(len(prefixes), np.int64)]))
         del self._encoded
 
@@ -226,10 +230,14 @@ class Matcher:
         and a wrong "grow" only costs a lookup. Keys go in in the order of their home slot, so
         each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
         Probes never wrap around: the table runs past 2**bits until after its last key."""
-        rows = np.sort(keys << _HALF | values.astype(np.uint64))  # by key (so by home slot)
+        # in place where it can: a 500k-entry build is bound by first touches of fresh memory
+        rows = keys << _HALF
+        rows |= values.astype(np.uint64)
+        rows.sort()  # by key, so by home slot
         keys = rows >> _HALF
         first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])[:len(keys)])
-        values, keys = np.bitwise_or.reduceat(rows & _LOW, first) if len(first) else rows, keys[first]
+        rows &= _LOW
+        values, keys = np.bitwise_or.reduceat(rows, first) if len(first) else rows, keys[first]
         bits = min(max((3 * len(keys)).bit_length(), 4), 32)
         self.shift = np.uint64(32 - bits)
         slot = (keys >> self.shift).view(np.int64)
@@ -238,7 +246,9 @@ class Matcher:
         np.maximum.accumulate(slot, out=slot)
         slot += rank
         self.table = np.zeros(max(1 << bits, int(slot[-1]) + 1 if len(slot) else 0) + 1, np.uint64)
-        self.table[slot] = keys << _HALF | values
+        keys <<= _HALF
+        keys |= values
+        self.table[slot] = keys
 
     def _find(self, hashes: np.ndarray) -> np.ndarray:
         """The table's value for each hash, 0 where its key is not in the table."""
@@ -338,7 +348,7 @@ class Matcher:
         # the row of a token: rows before its opening space
         rows = np.searchsorted(row_starts, space_pos[tokens], side="right") - 1
         if self.one_id:
-            ids = self.ids[pattern]
+            ids = pattern
         else:
             owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
             rows, ids = rows[owner], self.ids[slot]
