@@ -58,7 +58,7 @@ def space(texts: pa.Array) -> pa.Array:
 _P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
-_HALF = np.uint64(32)  # a table row: the high half of key * _MIX, then the key's value
+_HALF = np.uint64(32)  # a table key: the high half of hash * _MIX; a row: key << 32 | value
 _LOW = np.uint64(2**32 - 1)
 _BLOCK = 4096
 _MAX_DISTINCT_SHARE = 0.95  # match() dedups a batch with fewer distinct texts than this share
@@ -226,7 +226,7 @@ class Matcher:
         """The open-addressing table (linear probing, load factor < 1/3) of keys (the high 32 bits
         of hash * _MIX, which hold the home slot), values of equal keys OR-ed together. A row is
         key << 32 | value in one uint64, 0 when empty (values are > 0): a probe reads 8 bytes. A
-        text's span whose key is an entry's without its hash is harmless: the bytes are checked,
+        span with an entry's key but another hash is harmless: the bytes of a hit are checked,
         and a wrong "grow" only costs a lookup. Keys go in in the order of their home slot, so
         each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
         Probes never wrap around: the table runs past 2**bits until after its last key."""
@@ -259,8 +259,9 @@ class Matcher:
         todo = np.flatnonzero(((row >> _HALF) != keys) & (row != 0))
         while len(todo):
             slot[todo] += 1
-            row[todo] = self.table[slot[todo]]
-            todo = todo[((row[todo] >> _HALF) != keys[todo]) & (row[todo] != 0)]
+            probed = self.table[slot[todo]]
+            row[todo] = probed
+            todo = todo[((probed >> _HALF) != keys[todo]) & (probed != 0)]
         row &= _LOW
         return row.view(np.int64)
 
@@ -319,7 +320,7 @@ class Matcher:
                 chained = np.flatnonzero(~ok)  # another pattern with the same hash?
                 chained = chained[self.next[pattern[chained]] >= 0]
                 hit, tokens, pattern = hit[chained], tokens[chained], self.next[pattern[chained]]
-            grow = np.flatnonzero(value & 1)  # only spans that begin a longer pattern grow
+            grow = np.flatnonzero((value & 1) != 0)  # only spans that begin a longer pattern grow
             first = grow if first is None else first[grow]
         return (np.concatenate(found_tokens) if found_tokens else np.zeros(0, np.int64),
                 np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
