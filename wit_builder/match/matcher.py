@@ -197,9 +197,10 @@ class Matcher:
         del self._encoded
 
     @staticmethod
-    def _entry_hashes(data, starts, ends, chunk=1 << 18):
+    def _entry_hashes(data, starts, ends, chunk=1 << 15):
         """Hashes of every entry and of its proper prefixes (up to each of its spaces), and the
-        most words in an entry; by chunks of entries, so that the arrays stay in cache."""
+        most words in an entry; by chunks of entries, so that the arrays stay in cache (and
+        small enough for malloc to reuse: larger ones are fresh pages each time)."""
         full, prefixes, words = np.zeros(len(starts), np.uint64), [], 1
         first, powers, inverse = 0, None, None
         while first < len(starts):
@@ -229,10 +230,11 @@ class Matcher:
         span with an entry's key but another hash is harmless: the bytes of a hit are checked,
         and a wrong "grow" only costs a lookup. Keys go in in the order of their home slot, so
         each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
-        Probes never wrap around: the table runs past 2**bits until after its last key."""
-        # in place where it can: a 500k-entry build is bound by first touches of fresh memory
-        rows = keys << _HALF
-        rows |= values.astype(np.uint64)
+        Probes never wrap around: the table runs past 2**bits until after its last key. Works in
+        place where it can (`keys` too): a 500k-entry build is bound by first touches of memory."""
+        rows = keys
+        rows <<= _HALF
+        rows |= values.view(np.uint64)
         rows.sort()  # by key, so by home slot
         keys = rows >> _HALF
         first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])[:len(keys)])
