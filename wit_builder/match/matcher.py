@@ -61,7 +61,8 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bit
 _HALF = np.uint64(32)  # a table key: the high half of hash * _MIX; a row: key << 32 | value
 _LOW = np.uint64(2**32 - 1)
 _BLOCK = 4096
-_MAX_DISTINCT_SHARE = 0.95  # match() dedups a batch with fewer distinct texts than this share
+_MAX_DISTINCT_SHARE = 0.8  # match() dedups a batch with fewer distinct texts than this share
+_SAMPLE = 1000  # (and as many in its first rows)
 _WRAPPED_BYTES = np.array([ord(c) for c in WRAPPED], np.uint8)
 _SPACED_BYTES = np.array([ord(c) for c in SPACED], np.uint8)
 _ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
@@ -333,12 +334,14 @@ class Matcher:
             texts = texts.combine_chunks()
         if texts.null_count:
             texts = texts.fill_null("")
-        # Alt texts repeat ("logo", "image", one caption on every page of a site): when a batch
-        # has enough repeats to pay for copying lists (~1% of the matching), match its distinct
-        # texts once each and give every row its text's list.
-        coded = texts.dictionary_encode()
-        if len(coded.dictionary) < _MAX_DISTINCT_SHARE * len(texts):
-            return self._match_rows(coded.dictionary).take(coded.indices)
+        # Alt texts repeat ("logo", "image", one caption on every page of a site): a batch with
+        # many repeats matches its distinct texts once each, and every row gets its text's list.
+        # Hashing all texts costs ~5% of matching them, so their first rows are looked at first.
+        sample = texts.slice(0, _SAMPLE)
+        if pc.count_distinct(sample).as_py() < _MAX_DISTINCT_SHARE * len(sample):
+            coded = texts.dictionary_encode()
+            if len(coded.dictionary) < _MAX_DISTINCT_SHARE * len(texts):
+                return self._match_rows(coded.dictionary).take(coded.indices)
         return self._match_rows(texts)
 
     def _match_rows(self, texts: pa.Array) -> pa.ListArray:
