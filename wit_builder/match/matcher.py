@@ -229,10 +229,12 @@ class Matcher:
         of hash * _MIX, which hold the home slot), values of equal keys OR-ed together. A row is
         key << 32 | value in one uint64, 0 when empty (values are > 0): a probe reads 8 bytes. A
         span with an entry's key but another hash is harmless: the bytes of a hit are checked,
-        and a wrong "grow" only costs a lookup. Keys go in in the order of their home slot, so
-        each lands at max(home, previous key's slot + 1): a running maximum, no probing rounds.
-        Probes never wrap around: the table runs past 2**bits until after its last key. Works in
-        place where it can (`keys` too): a 500k-entry build is bound by first touches of memory."""
+        and a wrong "grow" only costs a lookup. Keys go in in order (so in the order of their
+        home slot), each at max(home, previous key's slot + 1): a running maximum, no probing
+        rounds; and the table is sorted, so a probe stops at the first larger key, not only at an
+        empty row (half the rounds). Probes never wrap around: the table runs past 2**bits until
+        after its last key. Works in place where it can (`keys` too): a 500k-entry build is bound
+        by first touches of memory."""
         rows = keys
         rows <<= _HALF
         rows |= values.view(np.uint64)
@@ -259,12 +261,13 @@ class Matcher:
         keys >>= _HALF
         slot = (keys >> self.shift).view(np.int64)
         row = self.table[slot]
-        todo = np.flatnonzero(((row >> _HALF) != keys) & (row != 0))
+        todo = np.flatnonzero(((row >> _HALF) < keys) & (row != 0))
         while len(todo):
             slot[todo] += 1
             probed = self.table[slot[todo]]
             row[todo] = probed
-            todo = todo[((probed >> _HALF) != keys[todo]) & (probed != 0)]
+            todo = todo[((probed >> _HALF) < keys[todo]) & (probed != 0)]
+        row[(row >> _HALF) != keys] = 0  # stopped at a larger key (or an empty row)
         row &= _LOW
         return row.view(np.int64)
 
