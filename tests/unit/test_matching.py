@@ -5,6 +5,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -132,3 +133,29 @@ def test_entries_with_newlines_and_empty_ones_equal_brute_force():
     got = matching.Matcher(entries).match(pa.array(texts)).to_pylist()
     assert got == brute_force_match(texts, entries)
     assert got[1] == [4, 6]  # "a\nb" is spaced to " a b "
+
+
+@pytest.mark.parametrize("mode", ["metaclip", "casefold"])
+def test_repeated_texts_match_as_text_by_text(mode):
+    # enough repeats (nulls and empty strings among them) that match() matches each distinct text
+    # once and copies its list to the repeats
+    texts = [TRICKY_TEXTS[(7 * i) % len(TRICKY_TEXTS)] for i in range(400)] + ["CAT", "", None]
+    assert len(set(texts)) < matching._MAX_DISTINCT_SHARE * min(len(texts), matching._SAMPLE)
+    m = matching.Matcher(TRICKY_ENTRIES, mode)
+    got = m.match(pa.chunked_array([texts[:150], texts[150:]], pa.string()))
+    assert got.type == pa.list_(pa.int32())
+    assert got.to_pylist() == [m.match(pa.array([t], pa.string())).to_pylist()[0] for t in texts]
+    if mode == "metaclip":
+        assert got.to_pylist() == brute_force_match(texts, TRICKY_ENTRIES)
+
+
+def test_patterns_sharing_a_table_key_are_told_apart():
+    # the table keeps 32 bits of each entry's hash: among 300k entries some share one (a chain)
+    letters = np.random.default_rng(0).integers(97, 123, (300_000, 10), np.uint8)
+    entries = [row.tobytes().decode() for row in letters]
+    m = matching.Matcher(entries)
+    chained = np.flatnonzero(m.next >= 0)
+    assert len(chained)
+    members = sorted(set(chained) | set(m.next[chained]))
+    texts = [f"a {entries[i]}." for i in members] + [" ".join(entries[i] for i in members)]
+    assert m.match(pa.array(texts)).to_pylist() == [[i] for i in members] + [members]

@@ -10,12 +10,14 @@ How it is fast: the spacing is done in numpy on the batch's concatenated UTF-8 b
 separated by a 0xFF byte, which UTF-8 never holds, so no span crosses two rows); " e " occurs in
 the spaced text exactly when e is the text between two of its spaces, so the matcher hashes those
 spans (polynomial prefix hashes), looks them up in a numpy open-addressing table of the entries'
-hashes, and checks each hit 8 bytes at a time (exact, no false positives). Spans are grown one
-space at a time only while their hash is that of a proper prefix of some entry: a trie walk done
-level by level for the whole batch. A byte-level Aho-Corasick over a 500k-entry automaton is
-memory-bound (a cache miss per byte); this does ~20 hash lookups per text instead. Unique sorted
-(row, entry) pairs become a list<int32> column. The matcher is built once per executor process
-and kept in a module cache; `space` (Arrow kernels) is the same spacing on a string array.
+hashes (32 bits of each, 8 bytes a slot; built by one sort), and checks each hit 8 bytes at a
+time (exact, no false positives). Spans are grown one space at a time only while their hash is
+that of a proper prefix of some entry: a trie walk done level by level for the whole batch. A
+byte-level Aho-Corasick over a 500k-entry automaton is memory-bound (a cache miss per byte); this
+does ~20 hash lookups per text instead. Unique sorted (row, entry) pairs become a list<int32>
+column; a batch with many repeated texts matches each distinct text once. The matcher is built
+once per executor process and kept in a module cache; `space` (Arrow kernels) is the same
+spacing on a string array.
 Longer than our other modules on purpose: the spacing, hashing, table and level-by-level walk are
 one algorithm, easier to check against MetaCLIP's rule when read in one place.
 """
@@ -55,13 +57,14 @@ def space(texts: pa.Array) -> pa.Array:
 
 _P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
-_TOP = np.uint64(1 << 63)  # set in every key, so that 0 marks an empty slot
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
+_HALF = np.uint64(32)  # a table key: the high half of hash * _MIX; a row: key << 32 | value
+_LOW = np.uint64(2**32 - 1)
 _BLOCK = 4096
-_PUNCT = np.zeros(256, np.uint8)
-_PUNCT[[ord(c) for c in WRAPPED]] = 1
-_TO_SPACE = np.arange(256, dtype=np.uint8)
-_TO_SPACE[[ord(c) for c in SPACED]] = 32
+_MAX_DISTINCT_SHARE = 0.8  # match() dedups a batch with fewer distinct texts than this share
+_SAMPLE = 1000  # (and as many in its first rows)
+_WRAPPED_BYTES = np.array([ord(c) for c in WRAPPED], np.uint8)
+_SPACED_BYTES = np.array([ord(c) for c in SPACED], np.uint8)
 _ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
 # _TAIL[k]: the low k bytes of a uint64 (k = 8 for all of them)
 _TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
@@ -85,7 +88,8 @@ def _prefix_hashes(data: np.ndarray, powers: np.ndarray) -> np.ndarray:
     """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
     one multiplication away; `powers` from `_powers(>= len(data) + 1)`."""
     prefix = np.zeros(len(data) + 1, np.uint64)
-    np.cumsum(np.multiply(data, powers[:len(data)], dtype=np.uint64), out=prefix[1:])
+    np.multiply(data, powers[:len(data)], out=prefix[1:])
+    np.cumsum(prefix[1:], out=prefix[1:])
     return prefix
 
 
@@ -98,26 +102,28 @@ def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
     """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
     one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
     n, rows = len(data), len(offsets) - 1
-    punct = _PUNCT[data]
-    # shifted[j] = j + 2 * (marks before j): where byte j would go with no row boundaries
-    shifted = np.zeros(n + 1, np.int32 if n < 2**29 else np.int64)
-    np.multiply(punct, 2, out=shifted[1:], dtype=shifted.dtype)
-    shifted[1:] += 1
-    np.cumsum(shifted, out=shifted)
-    starts = shifted[offsets[:-1]] + 3 * np.arange(rows)
-    total = int(shifted[-1]) + 3 * rows
+    is_mark = data == _WRAPPED_BYTES[0]  # comparisons beat a table lookup 3 to 1
+    for byte in _WRAPPED_BYTES[1:]:
+        is_mark |= data == byte
+    marks = np.flatnonzero(is_mark)  # few: place what is inserted, then copy the rest
+    # row r starts after 3 bytes per row and 2 per mark before it; the mark k (byte j of row r)
+    # goes to j + 2 * k + 3 * r + 2, between two inserted spaces
+    starts = offsets[:-1] + 2 * np.searchsorted(marks, offsets[:-1]) + 3 * np.arange(rows)
+    total = n + 2 * len(marks) + 3 * rows
+    at = marks + 2 * np.arange(len(marks)) + 3 * (np.searchsorted(offsets, marks, side="right") - 1) + 2
+    # inserted: each row's leading space, trailing space and 0xFF (the last two end the row), and
+    # a space on each side of each mark; the row's bytes fill the other places in order
+    ends = np.append(starts[1:], total) if rows else starts
+    inserted = np.concatenate([starts, ends - 2, ends - 1, at - 1, at + 1])
+    copied = np.ones(total, bool)
+    copied[inserted] = False
     out = np.full(total + 8, 32, np.uint8)
     out[total:] = 0
-    out[starts[1:] - 1] = _ROW_END
-    if rows:
-        out[total - 1] = _ROW_END
-    if n:
-        # byte j of row r goes to shifted[j] + 3 * r + 1, one more for a mark (" , ")
-        position = np.cumsum(np.bincount(offsets[1:-1], minlength=n + 1)[:n] * 3, dtype=shifted.dtype)
-        position += shifted[:-1]
-        position += punct
-        position += 1
-        out[position] = _TO_SPACE[data]
+    text = out[:total]
+    text[copied] = data
+    if (data <= max(_SPACED_BYTES)).any():  # tab, newline, carriage return (rare) become spaces
+        text[np.isin(text, _SPACED_BYTES)] = 32
+    out[ends - 1] = _ROW_END
     return out, starts
 
 
@@ -144,7 +150,6 @@ class Matcher:
         self.data[:len(data)] = np.frombuffer(data, np.uint8)
         self.starts, self.sizes = starts, ends - starts
         full, prefixes, words = self._entry_hashes(self.data[:len(data)], starts, ends)
-        prefixes = np.unique(prefixes)
         self.max_words = int(words)
         self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
         windows = _windows(self.data)
@@ -152,19 +157,22 @@ class Matcher:
 
         # Patterns are entries; entries equal to an earlier one (after normalising) are its
         # aliases: its pattern reports all their ids (CSR: ids[id_offsets[p]:id_offsets[p + 1]]).
-        # Different patterns with equal hashes (never seen in practice) chain through `next`.
-        self.next = np.full(n, -1, np.int64)
+        # Different patterns with equal table keys (the table keeps 32 bits of each hash: a few
+        # dozen in 500k entries) chain through `next`.
+        for hashes in (full, prefixes):  # to table keys, in place (see _build_table)
+            hashes *= _MIX
+            hashes >>= _HALF
+        self.next = np.full(n, -1, np.int32)
         sorted_full = np.sort(full)
         heads = np.ones(n, bool)
         rep = np.arange(n)
-        if n and (sorted_full[1:] == sorted_full[:-1]).any():
-            order = np.argsort(full, kind="stable")
-            same = np.flatnonzero(full[order][1:] == full[order][:-1])
+        self.one_id = True  # no aliases: a pattern's id is the pattern
+        shared = sorted_full[1:][sorted_full[1:] == sorted_full[:-1]]
+        if len(shared):
             groups: dict[int, list[int]] = {}
-            for i in same:
-                group = groups.setdefault(int(full[order[i]]), [int(order[i])])
-                group.append(int(order[i + 1]))
-            for group in groups.values():  # entry indices in order, all with one hash
+            for i in np.flatnonzero(np.isin(full, shared)):
+                groups.setdefault(int(full[i]), []).append(int(i))
+            for group in groups.values():  # entry indices in order, all with one table key
                 chain: list[int] = []
                 for entry in group:
                     equal = next((r for r in chain if self._encoded(r) == self._encoded(entry)), None)
@@ -173,31 +181,27 @@ class Matcher:
                             self.next[chain[-1]] = entry
                         chain.append(entry)
                     else:
-                        rep[entry] = equal
+                        rep[entry], self.one_id = equal, False
                 heads[chain[1:]] = False
                 heads[group] &= rep[group] == np.asarray(group)
-        self.one_id = bool((rep == np.arange(n)).all())
-        self.ids = np.arange(n) if self.one_id else np.argsort(rep, kind="stable")
-        self.id_offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
+        self.ids = self.id_offsets = None
+        if not self.one_id:
+            self.ids = np.argsort(rep, kind="stable")
+            self.id_offsets = np.zeros(n + 1, np.int64)
+            np.cumsum(np.bincount(rep, minlength=n), out=self.id_offsets[1:])
 
-        # one open-addressing table: key -> 2 * (pattern + 1) + (key begins a longer pattern)
         heads = np.flatnonzero(heads)
-        bits = max(int((len(heads) + len(prefixes)) * 3).bit_length(), 4)  # load factor < 1/3
-        self.shift, self.mask = np.uint64(64 - bits), (1 << bits) - 1
-        self.table_keys = np.zeros(1 << bits, np.uint64)  # 0 = empty (keys have the top bit set)
-        self.table_values = np.zeros(1 << bits, np.int32)
-        self._insert(full[heads], 2 * (heads + 1))  # < 2**31: n < 2**30
-        slot = self._find_slots(prefixes)
-        known = self.table_keys[slot] == prefixes
-        self.table_values[slot[known]] |= 1
-        self._insert(prefixes[~known], np.ones(int((~known).sum()), np.int64))
+        # value of a key: 2 * (pattern + 1) where it is a pattern's key, | 1 where it is the key
+        # of a proper prefix of some pattern (the span must grow); < 2**31 since n < 2**30
+        self._build_table(np.concatenate([full[heads], prefixes]),
+                          np.concatenate([2 * (heads + 1), np.ones(len(prefixes), np.int64)]))
         del self._encoded
 
     @staticmethod
-    def _entry_hashes(data, starts, ends, chunk=1 << 18):
+    def _entry_hashes(data, starts, ends, chunk=1 << 15):
         """Hashes of every entry and of its proper prefixes (up to each of its spaces), and the
-        most words in an entry; by chunks of entries, so that the arrays stay in cache."""
+        most words in an entry; by chunks of entries, so that the arrays stay in cache (and
+        small enough for malloc to reuse: larger ones are fresh pages each time)."""
         full, prefixes, words = np.zeros(len(starts), np.uint64), [], 1
         first, powers, inverse = 0, None, None
         while first < len(starts):
@@ -218,41 +222,54 @@ class Matcher:
                 prefixes.append((prefix[inner] - prefix[begin]) * inverse[begin])
             first = last
         prefixes = np.concatenate(prefixes) if prefixes else np.zeros(0, np.uint64)
-        return full | _TOP, prefixes | _TOP, words if len(starts) else 0
+        return full, prefixes, words if len(starts) else 0
 
-    def _insert(self, keys, values):
-        """Put keys (distinct, not in the table) with their values into the table."""
-        slot = self._slot(keys)
-        pending = np.arange(len(keys))
-        claimed = np.full(len(self.table_keys), -1, np.int64)
-        while len(pending):
-            s = slot[pending]
-            free = self.table_keys[s] == 0
-            claimed[s[free]] = pending[free]
-            won = np.zeros(len(pending), bool)
-            won[free] = claimed[s[free]] == pending[free]
-            self.table_keys[s[won]] = keys[pending[won]]
-            self.table_values[s[won]] = values[pending[won]]
-            pending = pending[~won]
-            slot[pending] = (slot[pending] + 1) & self.mask
+    def _build_table(self, keys: np.ndarray, values: np.ndarray):
+        """The open-addressing table (linear probing, load factor < 1/3) of keys (the high 32 bits
+        of hash * _MIX, which hold the home slot), values of equal keys OR-ed together. A row is
+        key << 32 | value in one uint64, 0 when empty (values are > 0): a probe reads 8 bytes. A
+        span with an entry's key but another hash is harmless: the bytes of a hit are checked,
+        and a wrong "grow" only costs a lookup. Keys go in in order (so in the order of their
+        home slot), each at max(home, previous key's slot + 1): a running maximum, no probing
+        rounds; and the table is sorted, so a probe stops at the first larger key, not only at an
+        empty row (half the rounds). Probes never wrap around: the table runs past 2**bits until
+        after its last key. Works in place where it can (`keys` too): a 500k-entry build is bound
+        by first touches of memory."""
+        rows = keys
+        rows <<= _HALF
+        rows |= values.view(np.uint64)
+        rows.sort()  # by key, so by home slot
+        keys = rows >> _HALF
+        first = np.flatnonzero(np.append(True, keys[1:] != keys[:-1])[:len(keys)])
+        rows &= _LOW
+        values, keys = np.bitwise_or.reduceat(rows, first) if len(first) else rows, keys[first]
+        bits = min(max((3 * len(keys)).bit_length(), 4), 32)
+        self.shift = np.uint64(32 - bits)
+        slot = (keys >> self.shift).view(np.int64)
+        rank = np.arange(len(keys))
+        slot -= rank
+        np.maximum.accumulate(slot, out=slot)
+        slot += rank
+        self.table = np.zeros(max(1 << bits, int(slot[-1]) + 1 if len(slot) else 0) + 1, np.uint64)
+        keys <<= _HALF
+        keys |= values
+        self.table[slot] = keys
 
-    def _slot(self, keys: np.ndarray) -> np.ndarray:
-        return ((keys * _MIX) >> self.shift).astype(np.int64)
-
-    def _find_slots(self, keys: np.ndarray) -> np.ndarray:
-        """The slot of each key, or of the empty slot where its probe ends (linear probing)."""
-        slot = self._slot(keys)
-        found = self.table_keys[slot]
-        todo = np.flatnonzero((found != keys) & (found != 0))
+    def _find(self, hashes: np.ndarray) -> np.ndarray:
+        """The table's value for each hash, 0 where its key is not in the table."""
+        keys = hashes * _MIX
+        keys >>= _HALF
+        slot = (keys >> self.shift).view(np.int64)
+        row = self.table[slot]
+        todo = np.flatnonzero(((row >> _HALF) < keys) & (row != 0))
         while len(todo):
-            slot[todo] = (slot[todo] + 1) & self.mask
-            found = self.table_keys[slot[todo]]
-            todo = todo[(found != keys[todo]) & (found != 0)]
-        return slot
-
-    def _find(self, keys: np.ndarray) -> np.ndarray:
-        """The table's value for each key, 0 where it is not in the table."""
-        return self.table_values[self._find_slots(keys)]
+            slot[todo] += 1
+            probed = self.table[slot[todo]]
+            row[todo] = probed
+            todo = todo[((probed >> _HALF) < keys[todo]) & (probed != 0)]
+        row[(row >> _HALF) != keys] = 0  # stopped at a larger key (or an empty row)
+        row &= _LOW
+        return row.view(np.int64)
 
     def _verify(self, windows, begin, pattern, size) -> np.ndarray:
         """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
@@ -278,22 +295,27 @@ class Matcher:
         prefix = _prefix_hashes(text, self.powers)
         windows = _windows(spaced)
         begin = space_pos[:-1] + 1
+        # the hash of the span from token t to the space at `end`: (prefix[end] - base[t]) * scale[t]
         base, scale = prefix[begin], self.inverse[begin]
-        first = np.arange(len(begin))  # each span's first token, with its hash terms
+        first = None  # the first tokens of the spans still growing (None: every token)
         found_tokens, found_patterns = [], []
         for words in range(1, self.max_words + 1):
-            if words == 1:
+            if first is None:
                 end = space_pos[1:]
+                key = prefix[end]
+                key -= base
+                key *= scale
             else:
-                keep = first + words < len(space_pos)
-                if not keep.all():
-                    first, base, scale = first[keep], base[keep], scale[keep]
+                first = first[first + words < len(space_pos)]
                 if not len(first):
                     break
                 end = space_pos[first + words]
-            value = self._find((prefix[end] - base) * scale | _TOP)
+                key = prefix[end]
+                key -= base[first]
+                key *= scale[first]
+            value = self._find(key)
             hit = np.flatnonzero(value > 1)
-            tokens, pattern = first[hit], (value[hit] >> 1) - 1
+            tokens, pattern = hit if first is None else first[hit], (value[hit] >> 1) - 1
             while len(hit):
                 start = begin[tokens]
                 size = end[hit] - start
@@ -304,18 +326,30 @@ class Matcher:
                 chained = np.flatnonzero(~ok)  # another pattern with the same hash?
                 chained = chained[self.next[pattern[chained]] >= 0]
                 hit, tokens, pattern = hit[chained], tokens[chained], self.next[pattern[chained]]
-            grow = (value & 1).astype(bool)  # only spans that begin a longer pattern grow
-            first, base, scale = first[grow], base[grow], scale[grow]
+            grow = np.flatnonzero((value & 1) != 0)  # only spans that begin a longer pattern grow
+            first = grow if first is None else first[grow]
         return (np.concatenate(found_tokens) if found_tokens else np.zeros(0, np.int64),
                 np.concatenate(found_patterns) if found_patterns else np.zeros(0, np.int64), space_pos)
 
     def match(self, texts: pa.Array) -> pa.ListArray:
-        """entry_ids (sorted, unique) for each text; empty list when none matches."""
-        texts = normalize(texts, self.mode)
+        """entry_ids (sorted, unique) for each text; empty list when none matches (null too)."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         if texts.null_count:
             texts = texts.fill_null("")
+        # Alt texts repeat ("logo", "image", one caption on every page of a site): a batch with
+        # many repeats matches its distinct texts once each, and every row gets its text's list.
+        # Hashing all texts costs ~5% of matching them, so their first rows are looked at first.
+        sample = texts.slice(0, _SAMPLE)
+        if pc.count_distinct(sample).as_py() < _MAX_DISTINCT_SHARE * len(sample):
+            coded = texts.dictionary_encode()
+            if len(coded.dictionary) < _MAX_DISTINCT_SHARE * len(texts):
+                return self._match_rows(coded.dictionary).take(coded.indices)
+        return self._match_rows(texts)
+
+    def _match_rows(self, texts: pa.Array) -> pa.ListArray:
+        """`match` of a string array without nulls, text by text."""
+        texts = normalize(texts, self.mode)
         n = len(texts)
         offsets, data = _arrow_bytes(texts)
         spaced, row_starts = _spaced_bytes(data, offsets)
@@ -323,7 +357,7 @@ class Matcher:
         # the row of a token: rows before its opening space
         rows = np.searchsorted(row_starts, space_pos[tokens], side="right") - 1
         if self.one_id:
-            ids = self.ids[pattern]
+            ids = pattern
         else:
             owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
             rows, ids = rows[owner], self.ids[slot]
