@@ -63,7 +63,7 @@ def main():
     from image_server import ImageServer
     from wit_builder import pipeline
     from wit_builder.config import load_config
-    from wit_builder.download import engine
+    from wit_builder.download import shards
     from wit_builder.spark import get_spark
 
     files = sorted((PHOTOS / "train").glob("*.jpg")) + sorted((PHOTOS / "val").glob("*.jpg"))
@@ -93,7 +93,7 @@ def main():
 
     def ours_engine(out):
         out.mkdir()
-        engine.download(str(input_dir), str(out), cfg.download, done_shards=set())
+        shards.download(spark, str(input_dir), str(out), cfg.download, done_shards=set())
         return out
 
     def plain_engine(out):

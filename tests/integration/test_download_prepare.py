@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from wit_builder.config import load_config
-from wit_builder.download import prepare
+from wit_builder.download import prepare, prepare_local
 
 
 def _plain_list(folder):
@@ -113,8 +113,30 @@ def test_stage_outputs_prepare_the_same_on_the_driver(spark, tmp_path, monkeypat
     assert {r["user_id"] for r in rows} == {None}  # a stage output's uid is ours
 
 
+def test_several_input_files_split_as_spark_splits_them(spark, tmp_path, monkeypatch):
+    """More rows than one input file holds: the driver hashes uids into files as Spark's
+    repartition does (a non-ASCII text and repeated pairs included)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    urls = [f"http://h{i % 7}.test/{i}.jpg" for i in range(130)] + ["http://a.test/1.jpg"] * 3
+    pq.write_table(pa.table({"url": urls, "text": [f"photo {i} é" for i in range(130)] +
+                             ["same"] * 3}), folder / "list.parquet")
+    cfg = load_config(None, ["download.samples_per_shard=2"])  # 40 rows a file: 4 files
+    calls = []
+    real = prepare.prepare_on_driver
+    monkeypatch.setattr(prepare, "prepare_on_driver",
+                        lambda *args: calls.append(1) or real(*args))
+    found = _both_ways(spark, cfg, [str(folder)], tmp_path, monkeypatch)
+    assert calls, "the driver path was not taken"
+    assert found["driver"] == found["spark"]
+    assert len(list((tmp_path / "driver" / prepare.INPUT_DIR).glob("*.parquet"))) == 4
+    assert found["driver"][0]["shards"] == sum(
+        -(-pq.read_metadata(f).num_rows // 2)
+        for f in (tmp_path / "spark" / prepare.INPUT_DIR).glob("*.parquet"))
+
+
 @pytest.mark.parametrize("case", ["too many rows", "csv"])
-def test_what_the_driver_leaves_to_spark(tmp_path, case):
+def test_what_the_driver_leaves_to_spark(tmp_path, case, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     if case == "csv":
@@ -122,4 +144,5 @@ def test_what_the_driver_leaves_to_spark(tmp_path, case):
     else:
         pq.write_table(pa.table({"url": ["http://a.test/%d.jpg" % i for i in range(5)],
                                  "text": ["t"] * 5}), folder / "c.parquet")
+        monkeypatch.setattr(prepare_local, "LOCAL_ROWS", 4)
     assert prepare.prepare_on_driver(load_config(), [str(folder)], str(tmp_path / "o"), 4) is None

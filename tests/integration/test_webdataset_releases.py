@@ -96,7 +96,8 @@ def _download_shard(shared_data: Path, out: Path) -> list[dict]:
     """One download shard written as the download stage writes it: our Resizer's output through
     engine.SampleWriter, with the meta img2dataset's Downloader gives it. Returns the samples."""
     from wit_builder import storage
-    from wit_builder.download.engine import EXTRA_COLUMNS, SampleWriter
+    from wit_builder.download.engine import SampleWriter
+    from wit_builder.download.shards import EXTRA_COLUMNS
     from wit_builder.download.resize import BoundedResizer
 
     folder = shared_data / "images" / "coco_mini"

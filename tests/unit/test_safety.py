@@ -138,11 +138,30 @@ def test_dns_failure_is_a_refusal(monkeypatch):
     assert info.value.reason == "dns_error"
 
 
-def test_literal_addresses_resolve_without_dns():
+def test_literal_addresses_resolve_without_dns(monkeypatch):
+    asked = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        asked.append(host)
+        return real(host, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    for host in ("169.254.169.254", "::ffff:169.254.169.254"):
+        with pytest.raises(Refused) as info:
+            resolve_checked(host, 80)
+        assert info.value.detail == "metadata"
+    assert resolve_checked("127.0.0.1", 8080, LOOPBACK_ONLY) == [
+        (socket.AF_INET, ("127.0.0.1", 8080))]
+    assert resolve_checked("::1", 8080, parse_networks(["::1/128"])) == [
+        (socket.AF_INET6, ("::1", 8080, 0, 0))]
+    assert asked == []  # no resolver thread, and the same answer getaddrinfo gives
+    assert resolve_checked("127.0.0.1", 8080, LOOPBACK_ONLY) == [
+        (family, sockaddr) for family, _, _, _, sockaddr in
+        real("127.0.0.1", 8080, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)]
+    # other spellings of an address are getaddrinfo's to read, and checked all the same
     with pytest.raises(Refused) as info:
-        resolve_checked("169.254.169.254", 80)
-    assert info.value.detail == "metadata"
-    assert resolve_checked("127.0.0.1", 8080, LOOPBACK_ONLY)[0][1][:2] == ("127.0.0.1", 8080)
+        resolve_checked("2852039166", 80)
+    assert info.value.detail == "metadata" and asked == ["2852039166"]
 
 
 # --- inputs: a crawl listing must not make extract read internal services -------------------

@@ -68,7 +68,11 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="fetch-watchdog",
                                                 daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            # Only a new earliest deadline changes how long the thread sleeps; fetches mostly
+            # share one total_timeout, so waking it for every fetch would cost a thread switch
+            # (and the GIL) per image for nothing.
+            if self._heap[0][2] is deadline:
+                self._wake.notify()
 
     def _run(self) -> None:
         while True:

@@ -1,9 +1,10 @@
-"""img2dataset on our Spark session, with our fetcher inside its downloader.
+"""One shard in an executor: img2dataset's Downloader with our fetcher inside.
 
-We assemble img2dataset's own parts (Reader, Resizer, Downloader, WebDatasetSampleWriter and its
-`pyspark_distributor`) rather than call `img2dataset.download`, which would build a plain
-Downloader and guess finished shards from every `*.json` in the folder (our manifest.json
-included). Small subclasses carry our changes:
+We assemble img2dataset's own parts (Resizer, Downloader, WebDatasetSampleWriter) rather than
+call `img2dataset.download`, which would build a plain Downloader and guess finished shards from
+every `*.json` in the folder (our manifest.json included); shards.py does the Reader's and the
+distributor's part on the driver, which never imports img2dataset. Small subclasses carry our
+changes:
 
 - SafeDownloader: img2dataset's shard loop fetches each URL by calling the module-level
   `img2dataset.downloader.download_image` (through `download_image_with_retry`). While one shard
@@ -22,24 +23,16 @@ included). Small subclasses carry our changes:
 from __future__ import annotations
 
 import functools
-import os
 from contextlib import contextmanager
 
-import fsspec
 import img2dataset.downloader as i2d_downloader
 import pyarrow as pa
-from img2dataset.distributor import pyspark_distributor
-from img2dataset.reader import Reader
 from img2dataset.writer import WebDatasetSampleWriter
 
 from wit_builder import storage
 from wit_builder.download import fetch
 from wit_builder.download.resize import BoundedResizer
-from wit_builder.download.rows import CARRIED
 
-# Columns of the prepared input that img2dataset copies into every sample's json (besides
-# url and the caption, which it handles itself).
-EXTRA_COLUMNS = ["uid", *CARRIED]
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 
 
@@ -90,37 +83,23 @@ class SampleWriter(WebDatasetSampleWriter):
         super().write(img_str, key, caption, meta)
 
 
-def download(input_dir: str, out_dir: str, section, done_shards: set, start_shard_id: int = 0):
-    """Download the prepared Parquet files in `input_dir` into shards of `out_dir`.
-
-    Shard ids count from `start_shard_id` over the files in name order; ids in `done_shards` are
-    skipped (img2dataset's incremental mode). Runs on the active SparkSession.
-    """
-    _swap_point()  # fail in the driver, before any work, if the fetcher cannot be installed
-    tmp = os.path.join(out_dir, "_tmp") if "://" not in out_dir else out_dir.rstrip("/") + "/_tmp"
-    reader = Reader(input_dir, "parquet", url_col="url", caption_col="text",
-                    verify_hash_col=None, verify_hash_type=None,
-                    save_additional_columns=list(EXTRA_COLUMNS),
-                    number_sample_per_shard=section.samples_per_shard, done_shards=done_shards,
-                    tmp_path=tmp, start_shard_id=start_shard_id)
+def download_shard(section, out_dir: str, column_list: list, shard: tuple) -> bool:
+    """Download one shard `(shard id, feather path)` (shards.py made it) in this executor;
+    False when img2dataset's loop failed (it printed why). A missing swap point raises: the
+    job fails rather than fetch anything without our checks."""
+    _swap_point()
+    policy = fetch.Policy.from_config(section)
     resizer = BoundedResizer(image_size=section.image_size, resize_mode=section.resize_mode,
                              resize_only_if_bigger=section.resize_only_if_bigger,
                              encode_quality=section.encode_quality, encode_format="jpg")
-    policy = fetch.Policy.from_config(section)
     downloader = SafeDownloader(
         policy,
         sample_writer_class=SampleWriter, resizer=resizer, thread_count=section.threads,
         save_caption=True, extract_exif=False, output_folder=out_dir,
-        column_list=reader.column_list, timeout=section.timeout,
+        column_list=column_list, timeout=section.timeout,
         number_sample_per_shard=section.samples_per_shard, oom_shard_count=storage.SHARD_DIGITS,
         compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
         retries=0, user_agent_token=policy.robots_token,
         disallowed_header_directives=ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
-    fs, tmp_path = fsspec.core.url_to_fs(tmp)
-    fs.makedirs(tmp_path, exist_ok=True)
-    try:
-        pyspark_distributor(section.processes, downloader, reader, subjob_size=1000,
-                            max_shard_retry=1)
-    finally:
-        if fs.exists(tmp_path):
-            fs.rm(tmp_path, recursive=True)
+    ok, _ = downloader(shard)
+    return ok

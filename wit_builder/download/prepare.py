@@ -51,8 +51,8 @@ def prepare(spark, cfg, inputs, out_dir) -> dict:
         return storage.read_json(marker)
     storage.remove(out_dir)  # another input or setting: nothing here can be reused
     input_dir = storage.join(out_dir, INPUT_DIR)
-    limit = cfg.download.samples_per_shard * SHARDS_PER_INPUT_FILE  # what one input file holds
-    counts = (prepare_on_driver(cfg, inputs, input_dir, limit)
+    per_file = cfg.download.samples_per_shard * SHARDS_PER_INPUT_FILE  # as write_input splits
+    counts = (prepare_on_driver(cfg, inputs, input_dir, per_file)
               or _prepare_with_spark(spark, cfg, inputs, input_dir))
     rows_in, missing, n = counts
     prepared = {"key": key, "rows_in": rows_in, "rows": n,

@@ -1,16 +1,16 @@
 """Small inputs prepared on the driver, without Spark jobs: the fixed cost of a small download.
 
-On a fresh session, Spark's first shuffle, aggregate and sort cost seconds of JVM warm-up, more
-than preparing a few thousand rows takes. When every input is local Parquet (a stage folder or
-plain files, of string columns) and all rows fit one input file of img2dataset's (so Spark's
-hash partitioning plays no part), the same rows are prepared here with pyarrow and written in
-the same order: one row per uid with the representative Spark's `min(struct)` picks, sorted by
-uid. Anything else returns None and goes to Spark. Memory: the input rows, at most
-`samples_per_shard x SHARDS_PER_INPUT_FILE` of them (200k by default, tens of MB).
+On a fresh session, Spark's first shuffle, aggregate and sort cost seconds of JVM warm-up (tens
+of seconds for a few input files on two busy cores), more than preparing some hundred thousand
+rows takes. When every input is local Parquet (a stage folder or plain files, of string columns)
+of at most LOCAL_ROWS rows, the same files are written here with pyarrow: one row per uid with
+the representative Spark's `min(struct)` picks, split over the input files as Spark's
+`repartition(files, "uid")` splits them (spark_hash.py), each sorted by uid. Anything else
+returns None and goes to Spark. Memory: the input rows, at most LOCAL_ROWS of them (~100 MB).
 """
-
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -21,6 +21,9 @@ import pyarrow.parquet as pq
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, with_entries, with_uids
+from wit_builder.download.spark_hash import partition_of
+
+LOCAL_ROWS = 500_000
 
 _STRING = (pa.string(), pa.large_string())
 # Paths whose Spark `_metadata.file_path` we can write exactly ("file:" + path, spaces as %20).
@@ -28,19 +31,20 @@ _PLAIN_PATH = re.compile(r"^[A-Za-z0-9/._+=,@~ -]+$")
 
 
 def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
-                      limit: int) -> tuple[int, int, int] | None:
-    """(rows in, rows without a URL, unique rows written), or None when Spark must do it."""
+                      per_file: int) -> tuple[int, int, int] | None:
+    """(rows in, rows without a URL, unique rows written), or None when Spark must do it.
+    `per_file`: the rows one input file holds (prepare.write_input's split)."""
     tables = []
     for path in inputs:
         files = _local_parquet(path)
-        if files is None or sum(pq.read_metadata(f).num_rows for f in files) > limit:
+        if files is None or sum(pq.read_metadata(f).num_rows for f in files) > LOCAL_ROWS:
             return None
         table = _normalised(path, files, cfg)
         if table is None:
             return None
         tables.append(table)
     rows = pa.concat_tables(tables)
-    if rows.num_rows > limit:
+    if rows.num_rows > LOCAL_ROWS:
         return None
     rows = pa.Table.from_batches(list(with_uids(rows.to_batches())), rows.schema)
     has_url = pc.is_valid(rows.column("uid"))
@@ -53,9 +57,24 @@ def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
                          pa.list_(pa.string()) if c == "entries" else pa.string())
                         for c in ROW_COLUMNS])
     os.makedirs(input_dir, exist_ok=True)
-    pq.write_table(pa.Table.from_batches(batches, schema),
-                   os.path.join(input_dir, "part-00000.parquet"), compression="zstd")
+    _write_files(pa.Table.from_batches(batches, schema), math.ceil(unique.num_rows / per_file),
+                 input_dir)
     return rows.num_rows, rows.num_rows - int(pc.sum(has_url).as_py() or 0), unique.num_rows
+
+
+def _write_files(rows: pa.Table, files: int, input_dir: str) -> None:
+    """`rows` (sorted by uid) as Spark writes `repartition(files, "uid")`: a row's file is its
+    uid's hash partition; partitions without rows get no file (nor do they in Spark), except
+    the one file of a single partition."""
+    if files <= 1:
+        pq.write_table(rows, os.path.join(input_dir, "part-00000.parquet"), compression="zstd")
+        return
+    part = pa.array([partition_of(u, files) for u in rows.column("uid").to_pylist()], pa.int32())
+    for i in range(files):
+        chosen = rows.filter(pc.equal(part, i))  # keeps the uid order
+        if chosen.num_rows:
+            pq.write_table(chosen, os.path.join(input_dir, f"part-{i:05d}.parquet"),
+                           compression="zstd")
 
 
 def _local_parquet(path: str) -> list[str] | None:

@@ -146,6 +146,21 @@ def _resolver() -> ThreadPoolExecutor:
     return _RESOLVERS[pid]
 
 
+def _literal(host: str, port: int) -> list | None:
+    """getaddrinfo's answer for a host that is an IP address in standard notation, without the
+    resolver thread (a URL list of numeric hosts would pay a thread hand-off per URL); None for
+    names and for other spellings ("2852039166", "0xA9FEA9FE"), which getaddrinfo reads."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port))]
+    if ip.scope_id:  # a zone ("fe80::1%eth0") is a scope number only getaddrinfo knows
+        return None
+    return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(ip), port, 0, 0))]
+
+
 def resolve_checked(host: str, port: int, allowed: tuple = (),
                     timeout: float | None = None) -> list[tuple]:
     """Every (family, sockaddr) the host resolves to, all of them checked, or Refused.
@@ -153,14 +168,16 @@ def resolve_checked(host: str, port: int, allowed: tuple = (),
     One forbidden address refuses the whole host: a name that resolves to both a public and a
     private address is how DNS rebinding gets in. A lookup slower than `timeout` is refused.
     """
-    lookup = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
-                              proto=socket.IPPROTO_TCP)
-    try:
-        infos = lookup.result(timeout)
-    except FutureTimeout:
-        raise Refused("timeout", "dns") from None
-    except (socket.gaierror, UnicodeError, OSError) as exc:
-        raise Refused("dns_error", type(exc).__name__) from None
+    infos = _literal(host, port)
+    if infos is None:
+        lookup = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
+                                    proto=socket.IPPROTO_TCP)
+        try:
+            infos = lookup.result(timeout)
+        except FutureTimeout:
+            raise Refused("timeout", "dns") from None
+        except (socket.gaierror, UnicodeError, OSError) as exc:
+            raise Refused("dns_error", type(exc).__name__) from None
     targets = []
     for family, _, _, _, sockaddr in infos:
         problem = address_problem(sockaddr[0], allowed)

@@ -27,6 +27,7 @@ import json
 import re
 
 from wit_builder import stages, storage
+from wit_builder.download import shards
 from wit_builder.download.fetch import Policy
 from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
 from wit_builder.download.rows import CARRIED
@@ -49,17 +50,14 @@ def check_config(cfg) -> None:
 
 
 def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
-    from wit_builder.download import engine
-
     section = cfg.download
     check_config(cfg)
-    _make_active(spark)
     prepared = prepare(spark, cfg, inputs, out_dir)
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
         with Progress(out_dir, prepared["shards"], cfg.spark.progress_seconds):
-            engine.download(input_dir, out_dir, section, done_shards=_finished(out_dir))
+            shards.download(spark, input_dir, out_dir, section, done_shards=_finished(out_dir))
     missing = sorted(set(range(prepared["shards"])) - _finished(out_dir))
     if missing:
         raise UserError(f"download: {len(missing)} shard(s) did not finish (first: "
@@ -67,16 +65,6 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     if section.retry_failed:
         _retry_failed(spark, out_dir, section)
     return _tally(spark, out_dir, prepared)
-
-
-def _make_active(spark) -> None:
-    """img2dataset's distributor takes the *active* session; make sure that is ours."""
-    from pyspark.sql import SparkSession
-
-    if SparkSession.getActiveSession() is None:
-        spark._jvm.SparkSession.setActiveSession(spark._jsparkSession)
-    if SparkSession.getActiveSession() is None:
-        raise RuntimeError("no active SparkSession for img2dataset's distributor")
 
 
 def _finished(out_dir: str) -> set[int]:
@@ -120,8 +108,6 @@ def _outcomes(spark, out_dir: str):
 
 
 def _retry_failed(spark, out_dir: str, section) -> None:
-    from wit_builder.download import engine
-
     if not _finished(out_dir):
         return
     start = max(_finished(out_dir)) + 1
@@ -133,7 +119,7 @@ def _retry_failed(spark, out_dir: str, section) -> None:
         return
     write_input(failed, n, section.samples_per_shard, retry_dir)
     print(f"download: retrying {n:,} failed URLs into shards from {storage.shard_name(start)}")
-    engine.download(retry_dir, out_dir, section, done_shards=set(), start_shard_id=start)
+    shards.download(spark, retry_dir, out_dir, section, done_shards=set(), start_shard_id=start)
 
 
 def reason(status: str | None, message: str | None) -> str:

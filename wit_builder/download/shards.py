@@ -1,0 +1,90 @@
+"""The driver's side of a download: the prepared rows cut into shards, one Spark task per shard.
+
+This is what img2dataset's Reader and `pyspark_distributor` do, without importing img2dataset
+in the driver: that import (torch through webdataset, wandb, pandas, albumentations) takes
+seconds before the first task could start, and the driver needs none of it. The executors
+import it (engine.py) when their first shard runs.
+
+Shards as img2dataset's Reader makes them: the Parquet files of the input folder in name order,
+each cut into runs of `samples_per_shard` rows; shard ids count from `start_shard_id` over all
+of them, ids in `done_shards` are skipped. Each shard's rows go to `OUT/_tmp/ID.feather` (the
+columns img2dataset's Downloader reads, the caption named `caption`), removed at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit_builder.download.rows import CARRIED
+
+# Columns of the prepared input that go into every sample's json (besides url and caption).
+EXTRA_COLUMNS = ["uid", *CARRIED]
+# What img2dataset's Reader gives its Downloader for a Parquet input with a caption column.
+COLUMN_LIST = [*EXTRA_COLUMNS, "caption", "url"]
+SHARDS_PER_JOB = 1000  # img2dataset's subjob_size: one Spark job runs at most this many shards
+SHARD_RETRIES = 1  # a failed shard (an exception in its task's loop) runs once more
+
+
+def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
+             start_shard_id: int = 0) -> None:
+    """Download the prepared Parquet files in `input_dir` into shards of `out_dir`."""
+    tmp = out_dir.rstrip("/") + "/_tmp"
+    fs, tmp_path = fsspec.core.url_to_fs(tmp)
+    fs.makedirs(tmp_path, exist_ok=True)
+    run = functools.partial(_run_shard, section, out_dir)
+    try:
+        batch: list = []
+        for shard in _shard_files(input_dir, tmp, section.samples_per_shard, done_shards,
+                                  start_shard_id):
+            batch.append(shard)
+            if len(batch) == SHARDS_PER_JOB:
+                _run_batch(spark, run, batch)
+                batch = []
+        if batch:
+            _run_batch(spark, run, batch)
+    finally:
+        if fs.exists(tmp_path):
+            fs.rm(tmp_path, recursive=True)
+
+
+def _shard_files(input_dir: str, tmp: str, per_shard: int, done_shards: set, start_shard_id: int):
+    """(shard id, feather path) of each shard to download, one input file read at a time."""
+    fs, path = fsspec.core.url_to_fs(input_dir)
+    shard_id = start_shard_id
+    for name in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
+        with fs.open(name, "rb") as handle:
+            table = pq.read_table(handle, columns=["url", "text", *EXTRA_COLUMNS])
+        table = table.rename_columns(["caption" if c == "text" else c
+                                      for c in table.column_names]).select(COLUMN_LIST)
+        for i in range(math.ceil(table.num_rows / per_shard)):
+            if shard_id + i not in done_shards:
+                yield shard_id + i, _write_shard(table.slice(i * per_shard, per_shard),
+                                                 f"{tmp}/{shard_id + i}.feather")
+        shard_id += math.ceil(table.num_rows / per_shard)
+
+
+def _write_shard(rows: pa.Table, path: str) -> str:
+    with fsspec.open(path, "wb") as handle, pa.ipc.new_file(handle, rows.schema) as writer:
+        writer.write_table(rows)
+    return path
+
+
+def _run_batch(spark, run, shards: list) -> None:
+    """Run the shards, one task each; the failed ones once more (as img2dataset's retrier)."""
+    for _ in range(SHARD_RETRIES + 1):
+        if not shards:
+            return
+        results = spark.sparkContext.parallelize(shards, len(shards)).map(run).collect()
+        shards = [shard for shard, ok in zip(shards, results) if not ok]
+    # what is still missing is reported by the stage (shards without `_stats.json`)
+
+
+def _run_shard(section, out_dir: str, shard) -> bool:
+    from wit_builder.download import engine  # img2dataset: imported in the executors only
+
+    return engine.download_shard(section, out_dir, COLUMN_LIST, shard)
