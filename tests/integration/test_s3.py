@@ -272,6 +272,24 @@ def test_candidates_and_queries_read_from_a_bucket(s3_env, spark, shared_data, t
             [{**r, "source": None} for r in _sorted_rows(tmp_path / "local" / stage)]
 
 
+def test_extract_writes_its_rows_into_a_bucket(s3_env, shared_data, tmp_path):
+    """Extract's tasks write their Parquet files themselves (fsspec), so its output can be a
+    bucket; the rows equal those of a local run."""
+    upload(shared_data / "candidates" / "alt_text_pairs.jsonl", f"s3://{BUCKET}/ex/in.jsonl")
+    out = f"s3://{BUCKET}/ex/out"
+    for target in (out, str(tmp_path / "local")):
+        done = cli("extract", "--input", f"s3://{BUCKET}/ex/in.jsonl", "--out", target,
+                   "--master", "local[2]")
+        assert done.returncode == 0, done.stderr[-4000:]
+    assert storage.exists(f"{out}/extract/_SUCCESS")
+    manifest = storage.read_json(f"{out}/extract/manifest.json")
+    fs, path = storage.filesystem(f"{out}/extract")
+    with fs.open(next(f for f in fs.ls(path) if f.endswith(".parquet")), "rb") as f:
+        from_s3 = sorted(pq.read_table(f).to_pylist(), key=lambda r: (r["uid"], r["url"], r["text"]))
+    assert len(from_s3) == manifest["rows_out"] > 0
+    assert from_s3 == _sorted_rows(tmp_path / "local" / "extract")
+
+
 def test_shards_and_stats_in_a_bucket_and_the_trainer_reads_them(s3_env, shared_data, tmp_path):
     from wit_builder.clip.data import SkipCounter, expand_shards, read_samples
 
