@@ -58,16 +58,22 @@ def _both_ways(spark, cfg, inputs, tmp_path, monkeypatch):
     return found
 
 
-def test_plain_lists_prepare_the_same_on_the_driver(spark, tmp_path, monkeypatch):
-    folder = _plain_list(tmp_path / "in")
-    cfg = load_config(None, ["download.samples_per_shard=3"])
+def _both_ways_driver_taken(spark, cfg, inputs, tmp_path, monkeypatch):
+    """`_both_ways`, checking that the driver path was taken and agrees with Spark's."""
     calls = []
     real = prepare.prepare_on_driver
     monkeypatch.setattr(prepare, "prepare_on_driver",
                         lambda *args: calls.append(1) or real(*args))
-    found = _both_ways(spark, cfg, [str(folder)], tmp_path, monkeypatch)
+    found = _both_ways(spark, cfg, inputs, tmp_path, monkeypatch)
     assert calls, "the driver path was not taken"
     assert found["driver"] == found["spark"]
+    return found
+
+
+def test_plain_lists_prepare_the_same_on_the_driver(spark, tmp_path, monkeypatch):
+    folder = _plain_list(tmp_path / "in")
+    cfg = load_config(None, ["download.samples_per_shard=3"])
+    found = _both_ways_driver_taken(spark, cfg, [str(folder)], tmp_path, monkeypatch)
     prepared, rows = found["driver"]
     assert prepared["rows_in"] == 10 and prepared["drops"] == {"missing_url": 2,
                                                                 "duplicate_pair": 4}
@@ -122,13 +128,7 @@ def test_several_input_files_split_as_spark_splits_them(spark, tmp_path, monkeyp
     pq.write_table(pa.table({"url": urls, "text": [f"photo {i} é" for i in range(130)] +
                              ["same"] * 3}), folder / "list.parquet")
     cfg = load_config(None, ["download.samples_per_shard=2"])  # 40 rows a file: 4 files
-    calls = []
-    real = prepare.prepare_on_driver
-    monkeypatch.setattr(prepare, "prepare_on_driver",
-                        lambda *args: calls.append(1) or real(*args))
-    found = _both_ways(spark, cfg, [str(folder)], tmp_path, monkeypatch)
-    assert calls, "the driver path was not taken"
-    assert found["driver"] == found["spark"]
+    found = _both_ways_driver_taken(spark, cfg, [str(folder)], tmp_path, monkeypatch)
     assert len(list((tmp_path / "driver" / prepare.INPUT_DIR).glob("*.parquet"))) == 4
     assert found["driver"][0]["shards"] == sum(
         -(-pq.read_metadata(f).num_rows // 2)
