@@ -80,7 +80,8 @@ def test_real_candidates_agree(shared_data):
     _compare([r.get("url") for r in rows], texts, [r.get("page_url") for r in rows])
     kept_urls = [r["url"] for r in rows if r.get("url")]
     kept_texts = [r["text"] or "" for r in rows if r.get("url")]
-    assert urls.uids(kept_urls, kept_texts) == [urls.uid(u, t) for u, t in zip(kept_urls, kept_texts)]
+    assert urls.uid_array(pa.array(kept_urls), pa.array(kept_texts)).to_pylist() == \
+        [urls.uid(u, t) for u, t in zip(kept_urls, kept_texts)]
 
 
 def test_real_page_images_agree(shared_data):

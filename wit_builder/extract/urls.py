@@ -250,12 +250,6 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
             pc.replace_with_mask(reason, slow, pa.array([r for _, r in resolved], pa.string())))
 
 
-def uids(url_list: list, text_list: list) -> list[str]:
-    """`uid` of each (url, text) pair."""
-    b2 = hashlib.blake2b
-    return [b2(f"{u}\x00{t}".encode(), digest_size=8).hexdigest() for u, t in zip(url_list, text_list)]
-
-
 def uid_array(url: pa.Array, text: pa.Array) -> pa.Array:
     """`uid` of each (url, text) pair of two Arrow string arrays without nulls."""
     n = len(url)
