@@ -63,7 +63,7 @@ class ExtractConfig:
     max_page_bytes: int = _at_least(5_000_000, 1)  # HTML/WAT payload read per record (CC cuts at 1 MiB)
     include_title: bool = True  # also emit <img title> / WAT `title` as kind=title rows
     listing_prefix: str = ""  # *.paths[.gz] entries: e.g. s3://commoncrawl/; empty: the listing's folder
-    partitions: int = _at_least(0, 0)  # tasks the files are dealt to, each writing its own Parquet; 0: 4 per core
+    partitions: int = _at_least(0, 0)  # tasks the files are dealt to; 0: one per file, at most 4 per core
 
 
 @dataclass

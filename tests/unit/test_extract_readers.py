@@ -390,3 +390,11 @@ def test_the_old_module_path_still_imports_with_a_warning():
     with pytest.warns(DeprecationWarning, match="wit_builder.extract.stage"):
         old = importlib.import_module("wit_builder.candidates.extract")
     assert old.extract_file is extract.extract_file and old.InputFile is extract.InputFile
+
+
+def test_files_are_dealt_out_to_tasks_once_each():
+    files = [extract.InputFile(f"f{i}.warc.gz", "warc") for i in range(10)]
+    for partitions, cores, tasks in ((0, 2, 8), (0, 8, 10), (3, 2, 3), (20, 1, 10)):
+        dealt = extract._tasks(files, partitions, cores)
+        assert len(dealt) == tasks and all(dealt)
+        assert sorted(f.path for task in dealt for f in task) == sorted(f.path for f in files)
