@@ -16,10 +16,10 @@ from __future__ import annotations
 import functools
 import math
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wit_builder import storage
 from wit_builder.download.rows import CARRIED
 
 # Columns of the prepared input that go into every sample's json (besides url and caption).
@@ -34,7 +34,7 @@ def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
              start_shard_id: int = 0) -> None:
     """Download the prepared Parquet files in `input_dir` into shards of `out_dir`."""
     tmp = out_dir.rstrip("/") + "/_tmp"
-    fs, tmp_path = fsspec.core.url_to_fs(tmp)
+    fs, tmp_path = storage.filesystem(tmp)
     fs.makedirs(tmp_path, exist_ok=True)
     run = functools.partial(_run_shard, section, out_dir)
     try:
@@ -54,7 +54,7 @@ def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
 
 def _shard_files(input_dir: str, tmp: str, per_shard: int, done_shards: set, start_shard_id: int):
     """(shard id, feather path) of each shard to download, one input file read at a time."""
-    fs, path = fsspec.core.url_to_fs(input_dir)
+    fs, path = storage.filesystem(input_dir)
     shard_id = start_shard_id
     for name in sorted(fs.glob(path.rstrip("/") + "/*.parquet")):
         with fs.open(name, "rb") as handle:
@@ -69,7 +69,7 @@ def _shard_files(input_dir: str, tmp: str, per_shard: int, done_shards: set, sta
 
 
 def _write_shard(rows: pa.Table, path: str) -> str:
-    with fsspec.open(path, "wb") as handle, pa.ipc.new_file(handle, rows.schema) as writer:
+    with storage.open_file(path, "wb") as handle, pa.ipc.new_file(handle, rows.schema) as writer:
         writer.write_table(rows)
     return path
 
