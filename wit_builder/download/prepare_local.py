@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, with_entries, with_uids
-from wit_builder.download.spark_hash import partition_of
+from wit_builder.download.spark_hash import partitions_of
 
 LOCAL_ROWS = 500_000
 
@@ -69,7 +69,7 @@ def _write_files(rows: pa.Table, files: int, input_dir: str) -> None:
     if files <= 1:
         pq.write_table(rows, os.path.join(input_dir, "part-00000.parquet"), compression="zstd")
         return
-    part = pa.array([partition_of(u, files) for u in rows.column("uid").to_pylist()], pa.int32())
+    part = pa.array(partitions_of(rows.column("uid").combine_chunks(), files))
     for i in range(files):
         chosen = rows.filter(pc.equal(part, i))  # keeps the uid order
         if chosen.num_rows:
