@@ -4,6 +4,7 @@ import hashlib
 import io
 import socket
 import json
+import tarfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -84,6 +85,8 @@ def test_shards_read_back_and_agree_with_stats(downloaded):
         in_tar = sum(1 for s in samples if s["__url__"] == str(tar))
         assert stat["successes"] == in_tar
         assert stat["count"] == pq.read_metadata(tar.with_suffix(".parquet")).num_rows
+        with tarfile.open(tar) as members:  # plain ustar: no PAX record per member
+            assert all(not m.pax_headers and m.isfile() for m in members.getmembers())
 
 
 def test_sample_content(downloaded, image_server):

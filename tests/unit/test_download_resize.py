@@ -1,4 +1,5 @@
-"""BoundedResizer: big JPEGs decoded at a reduced size, everything else as img2dataset does."""
+"""BoundedResizer: JPEGs decoded by TurboJPEG (byte-identical output) or, big ones, at a reduced
+size; everything else as img2dataset does."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import pytest
 from img2dataset.resizer import Resizer
 from PIL import Image
 
+from wit_builder.download import resize
 from wit_builder.download.resize import BoundedResizer, reduction
 
 MODES = ["keep_ratio", "center_crop", "border", "keep_ratio_largest"]
 
 
-def _resizers(mode="keep_ratio", size=256):
-    kwargs = dict(image_size=size, resize_mode=mode, resize_only_if_bigger=True,
+def _resizers(mode="keep_ratio", size=256, only_if_bigger=True):
+    kwargs = dict(image_size=size, resize_mode=mode, resize_only_if_bigger=only_if_bigger,
                   encode_quality=95, encode_format="jpg")
     return Resizer(**kwargs), BoundedResizer(**kwargs)
 
@@ -79,6 +81,58 @@ def test_unreduced_images_are_byte_identical_to_img2dataset(shared_data):
         assert got == want, name
         if name in ("png_big", "cmyk_big", "mode_no"):
             assert want[0] is not None and want[3] >= 1200, name  # really decoded
+
+
+def _jpeg_cases(shared_data):
+    """JPEGs the TurboJPEG path decodes at full size (at most 500x375: no reduction at a target
+    of 200 px or more): real photos, and encodings a photo may come in (progressive, 4:4:4 and
+    4:2:2 chroma, grey, EXIF-rotated)."""
+    photos = sorted((shared_data / "images" / "flickr8k_dev" / "train").glob("*.jpg"))[:40]
+    cases = [(p.name, p.read_bytes()) for p in photos]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: img2dataset ignores the orientation, so must we
+    picture = _picture(420, 300)
+    cases += [
+        ("progressive", _encode(picture, quality=85, progressive=True)),
+        ("chroma_444", _encode(picture, quality=90, subsampling=0)),
+        ("chroma_422", _encode(picture, quality=90, subsampling=1)),
+        ("grey", _encode(_picture(300, 420, "L"))),
+        ("exif_rotated", _encode(picture, exif=exif.tobytes())),
+        ("tiny", _encode(_picture(40, 30))),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("mode,size,only_if_bigger", [
+    ("keep_ratio", 256, True), ("keep_ratio", 256, False), ("keep_ratio", 200, True),
+    ("center_crop", 256, False), ("center_crop", 200, True), ("border", 256, True),
+    ("keep_ratio_largest", 300, False)])
+def test_turbojpeg_decodes_give_img2dataset_bytes(shared_data, monkeypatch, mode, size,
+                                                  only_if_bigger):
+    decoded = []
+    decode = resize.simplejpeg.decode_jpeg
+    monkeypatch.setattr(resize.simplejpeg, "decode_jpeg",
+                        lambda *a, **k: decoded.append(1) or decode(*a, **k))
+    cases = _jpeg_cases(shared_data)
+    for name, data in cases:
+        plain, bounded = _resizers(mode, size, only_if_bigger)
+        want, got = plain(io.BytesIO(data)), bounded(io.BytesIO(data))
+        assert want[0] is not None, name
+        assert got == want, name
+    assert len(decoded) == len(cases)  # every case took the TurboJPEG path, none fell back
+
+
+def test_a_damaged_jpeg_goes_to_img2dataset(shared_data):
+    """A JPEG libjpeg only warns about (bytes of its scan overwritten) is decoded by cv2, as
+    img2dataset does, warnings silenced: the same (partly grey) picture, or the same error."""
+    data = bytearray(sorted((shared_data / "images" / "flickr8k_dev" / "train").glob("*.jpg"))[0]
+                     .read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = b"\xff\x00" * 32
+    with pytest.raises(ValueError):
+        resize.simplejpeg.decode_jpeg(bytes(data), "BGR")
+    plain, bounded = _resizers("keep_ratio", 256, False)
+    want, got = plain(io.BytesIO(bytes(data))), bounded(io.BytesIO(bytes(data)))
+    assert got == want
 
 
 @pytest.mark.parametrize("mode", MODES)
