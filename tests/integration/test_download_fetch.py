@@ -7,7 +7,9 @@ recorder that refuses (without connecting) anything outside 127.0.0.0/8. So "no 
 
 import hashlib
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -279,6 +281,9 @@ def test_the_download_config_turns_robots_txt_on_by_default():
     assert Policy.from_config(load_config().download).honor_robots_txt is True
     off = load_config(None, ["download.honor_robots_txt=false"]).download
     assert Policy.from_config(off).honor_robots_txt is False
+    assert Policy.from_config(load_config().download).connections_per_host == 4
+    unlimited = load_config(None, ["download.connections_per_host=0"]).download
+    assert Policy.from_config(unlimited).connections_per_host == 0
 
 
 # --- URLs as plain lists write them: encoded before the request (hardening defect 9) -------
@@ -421,3 +426,30 @@ def test_pixel_bombs_judged_from_the_header(image_server, connections):
         url = image_server.route(f"/special/bomb-{name}.png", body=body,
                                  headers={"Content-Type": "image/png"})
         assert _get(url)[1] == "too_many_pixels: header"
+
+
+def test_connections_per_host_caps_what_is_open_at_once(image_server, connections, shared_data):
+    photo = (shared_data / "images/coco_mini/skimage_rocket.jpg").read_bytes()
+    lock, state = threading.Lock(), {"open": 0, "most": 0}
+
+    def slow(_n):
+        with lock:
+            state["open"] += 1
+            state["most"] = max(state["most"], state["open"])
+        time.sleep(0.3)
+        with lock:
+            state["open"] -= 1
+        return 200, {"Content-Type": "image/jpeg"}, photo
+
+    url = image_server.route("/slots/slow.jpg", handler=slow)
+
+    def most_open(limit: int) -> int:
+        state["most"] = 0
+        policy = _policy(connections_per_host=limit)
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: _get(f"{url}?i={i}", policy), range(8)))
+        assert [error for _, error in results] == [None] * 8
+        return state["most"]
+
+    assert most_open(3) == 3
+    assert most_open(0) > 3  # without the cap the same threads open more at once

@@ -7,6 +7,12 @@ certificate is still verified against the host name), send the request, and eith
 redirect (back to the start, with a hop budget) or read a bounded body. The bytes must then be
 a decodable image of at most `max_pixels` pixels, judged from its header before anything
 decodes it in full (decompression bombs).
+
+Each hop also waits for one of its host's `connections_per_host` slots in this process (HOSTS):
+a polite crawler keeps a few connections to one server at a time (Scrapy's default is 8 per
+domain), where img2dataset opens as many as it has threads. Besides sparing small servers, it
+keeps their listen queue from overflowing: a dropped SYN is resent after a second, which stalls
+that thread and, at the end of a shard, the whole shard.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import http.client
 import io
 import socket
 import ssl
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -44,6 +52,7 @@ class Policy:
     user_agent: str
     retries: int = 0  # further attempts after a transient failure, within total_timeout
     honor_robots_txt: bool = False  # ask each host's robots.txt first (download config: on)
+    connections_per_host: int = 0  # open at once to one host, per process (0: no limit)
 
     @classmethod
     def from_config(cls, section) -> "Policy":
@@ -51,12 +60,45 @@ class Policy:
                    max_bytes=section.max_bytes, max_pixels=section.max_pixels,
                    max_redirects=section.max_redirects,
                    allowed=parse_networks(section.allow_networks), user_agent=section.user_agent,
-                   retries=section.retries, honor_robots_txt=section.honor_robots_txt)
+                   retries=section.retries, honor_robots_txt=section.honor_robots_txt,
+                   connections_per_host=section.connections_per_host)
 
     @property
     def robots_token(self) -> str:
         """Our product token ("wit-builder"): `X-Robots-Tag: wit-builder: noai` names us."""
         return self.user_agent.split("/", 1)[0].strip().lower()
+
+
+class HostSlots:
+    """At most `limit` connections open to one host at a time, across this process's threads.
+    Only hosts with a connection open are remembered, so memory follows the threads, not the
+    number of hosts a long job meets."""
+
+    def __init__(self):
+        self._open: dict[str, int] = {}
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self, host: str, limit: int, deadline: Deadline):
+        if limit <= 0:
+            yield
+            return
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._open.get(host, 0) < limit,
+                                          timeout=max(0.0, deadline.left())):
+                raise Refused("timeout", "host_busy")
+            self._open[host] = self._open.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                left = self._open.pop(host) - 1
+                if left:
+                    self._open[host] = left
+                self._changed.notify_all()
+
+
+HOSTS = HostSlots()
 
 
 def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
@@ -89,28 +131,29 @@ def _fetch_hops(url, policy, opted_out, deadline) -> bytes:
         split_url(url)  # a missing or non-http(s) URL keeps its own refusal reason
         url = _on_the_wire(url)
         scheme, host, port = split_url(url)
-        targets = resolve_checked(host, port, policy.allowed, _remaining(policy, deadline))
-        conn = _connection(scheme, host, port, targets, policy, deadline)
-        try:
-            parts = urlsplit(url)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", target, headers={"User-Agent": policy.user_agent,
-                                                 "Accept": "image/*,*/*;q=0.5",
-                                                 "Accept-Encoding": "identity"})
-            response = conn.getresponse()
-            if response.status in REDIRECTS:
-                location = response.getheader("Location")
-                if not location:
-                    raise Refused("bad_redirect", "no Location")
-                url = urljoin(url, _header_text(location).strip())
-                continue
-            if response.status != 200:
-                raise Refused(f"http_{response.status}", (response.reason or "")[:40])
-            if opted_out(response.msg):
-                raise Refused("robots_optout", "X-Robots-Tag")
-            return _read_body(response, conn, policy, deadline)
-        finally:
-            conn.close()
+        with HOSTS.slot(host, policy.connections_per_host, deadline):
+            targets = resolve_checked(host, port, policy.allowed, _remaining(policy, deadline))
+            conn = _connection(scheme, host, port, targets, policy, deadline)
+            try:
+                parts = urlsplit(url)
+                target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                conn.request("GET", target, headers={"User-Agent": policy.user_agent,
+                                                     "Accept": "image/*,*/*;q=0.5",
+                                                     "Accept-Encoding": "identity"})
+                response = conn.getresponse()
+                if response.status in REDIRECTS:
+                    location = response.getheader("Location")
+                    if not location:
+                        raise Refused("bad_redirect", "no Location")
+                    url = urljoin(url, _header_text(location).strip())
+                    continue
+                if response.status != 200:
+                    raise Refused(f"http_{response.status}", (response.reason or "")[:40])
+                if opted_out(response.msg):
+                    raise Refused("robots_optout", "X-Robots-Tag")
+                return _read_body(response, conn, policy, deadline)
+            finally:
+                conn.close()
     raise Refused("too_many_redirects", f"more than {policy.max_redirects}")
 
 
