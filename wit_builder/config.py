@@ -134,8 +134,9 @@ class DownloadConfig:
     timeout: float = 10.0  # seconds for each connect and each read
     total_timeout: float = 30.0  # seconds for one image: every redirect hop and the whole body
     retries: int = _at_least(0, 0)
-    # at most this many connections to one host at a time, per download process (0: no limit)
-    connections_per_host: int = _at_least(4, 0)
+    # at most this many connections to one host at a time, per download process (0: no limit,
+    # as img2dataset; a polite crawl keeps a few: Scrapy's default is 8 per domain)
+    connections_per_host: int = _at_least(0, 0)
     max_bytes: int = _at_least(20_000_000, 1)
     # One resize decodes the whole image: ~6 bytes a pixel (twice that with 16-bit samples; a
     # pixel with alpha counts as fetch.ALPHA_COST pixels). 40 Mpx keeps it under ~500 MB per

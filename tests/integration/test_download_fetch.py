@@ -281,9 +281,9 @@ def test_the_download_config_turns_robots_txt_on_by_default():
     assert Policy.from_config(load_config().download).honor_robots_txt is True
     off = load_config(None, ["download.honor_robots_txt=false"]).download
     assert Policy.from_config(off).honor_robots_txt is False
-    assert Policy.from_config(load_config().download).connections_per_host == 4
-    unlimited = load_config(None, ["download.connections_per_host=0"]).download
-    assert Policy.from_config(unlimited).connections_per_host == 0
+    assert Policy.from_config(load_config().download).connections_per_host == 0  # no limit
+    polite = load_config(None, ["download.connections_per_host=4"]).download
+    assert Policy.from_config(polite).connections_per_host == 4
 
 
 # --- URLs as plain lists write them: encoded before the request (hardening defect 9) -------

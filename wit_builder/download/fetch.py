@@ -8,11 +8,11 @@ redirect (back to the start, with a hop budget) or read a bounded body. The byte
 a decodable image of at most `max_pixels` pixels, judged from its header before anything
 decodes it in full (decompression bombs).
 
-Each hop also waits for one of its host's `connections_per_host` slots in this process (HOSTS):
-a polite crawler keeps a few connections to one server at a time (Scrapy's default is 8 per
-domain), where img2dataset opens as many as it has threads. Besides sparing small servers, it
-keeps their listen queue from overflowing: a dropped SYN is resent after a second, which stalls
-that thread and, at the end of a shard, the whole shard.
+With `connections_per_host` set, each hop first waits for one of its host's slots in this
+process (HOSTS): a polite crawler keeps a few connections to one server at a time (Scrapy's
+default is 8 per domain), where img2dataset opens as many as it has threads. Besides sparing
+small servers, it keeps their listen queue from overflowing: a dropped SYN is resent after a
+second, which stalls that thread and, at the end of a shard, the whole shard.
 """
 
 from __future__ import annotations
