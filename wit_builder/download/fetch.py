@@ -8,8 +8,11 @@ redirect (back to the start, with a hop budget) or read a bounded body. The byte
 a decodable image of at most `max_pixels` pixels, judged from its header before anything
 decodes it in full (decompression bombs).
 
-Each hop first takes one of its host's connection slots in this process (hosts.py): fewer to a
-host that drops connections, at most `connections_per_host` when set.
+With `connections_per_host` set, each hop first waits for one of its host's slots in this
+process (HOSTS): a polite crawler keeps a few connections to one server at a time (Scrapy's
+default is 8 per domain), where img2dataset opens as many as it has threads. Besides sparing
+small servers, it keeps their listen queue from overflowing: a dropped SYN is resent after a
+second, which stalls that thread and, at the end of a shard, the whole shard.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ import http.client
 import io
 import socket
 import ssl
-import time
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image
 
 from wit_builder.download.deadline import WATCHDOG, Deadline
-from wit_builder.download.hosts import HOSTS
 from wit_builder.download.robots import ROBOTS
 from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
 from wit_builder.extract.urls import requote
@@ -64,6 +67,38 @@ class Policy:
     def robots_token(self) -> str:
         """Our product token ("wit-builder"): `X-Robots-Tag: wit-builder: noai` names us."""
         return self.user_agent.split("/", 1)[0].strip().lower()
+
+
+class HostSlots:
+    """At most `limit` connections open to one host at a time, across this process's threads.
+    Only hosts with a connection open are remembered, so memory follows the threads, not the
+    number of hosts a long job meets."""
+
+    def __init__(self):
+        self._open: dict[str, int] = {}
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def slot(self, host: str, limit: int, deadline: Deadline):
+        if limit <= 0:
+            yield
+            return
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._open.get(host, 0) < limit,
+                                          timeout=max(0.0, deadline.left())):
+                raise Refused("timeout", "host_busy")
+            self._open[host] = self._open.get(host, 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                left = self._open.pop(host) - 1
+                if left:
+                    self._open[host] = left
+                self._changed.notify_all()
+
+
+HOSTS = HostSlots()
 
 
 def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
@@ -166,16 +201,12 @@ def _connection(scheme, host, port, targets, policy, deadline):
     def connect_checked(_address, timeout=timeout, source_address=None):
         error = None
         for _family, sockaddr in targets:
-            started = time.monotonic()
             try:
                 sock = socket.create_connection(sockaddr[:2], _remaining(policy, deadline),
                                                 source_address)
             except OSError as exc:
-                if isinstance(exc, TimeoutError):  # no SYN-ACK at all: as dropped as it gets
-                    HOSTS.connected(host, float("inf"))
                 error = exc
                 continue
-            HOSTS.connected(host, time.monotonic() - started)
             deadline.guard(sock)
             return sock
         raise error
