@@ -7,12 +7,12 @@ recorder that refuses (without connecting) anything outside 127.0.0.0/8. So "no 
 
 import hashlib
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from in_flight import InFlight
 from wit_builder.download.fetch import Policy, download_image
 from wit_builder.download.safety import parse_networks
 
@@ -430,26 +430,22 @@ def test_pixel_bombs_judged_from_the_header(image_server, connections):
 
 def test_connections_per_host_caps_what_is_open_at_once(image_server, connections, shared_data):
     photo = (shared_data / "images/coco_mini/skimage_rocket.jpg").read_bytes()
-    lock, state = threading.Lock(), {"open": 0, "most": 0}
+    served = InFlight()
 
     def slow(_n):
-        with lock:
-            state["open"] += 1
-            state["most"] = max(state["most"], state["open"])
-        time.sleep(0.3)
-        with lock:
-            state["open"] -= 1
+        with served:
+            time.sleep(0.3)
         return 200, {"Content-Type": "image/jpeg"}, photo
 
     url = image_server.route("/slots/slow.jpg", handler=slow)
 
     def most_open(limit: int) -> int:
-        state["most"] = 0
+        served.most = 0
         policy = _policy(connections_per_host=limit)
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda i: _get(f"{url}?i={i}", policy), range(8)))
         assert [error for _, error in results] == [None] * 8
-        return state["most"]
+        return served.most
 
     assert most_open(3) == 3
     assert most_open(0) > 3  # without the cap the same threads open more at once

@@ -1,29 +1,29 @@
 """fetch.HostSlots: at most `limit` connections per host, other hosts never held up, a wait
 bounded by the URL's deadline, and nothing remembered of hosts no longer connected to."""
 
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from wit_builder.download.deadline import Deadline
-from wit_builder.download.fetch import HostSlots
-from wit_builder.download.safety import Refused
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from in_flight import InFlight  # noqa: E402
+from wit_builder.download.deadline import Deadline  # noqa: E402
+from wit_builder.download.fetch import HostSlots  # noqa: E402
+from wit_builder.download.safety import Refused  # noqa: E402
 
 
 def test_a_host_gets_limit_slots_and_other_hosts_are_not_held_up():
     slots = HostSlots()
-    lock, state = threading.Lock(), {"open": 0, "most": 0}
+    held = InFlight()
 
     def busy(host):
         with slots.slot(host, 2, Deadline(10)):
             if host == "a.example":
-                with lock:
-                    state["open"] += 1
-                    state["most"] = max(state["most"], state["open"])
-                time.sleep(0.1)
-                with lock:
-                    state["open"] -= 1
+                with held:
+                    time.sleep(0.1)
 
     threads = [threading.Thread(target=busy, args=("a.example",)) for _ in range(6)]
     for t in threads:
@@ -34,7 +34,7 @@ def test_a_host_gets_limit_slots_and_other_hosts_are_not_held_up():
     assert time.monotonic() - started < 0.05
     for t in threads:
         t.join()
-    assert state["most"] == 2
+    assert held.most == 2
     assert slots._open == {}  # every host forgotten once its connections closed
 
 
