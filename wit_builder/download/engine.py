@@ -77,8 +77,9 @@ class SampleWriter(WebDatasetSampleWriter):
 
     webdataset's TarWriter means to write ustar (it computes `tarfile.USTAR_FORMAT` but never
     hands it to `tarfile.open`), so tarfile's default, PAX, applies: the writer's float mtime
-    then costs every member an extended header of its own (1 KB: 3 KB a sample, a sixth of a
-    web-sized shard) and about 30 us of Python. The members and their bytes are the same.
+    then costs every member an extended header of its own (1 KB: 3 KB a sample, a tenth of a
+    shard of Flickr-sized photos) and about 30 us of Python. The members and their bytes are
+    the same.
     """
 
     def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema,
