@@ -93,6 +93,7 @@ class BoundedResizer(Resizer):
         data, width, height, colorspace = jpeg
         factor = reduction(width, height, self.image_size, self.resize_mode)
         try:
+            cv2.setNumThreads(1)  # as img2dataset: one shard, one core
             if factor == 1:
                 try:
                     img = simplejpeg.decode_jpeg(data, _CHANNELS[colorspace])
@@ -102,12 +103,10 @@ class BoundedResizer(Resizer):
                     img = img[:, :, 0]  # cv2 gives a grey image as one plane
             else:
                 with SuppressStdoutStderr():
-                    cv2.setNumThreads(1)
                     img = cv2.imdecode(np.frombuffer(data, np.uint8),
                                        _REDUCED[colorspace, factor] | cv2.IMREAD_IGNORE_ORIENTATION)
                 if img is None:
                     raise ValueError("Image decoding error")
-            cv2.setNumThreads(1)
             return self._finish(img, width, height)
         except Exception as err:  # noqa: BLE001 - img2dataset's contract: the error as a string
             return None, None, None, None, None, str(err)

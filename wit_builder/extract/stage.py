@@ -37,9 +37,9 @@ from wit_builder.errors import UserError
 from wit_builder.stages import StageResult
 
 COLUMNS = ["uid", "url", "text", "page_url", "source", "kind"]
-# The task output: candidate rows (tally null) and tally rows (key in `tally`, count in `n`).
-SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS] + [("tally", pa.string()), ("n", pa.int64())])
 ROWS_SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS])
+# What extract_file yields: candidate rows (tally null) and tally rows (key in `tally`, count in `n`).
+SCHEMA = pa.schema([*ROWS_SCHEMA, ("tally", pa.string()), ("n", pa.int64())])
 TALLY_DDL = "tally string, n bigint"
 ROWS_PER_FILE = 1_000_000  # a task starts a new Parquet file after this many rows
 
