@@ -210,6 +210,18 @@ def test_a_silent_peer_in_the_tls_handshake(silent_listener, connections):
     assert error == "timeout: total" and took < 1.0 + MARGIN
 
 
+def test_a_socket_timeout_at_the_deadline_is_the_deadline(silent_listener, connections,
+                                                          monkeypatch):
+    """The socket timeout (set to what is left) may fire before the watchdog cuts the socket;
+    the fetch still ran out of its total time, not of its per-read time."""
+    from wit_builder.download import fetch
+
+    monkeypatch.setattr(fetch.WATCHDOG, "watch", lambda deadline: None)  # a watchdog too late
+    error, took = _timed(f"https://127.0.0.1:{silent_listener}/a.jpg", timeout=5.0,
+                         total_timeout=0.5)
+    assert error == "timeout: total" and 0.5 <= took < 0.5 + MARGIN
+
+
 def test_connect_timeouts_count_against_the_deadline(unresponsive_port, connections,
                                                      monkeypatch):
     from wit_builder.download import fetch

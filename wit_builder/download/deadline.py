@@ -29,11 +29,14 @@ class Deadline:
     def left(self) -> float:
         return self.at - time.monotonic()
 
+    def passed(self) -> bool:
+        return self.expired or self.left() <= 0
+
     def guard(self, sock: socket.socket) -> None:
         """Cut `sock` when the deadline passes (at once if it already has)."""
         with self._lock:
             self._guards.append(sock.dup())
-        if self.expired or self.left() <= 0:
+        if self.passed():
             self.expire()
 
     def expire(self) -> None:

@@ -116,7 +116,9 @@ def fetch(url: str, policy: Policy, opted_out=lambda headers: False,
     except Refused:
         raise
     except Exception:
-        if deadline.expired:  # the watchdog cut the socket: whatever broke, it was the deadline
+        # Whatever broke once the deadline passed was the deadline: the watchdog cut the
+        # socket, or a socket timeout (set to what was left) fired a moment before it could.
+        if deadline.passed():
             raise Refused("timeout", "total") from None
         raise
     finally:
@@ -179,10 +181,9 @@ def _header_text(value: str) -> str:
 
 
 def _remaining(policy: Policy, deadline: Deadline) -> float:
-    left = deadline.left()
-    if left <= 0 or deadline.expired:
+    if deadline.passed():
         raise Refused("timeout", "total")
-    return min(policy.timeout, left)
+    return min(policy.timeout, deadline.left())
 
 
 def _connection(scheme, host, port, targets, policy, deadline):
@@ -294,7 +295,7 @@ def download_image(row, timeout, user_agent_token, disallowed_header_directives,
         error = _attempt(url, policy, opted_out, deadline)
         if not isinstance(error, str):
             return key, error, None
-        if attempt == policy.retries or not _transient(error) or deadline.left() <= 0:
+        if attempt == policy.retries or not _transient(error) or deadline.passed():
             return key, None, error
     raise AssertionError("unreachable")
 
