@@ -174,7 +174,8 @@ def unresponsive_port():
 
 
 def _timed(url, **policy):
-    import img2dataset.downloader  # noqa: F401 - its first import (torch, seconds) is not the fetch's time
+    # The fetcher's first call imports img2dataset (and torch): seconds that are not the fetch's.
+    import img2dataset.downloader  # noqa: F401
     started = time.monotonic()
     _data, error = _get(url, _policy(**policy))
     return error, time.monotonic() - started
