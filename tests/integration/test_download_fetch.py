@@ -10,6 +10,9 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+# The fetcher's first call imports img2dataset (and torch): seconds that no timed fetch below
+# should count.
+import img2dataset.downloader  # noqa: F401
 import pytest
 
 from in_flight import InFlight
@@ -174,8 +177,6 @@ def unresponsive_port():
 
 
 def _timed(url, **policy):
-    # The fetcher's first call imports img2dataset (and torch): seconds that are not the fetch's.
-    import img2dataset.downloader  # noqa: F401
     started = time.monotonic()
     _data, error = _get(url, _policy(**policy))
     return error, time.monotonic() - started
