@@ -164,6 +164,27 @@ def test_cli_run_skip_force_and_errors(spark, shared_data, tmp_path, capsys):
     assert err.startswith("error: input not found") and err.count("\n") == 1
 
 
+def test_cli_lists_its_inputs_once(spark, shared_data, tmp_path, capsys, monkeypatch):
+    from wit_builder.extract import stage
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(shared_data / "crawl/warc/pywb_iana.warc.gz", folder)
+    (folder / "notes.xyz").write_text("not a crawl file")
+    plans = []
+    real_plan = stage.plan
+    monkeypatch.setattr(stage, "plan", lambda *a: plans.append(a) or real_plan(*a))
+    capsys.readouterr()
+    assert _cli("extract", "--input", str(folder), "--out", str(tmp_path / "out")) == 0
+    assert len(plans) == 1  # checked before Spark started; the run used that plan
+    assert capsys.readouterr().err.count("ignoring 1 file(s) of unknown format") == 1
+    assert json.loads((tmp_path / "out/extract/manifest.json").read_text())["files"] == 1
+    assert stage._CHECKED == {}  # nothing kept for a later run
+    # a run that no check preceded plans itself
+    run = _extract(spark, [folder], tmp_path / "again")
+    assert len(plans) == 2 and run.manifest["files"] == 1
+
+
 def test_whole_file_gzip_and_oversized_page_are_counted(spark, tmp_path):
     """Issue 13: a `gzip x.warc` file is read fully; images beyond max_page_bytes are drops."""
     inputs = tmp_path / "in"

@@ -256,9 +256,22 @@ def _missing_columns(n_files: int, section) -> UserError:
                      f"{section.url_column!r}/{section.text_column!r} (set --url-column/--text-column)")
 
 
+# The plan the last check made, for the run that follows it: the commands check their inputs
+# before Spark starts (seconds), and listing them again would mean a second listing of an S3
+# prefix and every warning twice. A run takes it once; a run without a check plans itself.
+_CHECKED: dict[tuple, list[InputFile]] = {}
+
+
+def _plan_key(cfg, inputs: list[str]) -> tuple:
+    s = cfg.extract
+    return (tuple(inputs), s.format, s.listing_prefix, tuple(cfg.download.allow_networks),
+            s.url_column, s.text_column, s.page_url_column)
+
+
 def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     """The planned input files; what is missing or unreadable fails here, before Spark starts."""
     section = cfg.extract
+    _CHECKED.clear()
     files = plan(inputs, section.format, section.listing_prefix,
                  safety.parse_networks(cfg.download.allow_networks))
     first_table = next((f for f in files if f.format in tabular.FORMATS), None)
@@ -266,6 +279,7 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
                                                first_table.path, first_table.format,
                                                Options.from_config(cfg).columns):
         raise _missing_columns(1, section)
+    _CHECKED[_plan_key(cfg, inputs)] = files
     return files
 
 
@@ -280,7 +294,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     from pyspark.sql import functions as F
 
     section = cfg.extract
-    files = check_inputs(cfg, inputs)
+    files = _CHECKED.pop(_plan_key(cfg, inputs), None) or check_inputs(cfg, inputs)
+    _CHECKED.clear()
     opts = Options.from_config(cfg)
     tasks = _tasks(files, section.partitions, spark.sparkContext.defaultParallelism)
     fs, path = storage.filesystem(out_dir)
