@@ -132,6 +132,39 @@ def test_wat_and_warc_give_the_same_candidates(spark, shared_data, tmp_path):
     assert html_rows == warc_page_rows
 
 
+def _wats(shared_data, tmp_path):
+    """Common Crawl's own WAT excerpt, and WATs made from the real WARC files."""
+    for name in ("cc_whirlwind.warc.gz", "pywb_iana.warc.gz", "warcat_at.warc"):
+        write_wat(shared_data / "crawl/warc" / name, tmp_path / (name.split(".")[0] + ".warc.wat.gz"))
+    shutil.copy(shared_data / "crawl/commoncrawl/whirlwind.warc.wat.gz", tmp_path)
+    return [tmp_path]
+
+
+@pytest.mark.parametrize("inputs, settings", [
+    (lambda shared, _tmp: [shared / "crawl/warc"], []),  # the damaged copies too
+    (lambda shared, _tmp: [shared / "crawl/html"], []),
+    (_wats, []),
+    (lambda shared, _tmp: [shared / "candidates/img2dataset_10k.parquet",
+                           shared / "candidates/alt_text_pairs.jsonl"],
+     ["extract.page_url_column=page_url"]),
+], ids=["warc", "html", "wat", "tabular"])
+def test_driver_path_equals_spark_path(spark, shared_data, tmp_path, inputs, settings):
+    (tmp_path / "in").mkdir()
+    paths = inputs(shared_data, tmp_path / "in")
+    runs = {way: _extract(spark, paths, tmp_path / way, *settings,
+                          *(["spark.driver_bytes=0"] if way == "spark" else []))
+            for way in ("driver", "spark")}
+    driver, by_spark = runs["driver"].manifest, runs["spark"].manifest
+    assert driver["spark_jobs"] == 0 < by_spark["spark_jobs"]
+    for key in ("rows_in", "rows_out", "drops", "records_read", "records_skipped",
+                "pages_truncated", "files", "files_missing", "formats"):
+        assert driver[key] == by_spark[key], key
+    assert driver["rows_out"] > 0
+    parts = {way: {p.name: pq.read_table(p).to_pylist()
+                   for p in sorted(Path(run.path).glob("*.parquet"))} for way, run in runs.items()}
+    assert parts["driver"] == parts["spark"]  # the same files, rows in the same order
+
+
 def _cli(*args) -> int:
     return cli.main(list(args))
 

@@ -6,7 +6,8 @@ reader (warc.py, wat.py, html.py, tabular.py), turns every image element or tabu
 row or a counted drop, writes the rows as Parquet into the stage folder itself (as img2dataset's
 workers write their shards), and returns only a small tally per file (records read and skipped,
 drops by reason). The tallies are summed by Spark, so the manifest's counts are exact; the rows
-never pass through the JVM, and the stage is one Spark job.
+never pass through the JVM, and the stage is one Spark job. A few local megabytes
+(`[spark] driver_bytes`, with a local master) skip Spark: the driver runs the same tasks in turn.
 
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
 title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
@@ -17,6 +18,7 @@ candidates by nature (requests, images, ...).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -228,6 +230,24 @@ class _Parts:
         self.file, self.writer = None, None
 
 
+def _run_task(opts: Options, files: list[InputFile], out_dir: str,
+              task: int) -> Iterator[pa.RecordBatch]:
+    """Task `task`: its files' candidate rows written to the stage folder, their tallies
+    returned."""
+    parts = _Parts(out_dir, task)
+    try:
+        for f in files:
+            for out in extract_file(f, opts):
+                if not out.num_rows:
+                    continue
+                if out.column("tally").null_count == out.num_rows:
+                    parts.write(out)
+                else:
+                    yield out.select(["tally", "n"])
+    finally:
+        parts.close()
+
+
 def _extract_task(opts: Options, tasks, out_dir: str,
                   batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """A Spark task: its input is its task number, `tasks` the broadcast plan (the files of
@@ -235,18 +255,35 @@ def _extract_task(opts: Options, tasks, out_dir: str,
     files' tallies, so the rows never pass through the JVM."""
     for batch in batches:
         for task in batch.column(0).to_pylist():
-            parts = _Parts(out_dir, task)
-            try:
-                for f in tasks.value[task]:
-                    for out in extract_file(f, opts):
-                        if not out.num_rows:
-                            continue
-                        if out.column("tally").null_count == out.num_rows:
-                            parts.write(out)
-                        else:
-                            yield out.select(["tally", "n"])
-            finally:
-                parts.close()
+            yield from _run_task(opts, tasks.value[task], out_dir, task)
+
+
+def _on_driver(spark, files: list[InputFile], limit: int) -> bool:
+    """Whether the files are few bytes on this machine: then one process reads them faster than
+    a Spark job starts (seconds of JVM warm-up and Python workers on a fresh session)."""
+    if limit <= 0 or not spark.sparkContext.master.startswith("local"):
+        return False
+    if any(storage.is_remote(f.path) for f in files):
+        return False
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f.path)
+        except OSError:  # a *.paths entry that is not there: the task counts it
+            pass
+        if total > limit:
+            return False
+    return True
+
+
+def _tally_on_driver(opts: Options, tasks: list[list[InputFile]], out_dir: str) -> Counter:
+    """The stage's tally with every task run in this process, writing what the Spark tasks
+    would write (their part files are named by task number)."""
+    tally = Counter()
+    for task, files in enumerate(tasks):
+        for out in _run_task(opts, files, out_dir, task):
+            tally.update(dict(zip(out.column("tally").to_pylist(), out.column("n").to_pylist())))
+    return tally
 
 
 # --- the stage (driver) -------------------------------------------------------------------------
@@ -290,9 +327,21 @@ def _tasks(files: list[InputFile], partitions: int, cores: int) -> list[list[Inp
     return [files[i::n] for i in range(n)]
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
+def _tally_by_spark(spark, opts: Options, tasks: list[list[InputFile]], out_dir: str) -> dict:
     from pyspark.sql import functions as F
 
+    # One task per range() id: range() splits n ids into n partitions of one id each.
+    indexes = spark.range(0, len(tasks), 1, numPartitions=len(tasks))
+    plan_bc = spark.sparkContext.broadcast(tasks)
+    try:
+        tallies = indexes.mapInArrow(partial(_extract_task, opts, plan_bc, out_dir), TALLY_DDL)
+        sums = tallies.groupBy("tally").agg(F.sum("n").alias("n"))
+        return {row["tally"]: row["n"] for row in sums.collect()}
+    finally:
+        plan_bc.destroy()
+
+
+def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     section = cfg.extract
     files = _CHECKED.pop(_plan_key(cfg, inputs), None) or check_inputs(cfg, inputs)
     _CHECKED.clear()
@@ -300,15 +349,10 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     tasks = _tasks(files, section.partitions, spark.sparkContext.defaultParallelism)
     fs, path = storage.filesystem(out_dir)
     fs.makedirs(path, exist_ok=True)
-    # One task per range() id: range() splits n ids into n partitions of one id each.
-    indexes = spark.range(0, len(tasks), 1, numPartitions=len(tasks))
-    plan_bc = spark.sparkContext.broadcast(tasks)
-    try:
-        tallies = indexes.mapInArrow(partial(_extract_task, opts, plan_bc, out_dir), TALLY_DDL)
-        sums = tallies.groupBy("tally").agg(F.sum("n").alias("n"))
-        tally = {row["tally"]: row["n"] for row in sums.collect()}
-    finally:
-        plan_bc.destroy()
+    if _on_driver(spark, files, cfg.spark.driver_bytes):
+        tally = _tally_on_driver(opts, tasks, out_dir)
+    else:
+        tally = _tally_by_spark(spark, opts, tasks, out_dir)
     skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
     if skipped.get("missing_columns"):
         raise _missing_columns(skipped["missing_columns"], section)
