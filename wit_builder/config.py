@@ -48,8 +48,9 @@ class SparkConfig:
     # (pyarrow; tested equal to their Spark path), sparing Spark jobs' fixed cost; 0: always
     # Spark. The bound is the driver's memory: a few Arrow copies of that many candidate rows.
     driver_rows: int = _at_least(1_000_000, 0)
-    # extract runs local input files of at most this many bytes in all on the driver (one
-    # process; tested equal to its Spark path) when the master is local; 0: always Spark.
+    # extract runs local input files of at most this many bytes in all (or of one task) on the
+    # driver (one process; tested equal to its Spark path) when the master is local; 0: always
+    # Spark.
     driver_bytes: int = _at_least(64 << 20, 0)
     ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
     log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])

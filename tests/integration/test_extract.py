@@ -165,6 +165,18 @@ def test_driver_path_equals_spark_path(spark, shared_data, tmp_path, inputs, set
     assert parts["driver"] == parts["spark"]  # the same files, rows in the same order
 
 
+def test_what_runs_on_the_driver(spark, shared_data, tmp_path):
+    one = [shared_data / "crawl/warc/pywb_iana.warc.gz"]
+    two = one + [shared_data / "crawl/warc/warcat_at.warc.gz"]
+
+    def jobs(inputs, limit, out):
+        return _extract(spark, inputs, tmp_path / out, f"spark.driver_bytes={limit}").manifest["spark_jobs"]
+    assert jobs(two, 64 << 20, "a") == 0  # small
+    assert jobs(two, 1, "b") > 0  # larger than the limit
+    assert jobs(one, 1, "c") == 0  # one task uses one core either way
+    assert jobs(one, 0, "d") > 0  # 0: always Spark
+
+
 def _cli(*args) -> int:
     return cli.main(list(args))
 

@@ -6,8 +6,9 @@ reader (warc.py, wat.py, html.py, tabular.py), turns every image element or tabu
 row or a counted drop, writes the rows as Parquet into the stage folder itself (as img2dataset's
 workers write their shards), and returns only a small tally per file (records read and skipped,
 drops by reason). The tallies are summed by Spark, so the manifest's counts are exact; the rows
-never pass through the JVM, and the stage is one Spark job. A few local megabytes
-(`[spark] driver_bytes`, with a local master) skip Spark: the driver runs the same tasks in turn.
+never pass through the JVM, and the stage is one Spark job. Local files of a few megabytes
+(`[spark] driver_bytes`), or of one task, skip Spark when the master is local: the driver runs
+the same tasks in turn.
 
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
 title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
@@ -258,13 +259,17 @@ def _extract_task(opts: Options, tasks, out_dir: str,
             yield from _run_task(opts, tasks.value[task], out_dir, task)
 
 
-def _on_driver(spark, files: list[InputFile], limit: int) -> bool:
-    """Whether the files are few bytes on this machine: then one process reads them faster than
-    a Spark job starts (seconds of JVM warm-up and Python workers on a fresh session)."""
+def _on_driver(spark, tasks: list[list[InputFile]], limit: int) -> bool:
+    """Whether the tasks' files are on this machine and few bytes, or one task's: then one
+    process reads them faster than a Spark job starts (seconds of JVM warm-up and Python
+    workers on a fresh session), and one task would use one core anyway."""
     if limit <= 0 or not spark.sparkContext.master.startswith("local"):
         return False
+    files = [f for task in tasks for f in task]
     if any(storage.is_remote(f.path) for f in files):
         return False
+    if len(tasks) == 1:
+        return True
     total = 0
     for f in files:
         try:
@@ -349,7 +354,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     tasks = _tasks(files, section.partitions, spark.sparkContext.defaultParallelism)
     fs, path = storage.filesystem(out_dir)
     fs.makedirs(path, exist_ok=True)
-    if _on_driver(spark, files, cfg.spark.driver_bytes):
+    if _on_driver(spark, tasks, cfg.spark.driver_bytes):
         tally = _tally_on_driver(opts, tasks, out_dir)
     else:
         tally = _tally_by_spark(spark, opts, tasks, out_dir)
