@@ -53,9 +53,9 @@ def _conf_overrides(args) -> list[str]:
 
 def _session(args, cfg):
     """The Spark session, started on first use, after every check that needs no Spark."""
-    from wit_builder.spark import spark_from_config
+    from wit_builder.spark import lazy_from_config
 
-    return lambda: spark_from_config(cfg, args.master)
+    return lazy_from_config(cfg, args.master)
 
 
 # --- the stages, one subcommand each, from the registry -------------------------------------

@@ -30,6 +30,7 @@ from wit_builder.finalize import stage as finalize
 from wit_builder.match import stage as match
 from wit_builder.score import stage as score
 from wit_builder.progress import SparkProgress
+from wit_builder.spark import lazy_from_config, lazy_session
 
 SUMMARY = "curate_summary.json"
 REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest
@@ -162,7 +163,9 @@ def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
 
 def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
             log: Callable[[str], None] = print) -> stages.StageRun:
-    """Run one stage the same way for every command, spark-submit and the demo."""
+    """Run one stage the same way for every command, spark-submit and the demo. `spark`: a
+    session, or a LazySession that the stage starts only if it needs Spark."""
+    spark = lazy_session(spark)
     stage = BY_NAME[name]
     module = stage.module
     extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
@@ -172,14 +175,20 @@ def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = Fa
     def body(work: str) -> stages.StageResult:
         # The stage's Spark jobs carry one job group, so the manifest can say how many ran.
         group = f"wit-builder-{name}-{uuid.uuid4().hex[:8]}"
-        spark.sparkContext.setJobGroup(group, f"wit-builder {name}")
+
+        def tag(session) -> None:
+            session.sparkContext.setJobGroup(group, f"wit-builder {name}")
+        spark.on_start(tag)
         interval = cfg.spark.progress_seconds if stage.task_progress else 0
+        jobs = []
         try:
             with SparkProgress(spark, name, interval):
                 result = module.run(spark, cfg, list(inputs), work)
         finally:
-            jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
-            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+            spark.forget(tag)
+            if spark.started:
+                jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
+                spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
         result.extra["spark_jobs"] = len(jobs)
         return result
 
@@ -191,7 +200,9 @@ def run_chain(spark, cfg, names: list[str], inputs: list[str], out: str, force: 
               log: Callable[[str], None] = print,
               after: Callable[[stages.StageRun], None] = lambda _run: None) -> list[stages.StageRun]:
     """Run `names` in order, each reading the previous one's output; `after(run)` follows each
-    data stage. `spark` may be a function that makes the session, called only when needed."""
+    data stage. `spark` may be a function that makes the session (or a LazySession): it is
+    made when a stage first needs it."""
+    spark = lazy_session(spark)
     runs = []
     for name in names:
         if name == REPORT:
@@ -199,8 +210,6 @@ def run_chain(spark, cfg, names: list[str], inputs: list[str], out: str, force: 
 
             write_stats(out, cfg, log)
             continue
-        if callable(spark):
-            spark = spark()
         runs.append(execute(name, spark, cfg, inputs, out, force=force, log=log))
         after(runs[-1])
         inputs = [runs[-1].path]
@@ -254,9 +263,7 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
 
 def _session(cfg, master):
     """The session the `[spark]` section describes, made on first use."""
-    from wit_builder.spark import spark_from_config
-
-    return lambda: spark_from_config(cfg, master)
+    return lazy_from_config(cfg, master)
 
 
 def summarize(out: str, statuses: dict) -> dict:

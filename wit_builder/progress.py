@@ -48,12 +48,15 @@ class ProgressLine:
 class SparkProgress(ProgressLine):
     def __init__(self, spark, label: str, interval: float, log=None):
         super().__init__(interval, log)
-        self.tracker = spark.sparkContext.statusTracker()
+        self.spark = spark
         self.label = label
 
     def line(self) -> str | None:
         """`extract: 12/40 tasks, 2m05s, ETA 4m10s` (None while no Spark stage runs)."""
-        infos = [self.tracker.getStageInfo(s) for s in self.tracker.getActiveStageIds()]
+        if not getattr(self.spark, "started", True):  # a LazySession no stage needed yet
+            return None
+        tracker = self.spark.sparkContext.statusTracker()
+        infos = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
         infos = [i for i in infos if i is not None and i.numTasks]
         if not infos:
             return None

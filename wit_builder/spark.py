@@ -31,12 +31,10 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    # Under spark-submit (which starts the JVM first and tells us its port) spark-submit's
-    # --master and --conf stand unless a master is named here.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     if not submitted:  # we are about to start the JVM: fail in one line if it cannot start
         find_java()
-    master = master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
+    master = master_url(master)
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -77,6 +75,13 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     return spark
 
 
+def master_url(master: str | None) -> str:
+    """The master a session made with `master` gets: under spark-submit (which starts the JVM
+    first and tells us its port) "" (spark-submit's --master stands) unless one is named."""
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    return master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
+
+
 def _local_cores(master: str) -> int:
     inside = master[len("local["):-1] if master.startswith("local[") else "1"
     return (os.cpu_count() or 1) if inside in ("*", "") else int(inside.split(",")[0])
@@ -92,3 +97,65 @@ def spark_from_config(cfg, master_override: str | None = None):
                      conf=conf, arrow_batch_rows=section.arrow_batch_rows,
                      s3_endpoint_url=section.s3_endpoint_url, ui=section.ui,
                      log_level=section.log_level)
+
+
+class LazySession:
+    """A SparkSession made when a stage first uses it, so that a command whose stages all run
+    their small local inputs on the driver never starts a JVM (seconds on a laptop). Every
+    attribute not defined here is the session's (starting it); `on_start` hooks run on the
+    session as soon as it exists (a stage's job group)."""
+
+    def __init__(self, make=None, master: str | None = None, session=None):
+        self._make, self._master, self._session = make, master, session
+        self._hooks: list = []
+
+    @property
+    def started(self) -> bool:
+        return self._session is not None
+
+    def session(self):
+        if self._session is None:
+            self._session = self._make()
+            for hook in list(self._hooks):
+                hook(self._session)
+        return self._session
+
+    def on_start(self, hook) -> None:
+        self._hooks.append(hook)
+        if self._session is not None:
+            hook(self._session)
+
+    def forget(self, hook) -> None:
+        self._hooks.remove(hook)
+
+    @property
+    def master(self) -> str:
+        """The master URL, known without starting a session unless spark-submit names it."""
+        if self._session is None and self._master:
+            return self._master
+        return self.session().sparkContext.master
+
+    @property
+    def default_parallelism(self) -> int:
+        """Spark's default number of tasks; for a local master, without starting a session."""
+        if self._session is None and self._master and self._master.startswith("local"):
+            return _local_cores(self._master)
+        return self.session().sparkContext.defaultParallelism
+
+    def __getattr__(self, name):
+        return getattr(self.session(), name)
+
+
+def lazy_session(spark) -> LazySession:
+    """`spark` (a session, a function that makes one, or a LazySession) as a LazySession."""
+    if isinstance(spark, LazySession):
+        return spark
+    if callable(spark):
+        return LazySession(spark)
+    return LazySession(session=spark)
+
+
+def lazy_from_config(cfg, master_override: str | None = None) -> LazySession:
+    """spark_from_config's session, made on first use."""
+    return LazySession(lambda: spark_from_config(cfg, master_override),
+                       master_url(master_override or cfg.spark.master or None))

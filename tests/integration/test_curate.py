@@ -148,3 +148,28 @@ def test_curate_killed_during_filter_then_rerun_loses_and_doubles_nothing(spark,
     for stage in ("filter", "balance"):
         assert sorted(read(out, stage)["uid"]) == sorted(read(tmp_path / "whole", stage)["uid"])
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+
+def test_small_local_curate_starts_no_spark_session(spark, shared_data, tmp_path, monkeypatch):
+    """Every stage runs this small input on the driver: the command never makes a session. With
+    match sent to Spark, the session starts there, and its jobs are counted as match's."""
+    from wit_builder import spark as spark_module
+
+    made = []
+    real = spark_module.spark_from_config
+    monkeypatch.setattr(spark_module, "spark_from_config",
+                        lambda *a: made.append(a) or real(*a))
+    src = str(shared_data / "candidates" / "alt_text_pairs.jsonl")
+    args = ["--input", src, "--set", "extract.page_url_column=page_url", "--queries", QUERIES]
+    assert curate(*args, "--out", str(tmp_path / "a")) == 0
+    assert made == []
+    jobs = {s: json.loads((tmp_path / "a" / s / "manifest.json").read_text())["spark_jobs"]
+            for s in pipeline.CURATE}
+    assert jobs == dict.fromkeys(pipeline.CURATE, 0)
+
+    assert curate(*args, "--out", str(tmp_path / "b"), "--set", "spark.driver_rows=0") == 0
+    assert len(made) == 1  # one session, made when match first needed it
+    jobs = {s: json.loads((tmp_path / "b" / s / "manifest.json").read_text())["spark_jobs"]
+            for s in pipeline.CURATE}
+    assert jobs["extract"] == 0 and all(jobs[s] > 0 for s in pipeline.CURATE[1:])
+    assert _stage_counts(tmp_path / "b") == _stage_counts(tmp_path / "a")

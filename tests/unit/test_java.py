@@ -23,7 +23,7 @@ def _fake_java(home: Path, says: str) -> Path:
     return java
 
 
-def _extract_without_java(input_file: Path, out: Path, java_home: str | None):
+def _extract_without_java(input_file: Path, out: Path, java_home: str | None, *settings: str):
     """`wit-builder extract` with no java on PATH (only the venv's bin) and JAVA_HOME as given."""
     bin_dir = os.path.dirname(sys.executable)
     assert shutil.which("java", path=bin_dir) is None
@@ -32,7 +32,8 @@ def _extract_without_java(input_file: Path, out: Path, java_home: str | None):
     if java_home is not None:
         env["JAVA_HOME"] = java_home
     return subprocess.run([sys.executable, "-m", "wit_builder.cli", "extract", "--input",
-                           str(input_file), "--out", str(out)],
+                           str(input_file), "--out", str(out),
+                           *(arg for setting in settings for arg in ("--set", setting))],
                           capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -42,7 +43,7 @@ def test_extract_without_java_is_one_error_line_and_exit_2(shared_data, tmp_path
         java_home = str(tmp_path / "jdk")
         os.mkdir(java_home)
     done = _extract_without_java(shared_data / "candidates" / "alt_text_pairs.jsonl",
-                                 tmp_path / "out", java_home)
+                                 tmp_path / "out", java_home, "spark.driver_bytes=0")  # Spark's
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "JAVA_GATEWAY_EXITED" not in done.stderr
     lines = done.stderr.splitlines()
@@ -52,6 +53,14 @@ def test_extract_without_java_is_one_error_line_and_exit_2(shared_data, tmp_path
     assert expected in lines[0]
     assert "openjdk-17-jre-headless" in lines[0] and "conda" in lines[0]
     assert not (tmp_path / "out" / "extract").exists()
+
+
+def test_a_small_local_extract_needs_no_java(shared_data, tmp_path):
+    """It runs on the driver, so no Spark session (and no JVM) is started."""
+    done = _extract_without_java(shared_data / "candidates" / "alt_text_pairs.jsonl",
+                                 tmp_path / "out", None)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "extract" / "_SUCCESS").exists()
 
 
 @pytest.mark.parametrize("bad_input, message", [

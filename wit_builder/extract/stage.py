@@ -263,7 +263,7 @@ def _on_driver(spark, tasks: list[list[InputFile]], limit: int) -> bool:
     """Whether the tasks' files are on this machine and few bytes, or one task's: then one
     process reads them faster than a Spark job starts (seconds of JVM warm-up and Python
     workers on a fresh session), and one task would use one core anyway."""
-    if limit <= 0 or not spark.sparkContext.master.startswith("local"):
+    if limit <= 0 or not spark.master.startswith("local"):
         return False
     files = [f for task in tasks for f in task]
     if any(storage.is_remote(f.path) for f in files):
@@ -351,7 +351,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     files = _CHECKED.pop(_plan_key(cfg, inputs), None) or check_inputs(cfg, inputs)
     _CHECKED.clear()
     opts = Options.from_config(cfg)
-    tasks = _tasks(files, section.partitions, spark.sparkContext.defaultParallelism)
+    tasks = _tasks(files, section.partitions, spark.default_parallelism)
     fs, path = storage.filesystem(out_dir)
     fs.makedirs(path, exist_ok=True)
     if _on_driver(spark, tasks, cfg.spark.driver_bytes):
