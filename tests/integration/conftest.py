@@ -85,3 +85,14 @@ def image_server(shared_data, tmp_path_factory):
                          sorted((images / "flickr8k_dev" / "train").glob("*.jpg")) if p != photo]
     yield server
     server.stop()
+
+
+@pytest.fixture
+def connect_times(monkeypatch):
+    """An empty connect history for this process (download/connect.py): a port an earlier test
+    used would otherwise bring its quick SYN resends into a count of attempts."""
+    from wit_builder.download import connect
+
+    times = connect.ConnectTimes()
+    monkeypatch.setattr(connect, "CONNECT_TIMES", times)
+    return times

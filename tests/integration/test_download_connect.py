@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from wit_builder.download import connect as connect_module
 from wit_builder.download.connect import KERNEL_WAIT, MIN_WAIT, ConnectTimes, connect
 
 
@@ -27,13 +26,6 @@ def attempts(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", record)
     return made
-
-
-@pytest.fixture
-def fresh_times(monkeypatch):
-    times = ConnectTimes()
-    monkeypatch.setattr(connect_module, "CONNECT_TIMES", times)
-    return times
 
 
 def _full_listener(drain_after: float | None):
@@ -87,10 +79,10 @@ def _timed_connect(address, timeout):
     return took
 
 
-def test_a_known_fast_address_is_asked_again_before_the_kernel_would(fresh_times, attempts):
+def test_a_known_fast_address_is_asked_again_before_the_kernel_would(connect_times, attempts):
     address, close = _full_listener(drain_after=0.3)
     try:
-        fresh_times.record(address, 0.001)  # connects there took a millisecond so far
+        connect_times.record(address, 0.001)  # connects there took a millisecond so far
         took = _timed_connect(address, timeout=5.0)
     finally:
         close()
@@ -100,7 +92,7 @@ def test_a_known_fast_address_is_asked_again_before_the_kernel_would(fresh_times
     assert attempts[:2] == [MIN_WAIT, 2 * MIN_WAIT] and len(attempts) >= 3
 
 
-def test_an_address_met_first_waits_for_the_kernel(fresh_times, attempts):
+def test_an_address_met_first_waits_for_the_kernel(connect_times, attempts):
     address, close = _full_listener(drain_after=0.3)
     try:
         took = _timed_connect(address, timeout=5.0)
@@ -108,13 +100,13 @@ def test_an_address_met_first_waits_for_the_kernel(fresh_times, attempts):
         close()
     assert took >= KERNEL_WAIT * 0.9  # the kernel's own resend after its initial 1 s
     assert attempts == [pytest.approx(5.0, abs=0.01)]  # one attempt: all of the timeout
-    assert fresh_times.first_wait(address) is None  # a 1 s connect: no quick retries there
+    assert connect_times.first_wait(address) is None  # a 1 s connect: no quick retries there
 
 
-def test_quick_attempts_stop_at_the_timeout(fresh_times, attempts):
+def test_quick_attempts_stop_at_the_timeout(connect_times, attempts):
     address, close = _full_listener(drain_after=None)  # every SYN dropped
     try:
-        fresh_times.record(address, 0.001)
+        connect_times.record(address, 0.001)
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             connect(address, timeout=1.0)

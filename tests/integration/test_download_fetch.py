@@ -31,13 +31,9 @@ def _policy(**changes):
 
 
 @pytest.fixture
-def connections(monkeypatch):
-    """Addresses the fetcher connected to (only loopback ones are really connected). The
-    process's connect history starts empty: a port an earlier test used would otherwise bring
-    its quick SYN resends (connect.py) into a count of attempts."""
-    from wit_builder.download import connect
-
-    monkeypatch.setattr(connect, "CONNECT_TIMES", connect.ConnectTimes())
+def connections(monkeypatch, connect_times):
+    """Addresses the fetcher connected to (only loopback ones are really connected), from an
+    empty connect history."""
     seen = []
     real = socket.create_connection
 
