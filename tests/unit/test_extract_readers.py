@@ -155,7 +155,7 @@ def test_wat_layout_and_bad_json(tmp_path):
     path = _wat_file(tmp_path / "x.wat.gz", [json.dumps(envelope).encode(), b"{not json",
                                              json.dumps(redirect).encode(), b'{"Envelope": 3}'])
     items = _items(path, wat.read)
-    assert items == [Page("http://a.org/p", "/b/", [Image("i.jpg", "cat", "t"), Image("j.jpg", None, None)]),
+    assert items == [Page("http://a.org/p", "/b/", [Image("i.jpg", "cat", "t")], textless=1),
                      CORRUPT, Skip("not_ok"), CORRUPT]
 
 

@@ -19,7 +19,7 @@ from crawl_helpers import write_wat  # noqa: E402
 
 
 def _items(data: bytes, read) -> list:
-    return [(it.page_url, it.base_href, [tuple(i) for i in it.images]) if isinstance(it, Page)
+    return [(it.page_url, it.base_href, [tuple(i) for i in it.images], it.textless) if isinstance(it, Page)
             else it for it in read(io.BytesIO(data), 1 << 20)]
 
 
@@ -90,3 +90,72 @@ def test_json_that_orjson_rejects_reads_like_json(tmp_path):
     assert items == _items(out.getvalue(), wat.read_warcio)
     assert items[0][2] == [("http://a.com/x.jpg", "\ufffd" * 3 + " dog", "cat")]
     assert items[2:] == [CORRUPT, CORRUPT]
+
+
+def _reference_page(data: bytes):
+    try:
+        return wat.page_of(json.loads(data)["Envelope"])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return CORRUPT
+
+
+def _envelope(response=None, header=None, **envelope) -> dict:
+    header = {"WARC-Type": "response", "WARC-Target-URI": "http://a.org/p"} if header is None else header
+    return {"Envelope": {"WARC-Header-Metadata": header, **envelope,
+                         "Payload-Metadata": {"HTTP-Response-Metadata": response}}}
+
+
+def test_typed_records_read_like_json():
+    """msgspec's typed decode (most records) gives what json + page_of give; a record it cannot
+    type, or that is not valid UTF-8, takes the general path, and no record stops the file."""
+    img = {"path": "IMG@/src", "url": "i.jpg", "alt": "cat", "title": "t"}
+    html = {"Head": {"Base": "/b/"}, "Links": [{"path": "A@/href", "url": "/x", "text": "x"}, img,
+                                                {"path": "IMG@/src", "url": "j.jpg"},
+                                                {"path": "IMG@/src", "url": "k.jpg", "alt": ""}]}
+    typed = [  # msgspec decodes these itself
+        _envelope({"Response-Message": {"Status": "200"}, "HTML-Metadata": html}),
+        _envelope({"Response-Message": {"Status": 200}, "HTML-Metadata": html}),
+        _envelope({"Response-Message": {"Status": None}, "HTML-Metadata": html}),  # "None": not_ok
+        _envelope({"Response-Message": {}, "HTML-Metadata": html}),
+        _envelope({"Response-Message": None, "HTML-Metadata": {"Links": None, "Head": None}}),
+        _envelope({"HTML-Metadata": {}}),
+        _envelope({"Response-Message": {"Status": "404"}, "HTML-Metadata": html}),
+        _envelope({}), _envelope(None), _envelope({"HTML-Metadata": None}),
+        _envelope({"HTML-Metadata": html}, header={"WARC-Type": "request"}),
+        _envelope({"HTML-Metadata": html}, header={}),
+        {"Envelope": {"WARC-Header-Metadata": {"WARC-Type": "response"}}},
+        {"Envelope": {"WARC-Header-Metadata": None, "Payload-Metadata": None}},
+    ]
+    general = [  # types page_of reads another way, or fails on
+        _envelope({"HTML-Metadata": {"Links": [{"path": 5, "url": "x"}, img]}}),
+        _envelope({"HTML-Metadata": {"Links": [{"path": "IMG@/src", "url": 5}]}}),
+        _envelope({"HTML-Metadata": {"Links": ["IMG@/src"]}}),
+        _envelope({"HTML-Metadata": {"Links": {}}}), _envelope({"HTML-Metadata": {"Links": "ab"}}),
+        _envelope({"HTML-Metadata": []}), _envelope({"HTML-Metadata": "x"}), _envelope("x"),
+        _envelope({"Response-Message": "", "HTML-Metadata": html}),
+        _envelope({"Response-Message": [1], "HTML-Metadata": html}),
+        _envelope({"HTML-Metadata": {"Head": {"Base": 3}, "Links": [img]}}),
+        _envelope({"HTML-Metadata": html}, header={"WARC-Type": 7}),
+        _envelope({"HTML-Metadata": html}, header=[1]),
+        {"Envelope": {"Payload-Metadata": []}}, {"Envelope": 3}, {"x": 1}, [1],
+    ]
+    raw_general = [
+        json.dumps(typed[0]).replace('"x"', '"\xff"').encode("latin-1"),  # bad UTF-8, skipped field
+        json.dumps(typed[0]).encode()[:-1] + b', "n": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        json.dumps(typed[0]).encode()[:-1] + b', "n": NaN}',
+        json.dumps(typed[0]).encode()[:-1] + b', "n": "\\ud800"}',
+        b'{"Envelope": {"a": 1, "Envelope": 2}', b"", b"{}",
+    ]
+    for record in typed:
+        data = json.dumps(record).encode()
+        wat._RECORD.decode(data)  # the typed path reads it
+        assert wat._page(data) == _reference_page(data), record
+    for data in [json.dumps(r).encode() for r in general] + raw_general:
+        with pytest.raises((ValueError, RecursionError)):  # msgspec's errors are ValueErrors
+            wat._RECORD.decode(data) if wat._utf8(data) else data.decode()
+        assert wat._page(data) == _reference_page(data), data[:200]
+    page = wat._page(json.dumps(typed[0]).encode())
+    assert page == Page("http://a.org/p", "/b/", [("i.jpg", "cat", "t")], textless=2)
+    assert [wat._page(json.dumps(r).encode()) for r in typed[1:4]] == [page, Skip("not_ok"), page]
+    assert wat._page(json.dumps(general[1]).encode()) == CORRUPT
+    assert wat._page(raw_general[0]) == CORRUPT and wat._page(raw_general[1]) == CORRUPT

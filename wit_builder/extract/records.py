@@ -24,6 +24,9 @@ class Page(NamedTuple):
     images: list[Image]
     # A page cut at max_page_bytes: the `<img>` tags in the part not read (None: read whole).
     images_cut: int | None = None
+    # Images with neither alt nor title, counted rather than listed (WAT): each is one candidate,
+    # its alt, dropped as `empty_text`.
+    textless: int = 0
 
 
 class Row(NamedTuple):

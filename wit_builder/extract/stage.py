@@ -112,8 +112,11 @@ class _Rows:
                 self.tally["pages_truncated"] += 1
                 if item.images_cut:  # their titles are unknown: one candidate each, the alt
                     self.tally["drop:page_truncated"] += item.images_cut
+            if item.textless:
+                self.tally["drop:empty_text"] += item.textless
             if not item.images:
-                self.tally["skip:no_images"] += 1
+                if not item.textless:
+                    self.tally["skip:no_images"] += 1
                 return
             for column, values in zip(self.img, zip(*item.images)):
                 column.extend(values)

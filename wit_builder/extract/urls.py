@@ -200,19 +200,59 @@ def _lower_scheme(urls: pa.Array) -> pa.Array:
     return _patch(urls, pc.invert(lowered), lower)
 
 
+_NULL = pa.scalar(None, pa.string())
+
+
 def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_chars: int,
                 max_url_chars: int) -> tuple[pa.Array, pa.Array]:
     """(urls, reasons) as `check_text` then `resolve` give them, for cleaned `texts`: string
     arrays, the reason null where the row is kept."""
-    null = pa.scalar(None, pa.string())
     length = pc.utf8_length(texts)
     text_reason = pc.if_else(pc.equal(length, 0), "empty_text", pc.if_else(
         pc.match_substring(texts, "\ufffd"), "undecodable",
-        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", null)))
+        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", _NULL)))
+    text_ok = pc.is_null(text_reason)
+    if pc.all(text_ok).as_py():
+        return _check_urls(raw_urls, bases, max_url_chars)
+    # A row whose text fails is dropped for its text: its URL is not looked at.
+    url, url_reason = _check_urls(raw_urls.filter(text_ok), bases.filter(text_ok), max_url_chars)
+    return (pc.replace_with_mask(pa.nulls(len(texts), pa.string()), text_ok, url),
+            pc.replace_with_mask(text_reason, text_ok, url_reason))
+
+
+def _check_urls(raw_urls: pa.Array, bases: pa.Array, max_url_chars: int) -> tuple[pa.Array, pa.Array]:
+    """(urls, reasons) as `resolve` gives them. Each kernel runs only on the rows still
+    undecided: absolute URLs (most of them) first, then relative ones, then `resolve` itself."""
     raw = pc.fill_null(raw_urls, "")
-    whole = pc.invert(_re(raw, _EMPTY_PART))
-    plain = pc.and_(whole, pc.invert(_re(raw, _DOTS)))
-    absolute = pc.and_(_re(raw, _ABSOLUTE), whole)
+    absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
+    url = pc.if_else(absolute, _lower_scheme(raw), _NULL)
+    relative = pc.invert(absolute)
+    if pc.any(relative).as_py():
+        url = pc.replace_with_mask(url, relative, _join_relative(raw.filter(relative),
+                                                                 bases.filter(relative)))
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(url), max_url_chars), False)
+    url = pc.if_else(too_long, _NULL, url)
+    reason = pc.if_else(too_long, "url_too_long", _NULL)
+    undecided = pc.and_(pc.is_null(url), pc.invert(too_long))
+    if not pc.any(undecided).as_py():
+        return url, reason
+    rest = raw.filter(undecided)
+    other_scheme = pc.and_(_re(rest, _SCHEME), pc.invert(_re(rest, _NOT_PLAIN)))
+    reason = pc.replace_with_mask(reason, undecided, pc.if_else(
+        _re(rest, _BLANK), "empty_url", pc.if_else(other_scheme, "non_http", _NULL)))
+    slow = pc.and_(undecided, pc.is_null(reason))
+    if not pc.any(slow).as_py():
+        return url, reason
+    resolved = [resolve(raw_url, base, max_url_chars) for raw_url, base
+                in zip(raw_urls.filter(slow).to_pylist(), bases.filter(slow).to_pylist())]
+    return (pc.replace_with_mask(url, slow, pa.array([u for u, _ in resolved], pa.string())),
+            pc.replace_with_mask(reason, slow, pa.array([r for _, r in resolved], pa.string())))
+
+
+def _join_relative(raw: pa.Array, bases: pa.Array) -> pa.Array:
+    """Relative references (no nulls) joined to their base URLs where that is certain without
+    urljoin; null elsewhere."""
+    plain = pc.invert(_re(raw, _EMPTY_PART + "|" + _DOTS))
     # A page's base URL repeats for each of its images: the regexes run once per distinct base.
     coded = pc.dictionary_encode(pc.fill_null(bases, ""))
     distinct, codes = coded.dictionary, coded.indices
@@ -220,34 +260,21 @@ def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_c
     joinable = pc.and_(base_valid.take(codes), plain)
     folder_ok = pc.and_(base_valid, pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
     base = _lower_scheme(distinct)
-    proto = pc.and_(joinable, _re(raw, _PROTOCOL_RELATIVE))
-    path_abs = pc.and_(joinable, _re(raw, _PATH_ABSOLUTE))
-    path_rel = pc.and_(pc.and_(folder_ok, plain), pc.and_(pc.invert(_re(raw, _FOLDED)),
-                                                          _re(raw, _PATH_RELATIVE)))
-    scheme = pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:").take(codes)
-    origin = pc.replace_substring_regex(base, _ORIGIN, r"\1").take(codes)
     folder = pc.replace_substring_regex(base, _BASE_DIR, r"\1\2")
-    folder = pc.if_else(pc.ends_with(folder, "/"), folder,
-                        pc.binary_join_element_wise(folder, "/", "")).take(codes)
-    url = pc.case_when(
-        pc.make_struct(absolute, proto, path_abs, path_rel),
-        _lower_scheme(raw), pc.binary_join_element_wise(scheme, raw, ""),
-        pc.binary_join_element_wise(origin, raw, ""), pc.binary_join_element_wise(folder, raw, ""))
-    fast = pc.is_valid(url)
-    too_long = pc.fill_null(pc.greater(pc.utf8_length(url), max_url_chars), False)
-    url = pc.if_else(too_long, null, url)
-    other_scheme = pc.and_(_re(raw, _SCHEME), pc.invert(_re(raw, _NOT_PLAIN)))
-    url_reason = pc.if_else(too_long, "url_too_long", pc.if_else(
-        _re(raw, _BLANK), "empty_url", pc.if_else(other_scheme, "non_http", null)))
-    text_ok = pc.is_null(text_reason)
-    reason = pc.if_else(text_ok, url_reason, text_reason)
-    slow = pc.and_(pc.and_(pc.invert(fast), text_ok), pc.is_null(url_reason))
-    if not pc.any(slow).as_py():
-        return url, reason
-    raw_list, base_list = raw_urls.filter(slow).to_pylist(), bases.filter(slow).to_pylist()
-    resolved = [resolve(raw_url, base_url_, max_url_chars) for raw_url, base_url_ in zip(raw_list, base_list)]
-    return (pc.replace_with_mask(url, slow, pa.array([u for u, _ in resolved], pa.string())),
-            pc.replace_with_mask(reason, slow, pa.array([r for _, r in resolved], pa.string())))
+    # The three kinds exclude each other (by their first characters): each is joined alone.
+    kinds = [
+        (pc.and_(joinable, _re(raw, _PROTOCOL_RELATIVE)),
+         pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:")),
+        (pc.and_(joinable, _re(raw, _PATH_ABSOLUTE)), pc.replace_substring_regex(base, _ORIGIN, r"\1")),
+        (pc.and_(pc.and_(folder_ok, plain), pc.and_(pc.invert(_re(raw, _FOLDED)), _re(raw, _PATH_RELATIVE))),
+         pc.if_else(pc.ends_with(folder, "/"), folder, pc.binary_join_element_wise(folder, "/", ""))),
+    ]
+    url = pa.nulls(len(raw), pa.string())
+    for mask, prefix in kinds:
+        if pc.any(mask).as_py():
+            url = pc.replace_with_mask(url, mask, pc.binary_join_element_wise(
+                prefix.take(codes.filter(mask)), raw.filter(mask), ""))
+    return url
 
 
 def uid_array(url: pa.Array, text: pa.Array) -> pa.Array:

@@ -12,11 +12,15 @@ A WAT is a WARC file of `metadata` records whose JSON payload describes one WARC
 
 Links keep their URLs as written in the page (relative ones too); extract resolves them.
 
-Records are read with fastwarc and parsed with orjson (`read`); a record orjson rejects (lone
-surrogates, NaN, huge numbers, bad JSON) is parsed again with `json`, so every record reads as it
-did with the warcio + json reader (`read_warcio`, kept as the reference). Damage is detected the
-way warc.complete_records does it: a record shorter than its Content-Length, a truncated or bad
-gzip member, or garbage after the last record becomes one `CORRUPT` that ends the file.
+Records are read with fastwarc (`read`). Their JSON is decoded by msgspec straight into the few
+fields above (`_Record`): the other fields, and the `A@/href` links' texts, are skipped without
+making Python objects, which is most of a WAT's bytes. A record that does not fit those types,
+that is not valid UTF-8, or that msgspec rejects, is read again by the general path (`_page_any`:
+orjson, then `json` for what orjson rejects: lone surrogates, NaN, huge numbers), so every record
+reads as it does with the warcio + json reader (`read_warcio`, kept as the reference). Damage is
+detected the way warc.complete_records does it: a record shorter than its Content-Length, a
+truncated or bad gzip member, or garbage after the last record becomes one `CORRUPT` that ends
+the file.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import zlib
 from contextlib import contextmanager
 from typing import Iterator
 
+import msgspec
 import orjson
 
 from wit_builder.extract.html import Image
@@ -41,8 +46,9 @@ def _select_metadata(record) -> str | None:
     return None if record.rec_type == "metadata" else "not_metadata"
 
 
-def page_of(envelope: dict, scrubbed: bool = True) -> Page | Skip:
-    """The page one WAT envelope describes, or why it holds no candidates."""
+def page_of(envelope: dict) -> Page | Skip:
+    """The page one WAT envelope (any JSON values) describes, or why it holds no candidates;
+    raises AttributeError where the layout does not hold (a string where an object belongs)."""
     warc_header = envelope.get("WARC-Header-Metadata") or {}
     if warc_header.get("WARC-Type") != "response":
         return Skip("not_response")
@@ -55,29 +61,114 @@ def page_of(envelope: dict, scrubbed: bool = True) -> Page | Skip:
     meta = response.get("HTML-Metadata")
     if not isinstance(meta, dict):
         return Skip("not_html")
-    links = meta.get("Links") or ()
-    if scrubbed:
-        images = [Image(scrub(link.get("url")), scrub(link.get("alt")), scrub(link.get("title")))
-                  for link in links if link.get("path") == IMG_SRC]
-    else:  # orjson rejects lone surrogates: nothing to scrub
-        images = [(link.get("url"), link.get("alt"), link.get("title"))
-                  for link in links if link.get("path") == IMG_SRC]
+    found = [Image(scrub(link.get("url")), scrub(link.get("alt")), scrub(link.get("title")))
+             for link in meta.get("Links") or () if link.get("path") == IMG_SRC]
+    images = [image for image in found if image.alt or image.title]
     page_url = page_url_of(scrub(warc_header.get("WARC-Target-URI")))
-    return Page(page_url, scrub((meta.get("Head") or {}).get("Base")), images)
+    return Page(page_url, scrub((meta.get("Head") or {}).get("Base")), images,
+                textless=len(found) - len(images))
+
+
+# The layout `page_of` reads, as msgspec types: a field that is missing or null takes its
+# default, as `dict.get` gives None; a value of another type fails the decode (and the record
+# takes the general path), so `_typed_page` only ever sees strings where page_of expects them.
+class _Link(msgspec.Struct):
+    path: str | None = None
+    url: str | None = None
+    alt: str | None = None
+    title: str | None = None
+
+
+class _Head(msgspec.Struct):
+    base: str | None = msgspec.field(default=None, name="Base")
+
+
+class _Html(msgspec.Struct):
+    head: _Head | None = msgspec.field(default=None, name="Head")
+    links: list[_Link] | None = msgspec.field(default=None, name="Links")
+
+
+class _Message(msgspec.Struct):
+    status: object = msgspec.field(default="200", name="Status")  # page_of takes str() of it
+
+
+class _Response(msgspec.Struct):
+    message: _Message | None = msgspec.field(default=None, name="Response-Message")
+    html: _Html | None = msgspec.field(default=None, name="HTML-Metadata")
+
+
+class _Payload(msgspec.Struct):
+    response: _Response | None = msgspec.field(default=None, name="HTTP-Response-Metadata")
+
+
+class _Header(msgspec.Struct):
+    type: str | None = msgspec.field(default=None, name="WARC-Type")
+    target_uri: str | None = msgspec.field(default=None, name="WARC-Target-URI")
+
+
+class _Envelope(msgspec.Struct):
+    header: _Header | None = msgspec.field(default=None, name="WARC-Header-Metadata")
+    payload: _Payload | None = msgspec.field(default=None, name="Payload-Metadata")
+
+
+class _Record(msgspec.Struct):
+    envelope: _Envelope = msgspec.field(name="Envelope")
+
+
+_RECORD = msgspec.json.Decoder(_Record)
+
+
+def _typed_page(envelope: _Envelope) -> Page | Skip:
+    """`page_of` for a decoded `_Record`'s envelope (the same tests in the same order)."""
+    if envelope.header is None or envelope.header.type != "response":
+        return Skip("not_response")
+    response = envelope.payload and envelope.payload.response
+    if response is None:
+        return Skip("not_http")
+    if not str(response.message.status if response.message else "200").startswith("2"):
+        return Skip("not_ok")
+    meta = response.html
+    if meta is None:
+        return Skip("not_html")
+    found = [link for link in meta.links or () if link.path == IMG_SRC]
+    images = [Image(link.url, link.alt, link.title) for link in found if link.alt or link.title]
+    return Page(page_url_of(envelope.header.target_uri), meta.head and meta.head.base, images,
+                textless=len(found) - len(images))
+
+
+def _utf8(data: bytes) -> bool:
+    # msgspec checks UTF-8 only in the strings it decodes, json and orjson in the whole record.
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _page(data: bytes):
+    if _utf8(data):
+        try:
+            return _typed_page(_RECORD.decode(data).envelope)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            pass
+    return _page_any(data)
+
+
+def _page_any(data: bytes):
+    """A record that is not the layout's types, or is no JSON, read the way `json` reads it."""
     # orjson (>= 3.13) rejects what it would read differently from json (lone surrogates, NaN,
-    # huge numbers): those records (rare; Common Crawl writes UTF-8) take the json path below.
+    # huge numbers): those records take json.
     try:
-        return page_of(orjson.loads(data)["Envelope"], scrubbed=False)
+        return page_of(orjson.loads(data)["Envelope"])
     except orjson.JSONDecodeError:
         pass
     except (KeyError, TypeError, AttributeError):
         return CORRUPT
     try:
         return page_of(json.loads(data)["Envelope"])
-    except (ValueError, KeyError, TypeError, AttributeError):  # bad JSON or not the layout
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # not the layout
         return CORRUPT
 
 
@@ -174,6 +265,6 @@ def read_warcio(fileobj, max_bytes: int) -> Iterator:
             continue
         try:
             page = page_of(json.loads(item.data)["Envelope"])
-        except (ValueError, KeyError, TypeError, AttributeError):  # bad JSON or not the layout
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # not the layout
             page = CORRUPT
         yield page
