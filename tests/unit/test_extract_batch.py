@@ -29,12 +29,18 @@ EDGE_URLS = [
     # path-absolute references keep ':' and '//' (urljoin takes only the base's origin)
     "/web/2011im_/http://b.de/x.gif", "/a//b.jpg", "/a/../b.jpg", "/a:b.jpg", "/a/./b:c//d",
     "//cdn.a.com/a//b.jpg", "//cdn.a.com/a/../b.jpg",
+    # leading "./" and "../" segments climb the base's folder, not above its root
+    "../../x.jpg", "../../../../../x.jpg", "./../x.jpg", ".././x.jpg", "../x/../y.jpg", "../x/./y.jpg",
+    "../?a", "../#f", "../", "./", "..//x.jpg", "../x.jpg?", "../x.jpg#", "...//x.jpg", ".../x.jpg",
+    "../..x/y.jpg", "../x y.jpg", "../ü.jpg", "../x.jpg?u=../y", "../a:b.jpg", ".x.jpg", "..x.jpg",
+    "./x.jpg?q=1#f", "../../a/b/c.jpg", "./.", "../..", "./%2e%2e/x.jpg",
 ]
 EDGE_BASES = [None, "", "http://p.com", "http://p.com/", "http://p.com/a/b.html",
               "HTTPS://P.com/a/b/?q=1#f", "http://p.com:8080/a/", "http://p.com/a/./b/",
               "http://p.com/a//b/c", "http://p.com/a;x/b", "ftp://p.com/a/", "http://p.com?q=a/b",
               "http://user@p.com/a/", "http://p.com/a/b.html?x=//y",
-              "https://web.archive.org/web/2011/http://p.com/i.php?a=1", "http://p.com/a/../b/"]
+              "https://web.archive.org/web/2011/http://p.com/i.php?a=1", "http://p.com/a/../b/",
+              "http://p.com/a/b/c/d.html", "HTTP://p.com:81/a/b/c/?x=1", "http://p.com/a/b/c/"]
 
 
 def _reference(raw, text, base, max_text=1000, max_url=2048):

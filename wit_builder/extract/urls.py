@@ -157,11 +157,9 @@ _PROTOCOL_RELATIVE = rf"^//{_NETLOC}(?:[/?#][{_CH}/?#-]*)?$"
 _PATH_ABSOLUTE = rf"^/[{_CH}?#-][{_CH}/:?#-]*$"
 _PATH_RELATIVE = rf"^[{_CH}-][{_CH}/?#-]*$"
 # Anything here sends a URL to the per-row path: an empty query or fragment (urlunsplit drops
-# its '?'/'#'), dot segments, and (for path-relative ones) '//' after the first character,
-# which urljoin folds together with the base's path.
+# its '?'/'#'), and dot segments (but those that lead a path-relative reference, `_climb`).
 _EMPTY_PART = r"\?#|[?#]$"
 _DOTS = r"(?:^|/)\.\.?(?:[/?#]|$)"
-_FOLDED = r".//"
 _TRICKY_BASE = r"\?#|[?#]$|/\.\.?(?:[/?#]|$)|://.*//"
 # Values resolve() drops without urllib: blank ones, and ones with a scheme that is not http(s)
 # (data:, javascript:, ...; scheme as urlsplit reads it, nothing it would strip or split on).
@@ -192,7 +190,7 @@ def clean_texts(texts: pa.Array) -> pa.Array:
 
 
 def _lower_scheme(urls: pa.Array) -> pa.Array:
-    """`urls` (no nulls) with an upper-case http(s) scheme lower-cased."""
+    """`urls` with an upper-case http(s) scheme lower-cased."""
     def lower(some: pa.Array) -> pa.Array:
         some = pc.replace_substring_regex(some, r"^(?i:https)://", "https://")
         return pc.replace_substring_regex(some, r"^(?i:http)://", "http://")
@@ -225,7 +223,7 @@ def _check_urls(raw_urls: pa.Array, bases: pa.Array, max_url_chars: int) -> tupl
     undecided: absolute URLs (most of them) first, then relative ones, then `resolve` itself."""
     raw = pc.fill_null(raw_urls, "")
     absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
-    url = pc.if_else(absolute, _lower_scheme(raw), _NULL)
+    url = _lower_scheme(pc.if_else(absolute, raw, _NULL))
     relative = pc.invert(absolute)
     if pc.any(relative).as_py():
         url = pc.replace_with_mask(url, relative, _join_relative(raw.filter(relative),
@@ -261,19 +259,44 @@ def _join_relative(raw: pa.Array, bases: pa.Array) -> pa.Array:
     folder_ok = pc.and_(base_valid, pc.invert(_re(distinct, _TRICKY_BASE))).take(codes)
     base = _lower_scheme(distinct)
     folder = pc.replace_substring_regex(base, _BASE_DIR, r"\1\2")
-    # The three kinds exclude each other (by their first characters): each is joined alone.
+    folder = pc.if_else(pc.ends_with(folder, "/"), folder, pc.binary_join_element_wise(folder, "/", ""))
+    # The kinds exclude each other (by their first characters): each is joined alone. A
+    # path-relative reference does not start with '/', so any '//' in it is past the first
+    # character, where urljoin would fold it.
     kinds = [
         (pc.and_(joinable, _re(raw, _PROTOCOL_RELATIVE)),
          pc.replace_substring_regex(base, r"^([a-z]+):.*$", r"\1:")),
         (pc.and_(joinable, _re(raw, _PATH_ABSOLUTE)), pc.replace_substring_regex(base, _ORIGIN, r"\1")),
-        (pc.and_(pc.and_(folder_ok, plain), pc.and_(pc.invert(_re(raw, _FOLDED)), _re(raw, _PATH_RELATIVE))),
-         pc.if_else(pc.ends_with(folder, "/"), folder, pc.binary_join_element_wise(folder, "/", ""))),
+        (pc.and_(pc.and_(folder_ok, plain),
+                 pc.and_(_re(raw, _PATH_RELATIVE), pc.invert(pc.match_substring(raw, "//")))), folder),
     ]
     url = pa.nulls(len(raw), pa.string())
     for mask, prefix in kinds:
         if pc.any(mask).as_py():
             url = pc.replace_with_mask(url, mask, pc.binary_join_element_wise(
                 prefix.take(codes.filter(mask)), raw.filter(mask), ""))
+    dotted = pc.and_(pc.and_(folder_ok, pc.invert(plain)), pc.starts_with(raw, "."))
+    if pc.any(dotted).as_py():
+        url = pc.replace_with_mask(url, dotted, _climb(raw.filter(dotted), folder, codes.filter(dotted)))
+    return url
+
+
+def _climb(raw: pa.Array, folders: pa.Array, codes: pa.Array) -> pa.Array:
+    """References that start with "./" and "../" segments (pages write "../img/x.png" often)
+    joined to their base folders ("scheme://host/a/b/"), each "../" one folder up (not above
+    the root); null where what follows those segments is not plain."""
+    parts = pc.extract_regex(raw, r"^(?P<lead>(?:\.\.?/)+)(?P<rest>.*)$")
+    lead, rest = pc.struct_field(parts, "lead"), pc.struct_field(parts, "rest")
+    ok = pc.and_(pc.and_(_re(rest, _PATH_RELATIVE), pc.invert(_re(rest, _EMPTY_PART + "|" + _DOTS))),
+                 pc.invert(pc.fill_null(pc.match_substring(rest, "//"), True)))
+    ups = pc.count_substring(lead, "../")
+    url = pa.nulls(len(raw), pa.string())
+    for up in pc.unique(ups.filter(ok)).to_pylist():
+        mask = pc.and_(ok, pc.fill_null(pc.equal(ups, up), False))
+        climbed = pc.replace_substring_regex(
+            folders, rf"^([^/]+//[^/]*/(?:[^/]+/)*?)(?:[^/]+/){{0,{up}}}$", r"\1")
+        url = pc.replace_with_mask(url, mask, pc.binary_join_element_wise(
+            climbed.take(codes.filter(mask)), rest.filter(mask), ""))
     return url
 
 

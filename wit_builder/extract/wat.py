@@ -72,46 +72,46 @@ def page_of(envelope: dict) -> Page | Skip:
 # The layout `page_of` reads, as msgspec types: a field that is missing or null takes its
 # default, as `dict.get` gives None; a value of another type fails the decode (and the record
 # takes the general path), so `_typed_page` only ever sees strings where page_of expects them.
-class _Link(msgspec.Struct):
+class _Link(msgspec.Struct, gc=False):
     path: str | None = None
     url: str | None = None
     alt: str | None = None
     title: str | None = None
 
 
-class _Head(msgspec.Struct):
+class _Head(msgspec.Struct, gc=False):
     base: str | None = msgspec.field(default=None, name="Base")
 
 
-class _Html(msgspec.Struct):
+class _Html(msgspec.Struct, gc=False):
     head: _Head | None = msgspec.field(default=None, name="Head")
     links: list[_Link] | None = msgspec.field(default=None, name="Links")
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     status: object = msgspec.field(default="200", name="Status")  # page_of takes str() of it
 
 
-class _Response(msgspec.Struct):
+class _Response(msgspec.Struct, gc=False):
     message: _Message | None = msgspec.field(default=None, name="Response-Message")
     html: _Html | None = msgspec.field(default=None, name="HTML-Metadata")
 
 
-class _Payload(msgspec.Struct):
+class _Payload(msgspec.Struct, gc=False):
     response: _Response | None = msgspec.field(default=None, name="HTTP-Response-Metadata")
 
 
-class _Header(msgspec.Struct):
+class _Header(msgspec.Struct, gc=False):
     type: str | None = msgspec.field(default=None, name="WARC-Type")
     target_uri: str | None = msgspec.field(default=None, name="WARC-Target-URI")
 
 
-class _Envelope(msgspec.Struct):
+class _Envelope(msgspec.Struct, gc=False):
     header: _Header | None = msgspec.field(default=None, name="WARC-Header-Metadata")
     payload: _Payload | None = msgspec.field(default=None, name="Payload-Metadata")
 
 
-class _Record(msgspec.Struct):
+class _Record(msgspec.Struct, gc=False):
     envelope: _Envelope = msgspec.field(name="Envelope")
 
 
