@@ -85,7 +85,7 @@ def _items(f: InputFile, opts: Options) -> Iterator:
 class _Rows:
     """Candidate rows of one file and the file's tally. Readers' items are gathered column by
     column (raw values); the checks, URL resolution and uids run on whole batches
-    (urls.check_batch), with the same results as the per-row functions."""
+    (urls.check_texts, urls.check_urls), with the same results as the per-row functions."""
 
     def __init__(self, source: str, opts: Options):
         self.source, self.opts = source, opts
@@ -134,30 +134,47 @@ class _Rows:
             self.tally["drop:" + item.reason] += 1
 
     def _image_candidates(self):
-        """(raw url, cleaned text, base, page url, kind) columns of the gathered images: each
-        image's alt, then its title when wanted, present and not the alt (html.texts)."""
+        """(text, kind, raw url, base, page url) of the gathered images' candidates: each image's
+        alt, then its title when wanted, present and not the alt (html.texts), texts cleaned.
+        The last three are dictionary arrays over the images and pages: only the rows whose
+        text passes are ever spelled out."""
         src, alt, title = (pa.array(c, pa.string()) for c in self.img)
         bases, pages, counts = self.pages
-        page_of_image = pa.array(np.repeat(np.arange(len(counts)), counts))
-        bases, pages = (pa.array(c, pa.string()).take(page_of_image) for c in (bases, pages))
-        alt = urls.clean_texts(alt)
-        if not self.opts.include_title:
-            return src, alt, bases, pages, pa.repeat("alt", len(src))
-        title = urls.clean_texts(title)
-        extra = pc.and_(pc.not_equal(title, ""), pc.not_equal(title, alt))
+        page_of_image = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
         n = len(src)
-        order = np.concatenate([np.arange(n) * 2, np.flatnonzero(extra.to_numpy(zero_copy_only=False)) * 2 + 1])
-        take = pa.array(np.argsort(order, kind="stable"))
-        cat = lambda a, b: pa.concat_arrays([a, b.filter(extra)]).take(take)  # noqa: E731
-        kinds = pa.concat_arrays([pa.repeat("alt", n), pa.repeat("title", n).filter(extra)]).take(take)
-        return cat(src, src), cat(alt, title), cat(bases, bases), cat(pages, pages), kinds
+        image = np.arange(n, dtype=np.int32)
+        text, kind = urls.clean_texts(alt), pa.repeat("alt", n)
+        titled = np.flatnonzero(pc.is_valid(title).to_numpy(zero_copy_only=False))
+        if self.opts.include_title and len(titled):
+            title = urls.clean_texts(title.take(titled))
+            extra = pc.and_(pc.not_equal(title, ""), pc.not_equal(title, text.take(titled)))
+            twice = np.zeros(n, np.int32)  # an image with two candidates: its alt, then its title
+            twice[titled[extra.to_numpy(zero_copy_only=False)]] = 1
+            if twice.any():
+                image = np.repeat(image, twice + 1)
+                is_title = np.zeros(len(image), bool)
+                is_title[np.cumsum(twice + 1)[twice == 1] - 1] = True
+                take = image.astype(np.int64)
+                take[is_title] = n + np.arange(int(twice.sum()))
+                text = pa.concat_arrays([text, title.filter(extra)]).take(take)
+                kind = pc.if_else(is_title, "title", "alt")
+        page = pa.array(page_of_image[image])
+        return (text, kind, pa.DictionaryArray.from_arrays(image, src),
+                pa.DictionaryArray.from_arrays(page, pa.array(bases, pa.string())),
+                pa.DictionaryArray.from_arrays(page, pa.array(pages, pa.string())))
 
     def _table_candidates(self):
         t = self.tables
-        url = pa.concat_arrays([x.url for x in t])
         text = urls.clean_texts(pa.concat_arrays([x.text for x in t]))
         page = pa.concat_arrays([x.page_url for x in t])
-        return url, text, page, page, pa.repeat("tabular", len(url))
+        return text, pa.repeat("tabular", len(text)), pa.concat_arrays([x.url for x in t]), page, page
+
+    def _drop(self, reasons: pa.Array) -> pa.Array:
+        """Counts the rows' drop reasons; the mask of the rows kept (reason null)."""
+        keep = pc.is_null(reasons)
+        for count in pc.value_counts(reasons.drop_null()).to_pylist():
+            self.tally["drop:" + count["values"]] += count["counts"]
+        return keep
 
     def flush(self) -> Iterator[pa.RecordBatch]:
         """The checked rows gathered so far (nothing when there are none)."""
@@ -167,12 +184,12 @@ class _Rows:
         if self.tables:
             parts.append(self._table_candidates())
         self._reset()
-        for raw, text, base, page, kind in parts:
-            url, reason = urls.check_batch(raw, text, base, self.opts.max_text_chars,
-                                           self.opts.max_url_chars)
-            keep = pc.is_null(reason)
-            for count in pc.value_counts(reason.filter(pc.invert(keep))).to_pylist():
-                self.tally["drop:" + count["values"]] += count["counts"]
+        for columns in parts:
+            # A row whose text fails is dropped for its text: its URL is not looked at.
+            keep = self._drop(urls.check_texts(columns[0], self.opts.max_text_chars))
+            text, kind, raw, base, page = (_plain(c.filter(keep)) for c in columns)
+            url, reasons = urls.check_urls(raw, base, self.opts.max_url_chars)
+            keep = self._drop(reasons)
             kept = pc.sum(keep).as_py() or 0
             if not kept:
                 continue
@@ -206,6 +223,10 @@ def extract_file(f: InputFile, opts: Options) -> Iterator[pa.RecordBatch]:
         rows.tally["files_missing"] += 1
     yield from rows.flush()
     yield rows.tally_batch()
+
+
+def _plain(column: pa.Array) -> pa.Array:
+    return column.dictionary_decode() if isinstance(column, pa.DictionaryArray) else column
 
 
 class _Parts:

@@ -144,8 +144,12 @@ _ODD_SPACE = rf"[{_SPACES}]|  |^ | $"  # what clean_text changes
 _CH = r"A-Za-z0-9._~!$&'()*+,=@%"
 _NETLOC = r"[A-Za-z0-9._~-]+"
 # An absolute http(s) URL that resolve() returns as is (scheme lower-cased): no userinfo, no
-# port, no brackets, no whitespace, no non-ASCII.
-_ABSOLUTE = rf"^(?i:https?)://{_NETLOC}(?:[/?#][{_CH}/:?#-]*)?$"
+# port, no brackets, no whitespace, no non-ASCII, and no empty query or fragment (see
+# _EMPTY_PART): each run of '?' and '#' is '#'s then '?'s and has a character after it.
+_URL_CHAR = rf"[{_CH}/:-]"
+_RUN = rf"#*\?*{_URL_CHAR}"
+_ABSOLUTE = (rf"^(?i:https?)://{_NETLOC}"
+             rf"(?:/(?:{_RUN})*|#+\?*{_URL_CHAR}(?:{_RUN})*|\?+{_URL_CHAR}(?:{_RUN})*)?$")
 # A base URL the fast joins accept: as above (a port of up to 4 digits allowed), no ';' params.
 _BASE = rf"^(?i:https?)://{_NETLOC}(?::[0-9]{{1,4}})?(?:[/?#][{_CH}/:?#-]*)?$"
 _BASE_DIR = r"^([A-Za-z]+://[^/?#]*)(/(?:[^?#]*/)?)?[^?#/]*(?:[?#].*)?$"
@@ -201,28 +205,20 @@ def _lower_scheme(urls: pa.Array) -> pa.Array:
 _NULL = pa.scalar(None, pa.string())
 
 
-def check_batch(raw_urls: pa.Array, texts: pa.Array, bases: pa.Array, max_text_chars: int,
-                max_url_chars: int) -> tuple[pa.Array, pa.Array]:
-    """(urls, reasons) as `check_text` then `resolve` give them, for cleaned `texts`: string
-    arrays, the reason null where the row is kept."""
+def check_texts(texts: pa.Array, max_chars: int) -> pa.Array:
+    """`check_text` of each cleaned text: the drop reason, null where the text is usable."""
     length = pc.utf8_length(texts)
-    text_reason = pc.if_else(pc.equal(length, 0), "empty_text", pc.if_else(
+    return pc.if_else(pc.equal(length, 0), "empty_text", pc.if_else(
         pc.match_substring(texts, "\ufffd"), "undecodable",
-        pc.if_else(pc.greater(length, max_text_chars), "text_too_long", _NULL)))
-    text_ok = pc.is_null(text_reason)
-    if pc.all(text_ok).as_py():
-        return _check_urls(raw_urls, bases, max_url_chars)
-    # A row whose text fails is dropped for its text: its URL is not looked at.
-    url, url_reason = _check_urls(raw_urls.filter(text_ok), bases.filter(text_ok), max_url_chars)
-    return (pc.replace_with_mask(pa.nulls(len(texts), pa.string()), text_ok, url),
-            pc.replace_with_mask(text_reason, text_ok, url_reason))
+        pc.if_else(pc.greater(length, max_chars), "text_too_long", _NULL)))
 
 
-def _check_urls(raw_urls: pa.Array, bases: pa.Array, max_url_chars: int) -> tuple[pa.Array, pa.Array]:
-    """(urls, reasons) as `resolve` gives them. Each kernel runs only on the rows still
-    undecided: absolute URLs (most of them) first, then relative ones, then `resolve` itself."""
+def check_urls(raw_urls: pa.Array, bases: pa.Array, max_url_chars: int) -> tuple[pa.Array, pa.Array]:
+    """(urls, reasons) as `resolve` gives them (the reason null where the URL is kept). Each
+    kernel runs only on the rows still undecided: absolute URLs (most of them) first, then
+    relative ones, then `resolve` itself."""
     raw = pc.fill_null(raw_urls, "")
-    absolute = pc.and_(_re(raw, _ABSOLUTE), pc.invert(_re(raw, _EMPTY_PART)))
+    absolute = _re(raw, _ABSOLUTE)
     url = _lower_scheme(pc.if_else(absolute, raw, _NULL))
     relative = pc.invert(absolute)
     if pc.any(relative).as_py():
