@@ -148,14 +148,13 @@ class _Rows:
         if self.opts.include_title and len(titled):
             title = urls.clean_texts(title.take(titled))
             extra = pc.and_(pc.not_equal(title, ""), pc.not_equal(title, text.take(titled)))
-            twice = np.zeros(n, np.int32)  # an image with two candidates: its alt, then its title
-            twice[titled[extra.to_numpy(zero_copy_only=False)]] = 1
-            if twice.any():
-                image = np.repeat(image, twice + 1)
-                is_title = np.zeros(len(image), bool)
-                is_title[np.cumsum(twice + 1)[twice == 1] - 1] = True
-                take = image.astype(np.int64)
-                take[is_title] = n + np.arange(int(twice.sum()))
+            has_extra = np.zeros(n, bool)
+            has_extra[titled[extra.to_numpy(zero_copy_only=False)]] = True
+            if has_extra.any():  # such an image has two candidates: its alt, then its title
+                image = np.repeat(image, has_extra + 1)
+                is_title = np.concatenate([[False], image[1:] == image[:-1]])
+                # texts: the alts (n), then the extra titles in order
+                take = np.where(is_title, n + np.cumsum(is_title) - 1, image)
                 text = pa.concat_arrays([text, title.filter(extra)]).take(take)
                 kind = pc.if_else(is_title, "title", "alt")
         page = pa.array(page_of_image[image])

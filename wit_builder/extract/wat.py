@@ -72,6 +72,7 @@ def page_of(envelope: dict) -> Page | Skip:
 # The layout `page_of` reads, as msgspec types: a field that is missing or null takes its
 # default, as `dict.get` gives None; a value of another type fails the decode (and the record
 # takes the general path), so `_typed_page` only ever sees strings where page_of expects them.
+# gc=False: a decoded record is a tree, never a reference cycle, so the collector skips it.
 class _Link(msgspec.Struct, gc=False):
     path: str | None = None
     url: str | None = None
@@ -200,8 +201,9 @@ def _tail_intact(tail: bytes) -> tuple[bool, bool]:
 
 @contextmanager
 def _rare_collections():
-    """orjson builds a dict per link, millions per file, none of them in a reference cycle: the
-    cycle collector's youngest-generation passes (every 700 new objects by default) only cost."""
+    """A WAT file makes millions of short-lived objects (links, their lists, image tuples), none
+    of them in a reference cycle: the cycle collector's youngest-generation passes (every 700
+    new objects by default) only cost."""
     threshold = gc.get_threshold()
     gc.set_threshold(max(threshold[0], 100_000), *threshold[1:])
     try:
