@@ -159,3 +159,33 @@ def test_typed_records_read_like_json():
     assert [wat._page(json.dumps(r).encode()) for r in typed[1:4]] == [page, Skip("not_ok"), page]
     assert wat._page(json.dumps(general[1]).encode()) == CORRUPT
     assert wat._page(raw_general[0]) == CORRUPT and wat._page(raw_general[1]) == CORRUPT
+
+
+def test_a_bad_record_is_one_drop_and_the_file_goes_on(tmp_path):
+    """A record nested deeper than json's recursion limit used to end the file (the records
+    after it were lost), and a link whose url is a number stopped the task in Arrow."""
+    from warcio.warcwriter import WARCWriter
+
+    from wit_builder.config import load_config
+    from wit_builder.extract.plan import InputFile
+    from wit_builder.extract.stage import Options, extract_file
+
+    good = _envelope({"HTML-Metadata": {"Links": [{"path": "IMG@/src", "url": "/x.jpg", "alt": "a dog"}]}})
+    bad_url = _envelope({"HTML-Metadata": {"Links": [{"path": "IMG@/src", "url": 5, "alt": "a cat"}]}})
+    deep = b'{"Envelope": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    path = tmp_path / "bad.wat.gz"
+    with open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for data in (deep, json.dumps(good).encode(), json.dumps(bad_url).encode(), json.dumps(good).encode()):
+            writer.write_record(writer.create_warc_record("http://a.org/", "metadata", payload=io.BytesIO(data),
+                                                          warc_content_type="application/json"))
+    page = Page("http://a.org/p", None, [("/x.jpg", "a dog", None)])
+    assert list(wat.read(open(path, "rb"), 1 << 20)) == [CORRUPT, page, CORRUPT, page]
+    tally, rows = {}, []
+    for batch in extract_file(InputFile(str(path), "wat"), Options.from_config(load_config(None))):
+        if batch.column("tally").null_count == batch.num_rows:
+            rows += batch.column("url").to_pylist()
+        else:
+            tally.update(zip(batch.column("tally").to_pylist(), batch.column("n").to_pylist()))
+    assert rows == ["http://a.org/x.jpg"] * 2
+    assert tally == {"records_read": 4, "rows_out": 2, "drop:corrupt_record": 2}
