@@ -201,3 +201,14 @@ def test_uids_are_the_per_row_uid(shared_data, monkeypatch):
     assert len(rows) > 2500 and any(not r["text"].isascii() for r in rows)
     assert [r["uid"] for r in rows] == [uid(r["url"], r["text"]) for r in rows]
     assert uid_array(pa.array([], pa.string()), pa.array([], pa.string())).to_pylist() == []
+
+
+def test_a_line_nested_too_deep_is_one_corrupt_record(tmp_path, monkeypatch):
+    """orjson refuses it (depth), json hits its recursion limit: one drop, the lines after it
+    are read (before: the task stopped with RecursionError)."""
+    deep = b'{"url": "http://a.org/y.jpg", "text": "a cat", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    lines = [json.dumps({"url": f"http://a.org/{i}.jpg", "text": "a dog"}).encode() for i in range(3)]
+    (tmp_path / "deep.jsonl").write_bytes(b"\n".join([lines[0], deep, lines[1], deep, lines[2]]) + b"\n")
+    rows, tally = _extracted(tmp_path / "deep.jsonl", "jsonl", PAGE, monkeypatch, reference=False)
+    assert [r["url"] for r in rows] == [f"http://a.org/{i}.jpg" for i in range(3)]
+    assert tally == {"records_read": 5, "rows_out": 3, "drop:corrupt_record": 2}

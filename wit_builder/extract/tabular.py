@@ -151,10 +151,11 @@ def _pick(obj: dict, name: str):
 
 def _json_line(line: bytes):
     """A line as the standard json module reads it (what orjson refuses or reads differently:
-    NaN, huge numbers, lone surrogates, bytes that are not UTF-8); None for a malformed one."""
+    NaN, huge numbers, lone surrogates, bytes that are not UTF-8); None for a malformed one (or
+    one nested deeper than json's recursion limit)."""
     try:
         return json.loads(line.decode("utf-8", errors="replace"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
