@@ -31,8 +31,7 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
-    if not submitted:  # we are about to start the JVM: fail in one line if it cannot start
+    if not _submitted():  # we are about to start the JVM: fail in one line if it cannot start
         find_java()
     master = master_url(master)
     if master.startswith("local"):
@@ -56,7 +55,7 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         builder = builder.config("spark.ui.enabled", "false")
     if master:
         builder = builder.master(master)
-    if master.startswith("local") and not submitted:
+    if master.startswith("local") and not _submitted():
         builder = builder.config("spark.driver.memory", os.environ.get("WIT_DRIVER_MEMORY", "4g"))
         # Spark's 200 shuffle partitions are sized for clusters; on one machine 2 x cores
         builder = builder.config("spark.sql.shuffle.partitions", str(2 * _local_cores(master)))
@@ -75,11 +74,15 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     return spark
 
 
+def _submitted() -> bool:
+    """Under spark-submit, which starts the JVM first and tells us its port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def master_url(master: str | None) -> str:
-    """The master a session made with `master` gets: under spark-submit (which starts the JVM
-    first and tells us its port) "" (spark-submit's --master stands) unless one is named."""
-    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
-    return master or os.environ.get("WIT_SPARK_MASTER") or ("" if submitted else "local[*]")
+    """The master a session made with `master` gets: under spark-submit "" (spark-submit's
+    --master stands) unless one is named."""
+    return master or os.environ.get("WIT_SPARK_MASTER") or ("" if _submitted() else "local[*]")
 
 
 def _local_cores(master: str) -> int:

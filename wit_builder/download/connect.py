@@ -62,19 +62,18 @@ def connect(address: tuple, timeout: float, source_address=None) -> socket.socke
     `timeout`; raises what socket.create_connection raises."""
     started = time.monotonic()
     wait = CONNECT_TIMES.first_wait(address)
-    while wait is not None and wait < KERNEL_WAIT and wait < timeout - (time.monotonic() - started):
+    while True:
+        left = timeout - (time.monotonic() - started)
+        quick = wait is not None and wait < KERNEL_WAIT and wait < left
         attempt = time.monotonic()
         try:
-            sock = socket.create_connection(address, wait, source_address)
-        except TimeoutError:  # the SYN (or its answer) was most likely dropped
+            sock = socket.create_connection(address, wait if quick else max(0.001, left),
+                                            source_address)
+        except TimeoutError:  # on a quick attempt: the SYN (or its answer) was most likely dropped
+            if not quick:
+                raise
             wait *= 2
             continue
         CONNECT_TIMES.record(address, time.monotonic() - attempt)
         sock.settimeout(timeout)
         return sock
-    attempt = time.monotonic()
-    sock = socket.create_connection(address, max(0.001, timeout - (attempt - started)),
-                                    source_address)
-    CONNECT_TIMES.record(address, time.monotonic() - attempt)
-    sock.settimeout(timeout)
-    return sock
