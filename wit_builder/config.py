@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wit_builder import images
 from wit_builder.errors import UserError
 
 
@@ -143,9 +144,12 @@ class DownloadConfig:
     connections_per_host: int = _at_least(0, 0)
     max_bytes: int = _at_least(20_000_000, 1)
     # One resize decodes the whole image: ~6 bytes a pixel (twice that with 16-bit samples; a
-    # pixel with alpha counts as fetch.ALPHA_COST pixels). 40 Mpx keeps it under ~500 MB per
+    # pixel with alpha counts as images.ALPHA_COST pixels). 40 Mpx keeps it under ~500 MB per
     # download process and still admits 8K frames (33 Mpx) and most camera originals.
-    max_pixels: int = _at_least(40_000_000, 1)
+    max_pixels: int = _at_least(images.MAX_PIXELS, 1)
+    # scans in one progressive JPEG: each costs a pass over every block (images.py); encoders
+    # write 10 to a few dozen, a scan bomb thousands
+    max_scans: int = _at_least(images.MAX_SCANS, 1)
     max_redirects: int = _at_least(5, 0)
     allow_networks: list = field(default_factory=list)  # CIDRs exempt from the private-address rule
     user_agent: str = "wit-builder/0.1 (+https://github.com/wit-builder/wit-builder)"

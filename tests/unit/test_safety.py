@@ -40,7 +40,7 @@ LOOPBACK_ONLY = parse_networks(["127.0.0.0/8"])
     ("64:ff9b::a9fe:a9fe", "metadata"),
     ("64:ff9b::7f00:1", "loopback"),
     ("64:ff9b::808:808", None),  # NAT64 of 8.8.8.8
-    ("64:ff9b:1::a00:1", "reserved"),  # local-use NAT64 (inside ::/8): no fixed layout
+    ("64:ff9b:1::a00:1", "private"),  # local-use NAT64 (RFC 8215), judged as 10.0.0.1
     ("fec0::1", "site-local"),
     ("192.0.0.8", "non-global"),  # IETF protocol assignments
     ("192.88.99.1", "non-global"),  # 6to4 relay anycast
@@ -63,6 +63,19 @@ def test_cloud_metadata_refused_even_inside_the_allow_list(address):
     everything = parse_networks(["0.0.0.0/0", "::/0"])
     assert address_problem(address) == "metadata"
     assert address_problem(address, everything) == "metadata"
+
+
+@pytest.mark.parametrize("address", ["64:ff9b:1::a9fe:a9fe", "::a9fe:a9fe", "::169.254.169.254",
+                                     "64:ff9b:1:0:0:0:a9fe:a9fe"])
+def test_metadata_spellings_refused_inside_a_broad_allow_list(address):
+    """Issue 23 #17: local-use NAT64 and IPv4-compatible spellings of 169.254.169.254."""
+    everything = parse_networks(["0.0.0.0/0", "::/0"])
+    assert address_problem(address, everything) == "metadata"
+
+
+def test_site_local_refused_inside_a_broad_allow_list():
+    assert address_problem("fec0::1", parse_networks(["::/0"])) == "site-local"
+    assert address_problem("fec0:0:0:ffff::1", parse_networks(["fec0::/10"])) == "site-local"
 
 
 def test_allow_list_exempts_only_its_ranges():

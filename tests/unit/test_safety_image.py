@@ -5,8 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from wit_builder.download.fetch import check_image
-from wit_builder.download.safety import Refused
+from wit_builder.images import ImageRefused, check_image
 from wit_builder.download.stage import reason
 
 
@@ -17,7 +16,7 @@ def _encode(img, fmt, **kwargs) -> bytes:
 
 
 def _refusal(data, max_pixels=10_000_000):
-    with pytest.raises(Refused) as info:
+    with pytest.raises(ImageRefused) as info:
         check_image(data, max_pixels)
     return info.value.reason
 
@@ -65,7 +64,7 @@ def test_alpha_counts_for_what_the_resizer_spends_on_it():
     """img2dataset mattes alpha in float64 (~72 bytes a pixel against ~6): a 4 Mpx RGBA PNG
     weighs like 48 Mpx; the same picture opaque passes."""
     from wit_builder.config import DownloadConfig
-    from wit_builder.download.fetch import ALPHA_COST
+    from wit_builder.images import ALPHA_COST
 
     limit = DownloadConfig().max_pixels
     side = 2000

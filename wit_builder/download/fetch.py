@@ -22,18 +22,16 @@ import http.client
 import io
 import ssl
 import threading
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
-
-from PIL import Image
 
 from wit_builder.download.connect import connect
 from wit_builder.download.deadline import WATCHDOG, Deadline
 from wit_builder.download.robots import ROBOTS
 from wit_builder.download.safety import Refused, parse_networks, resolve_checked, split_url
 from wit_builder.extract.urls import requote
+from wit_builder.images import ImageRefused, check_image
 
 REDIRECTS = (301, 302, 303, 307, 308)
 CHUNK = 1 << 16
@@ -48,6 +46,7 @@ class Policy:
     total_timeout: float  # one URL: DNS, every hop, the whole body and every retry together
     max_bytes: int
     max_pixels: int
+    max_scans: int
     max_redirects: int
     allowed: tuple  # ip_network objects exempt from the public-address rule
     user_agent: str
@@ -59,6 +58,7 @@ class Policy:
     def from_config(cls, section) -> "Policy":
         return cls(timeout=section.timeout, total_timeout=section.total_timeout,
                    max_bytes=section.max_bytes, max_pixels=section.max_pixels,
+                   max_scans=section.max_scans,
                    max_redirects=section.max_redirects,
                    allowed=parse_networks(section.allow_networks), user_agent=section.user_agent,
                    retries=section.retries, honor_robots_txt=section.honor_robots_txt,
@@ -232,45 +232,6 @@ def _read_body(response, conn, policy: Policy, deadline: Deadline) -> bytes:
             raise Refused("too_large", "body")
 
 
-# img2dataset's resizer decodes the whole image (OpenCV) and mattes an alpha channel onto white
-# in float64: measured on 40 Mpx PNGs, about 6 bytes a pixel when opaque, 72 with alpha. So a
-# pixel with alpha counts this many times against `max_pixels`.
-ALPHA_COST = 12
-
-
-def _has_alpha(img) -> bool:
-    """Whether OpenCV will decode 4 channels (alpha, or PNG/GIF tRNS transparency)."""
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-
-
-def check_image(data: bytes, max_pixels: int) -> None:
-    """Refuse what is not a whole image of at most `max_pixels` pixels (ALPHA_COST each when
-    the image has alpha: what the resizer's memory grows with).
-
-    The size comes from the header alone (no decoding), so a decompression bomb costs nothing.
-    A JPEG must also be whole: OpenCV, which img2dataset decodes with, turns a truncated JPEG
-    into a half-grey image without an error. A whole JPEG ends with its EOI marker; only one
-    that does not (truncated, or followed by junk) is decoded, at 1/8 scale, to tell which.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width * height * (ALPHA_COST if _has_alpha(img) else 1) > max_pixels:
-                    raise Refused("too_many_pixels", "header")
-                if img.format == "JPEG" and not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
-                    img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
-                    try:
-                        img.load()
-                    except (OSError, SyntaxError, ValueError):
-                        raise Refused("truncated_image", "JPEG") from None
-    except Image.DecompressionBombError:
-        raise Refused("too_many_pixels", "header") from None
-    except (OSError, SyntaxError, ValueError):  # PIL's "cannot identify image file" and kin
-        raise Refused("not_an_image", "undecodable") from None
-
-
 def download_image(row, timeout, user_agent_token, disallowed_header_directives, *_, policy,
                    **__):
     """img2dataset's `download_image` contract, on our fetcher: (key, BytesIO | None, error).
@@ -314,9 +275,9 @@ def _attempt(url, policy, opted_out, deadline):
     """The image as a BytesIO, or the "reason: detail" error string."""
     try:
         data = fetch(url, policy, opted_out, deadline)
-        check_image(data, policy.max_pixels)
+        check_image(data, policy.max_pixels, policy.max_scans)
         return io.BytesIO(data)
-    except Refused as exc:
+    except (Refused, ImageRefused) as exc:
         return str(exc)
     except TimeoutError:
         return "timeout: socket"

@@ -26,7 +26,7 @@ SHARDS_PER_INPUT_FILE = 20  # img2dataset's Reader loads one input file at a tim
 # Settings that change what a shard contains; the others (threads, timeouts...) may differ
 # between an interrupted run and its resumption.
 _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_quality",
-                 "samples_per_shard", "max_bytes", "max_pixels", "max_redirects",
+                 "samples_per_shard", "max_bytes", "max_pixels", "max_scans", "max_redirects",
                  "allow_networks", "user_agent", "honor_robots_tag", "honor_robots_txt")
 
 

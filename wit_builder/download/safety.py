@@ -13,12 +13,16 @@ the same rules before anything reads them (check_inputs).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver
 
 from wit_builder.errors import UserError
 
@@ -85,8 +89,13 @@ NON_GLOBAL = {
         "3fff::/20",  # documentation (RFC 9637)
     )],
 }
-# NAT64's well-known prefix: the last 32 bits are the IPv4 address the gateway connects to.
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Prefixes whose last 32 bits are the IPv4 address the packet reaches: NAT64's well-known prefix,
+# NAT64's local-use prefix (RFC 8215, which gateways commonly use as /96), and the deprecated
+# IPv4-compatible addresses (::a.b.c.d). Such an address is judged as that IPv4 address.
+IPV4_CARRIERS = tuple(map(ipaddress.ip_network, ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")))
+# Never exempt by allow_networks: deprecated site-local space (RFC 3879), where intranets still
+# put resolvers and services, is no image host's address.
+NEVER_ALLOWED = (ipaddress.ip_network("fec0::/10"),)
 
 
 def _category(ip) -> str | None:
@@ -103,11 +112,12 @@ def _category(ip) -> str | None:
 
 
 def _on_the_wire(ip):
-    """The IPv4 address an IPv6 one reaches: IPv4-mapped (::ffff:a.b.c.d) or NAT64."""
+    """The IPv4 address an IPv6 one reaches: IPv4-mapped (::ffff:a.b.c.d), NAT64 or
+    IPv4-compatible (IPV4_CARRIERS); `::` and `::1` stay themselves."""
     if ip.version == 6:
         if ip.ipv4_mapped:
             return ip.ipv4_mapped
-        if ip in NAT64:
+        if int(ip) > 1 and any(ip in net for net in IPV4_CARRIERS):
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
@@ -127,6 +137,8 @@ def address_problem(address: str, allowed: tuple = ()) -> str | None:
     for candidate in [ip] + _embedded_ipv4(ip):
         if candidate in METADATA:
             return "metadata"
+        if any(candidate.version == net.version and candidate in net for net in NEVER_ALLOWED):
+            return "site-local"
         if any(candidate.version == net.version and candidate in net for net in allowed):
             continue
         problem = _category(candidate)
@@ -178,6 +190,11 @@ def resolve_checked(host: str, port: int, allowed: tuple = (),
             raise Refused("timeout", "dns") from None
         except (socket.gaierror, UnicodeError, OSError) as exc:
             raise Refused("dns_error", type(exc).__name__) from None
+    return _checked(infos, allowed)
+
+
+def _checked(infos, allowed: tuple) -> list[tuple]:
+    """The distinct (family, sockaddr) of getaddrinfo's answer, or Refused if any is forbidden."""
     targets = []
     for family, _, _, _, sockaddr in infos:
         problem = address_problem(sockaddr[0], allowed)
@@ -188,6 +205,36 @@ def resolve_checked(host: str, port: int, allowed: tuple = (),
     if not targets:
         raise Refused("dns_error", "no address")
     return targets
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver hook with our rules: a connector built on it connects only to
+    addresses that passed `address_problem`, on every request, redirect hop and new pooled
+    connection (aiohttp resolves each new connection's host through here; a kept-alive one was
+    made from a checked address). A refusal raises Refused, which aiohttp passes through."""
+
+    def __init__(self, allowed: tuple = (), timeout: float | None = None):
+        self.allowed = allowed
+        self.timeout = timeout
+
+    async def resolve(self, host: str, port: int = 0, family=socket.AF_INET) -> list[dict]:
+        infos = _literal(host, port)
+        if infos is None:
+            loop = asyncio.get_running_loop()
+            lookup = loop.run_in_executor(_resolver(), functools.partial(
+                socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP))
+            try:
+                infos = await asyncio.wait_for(lookup, self.timeout)
+            except asyncio.TimeoutError:
+                raise Refused("timeout", "dns") from None
+            except (socket.gaierror, UnicodeError, OSError) as exc:
+                raise Refused("dns_error", type(exc).__name__) from None
+        return [{"hostname": host, "host": sockaddr[0], "port": sockaddr[1], "family": fam,
+                 "proto": socket.IPPROTO_TCP, "flags": socket.AI_NUMERICHOST}
+                for fam, sockaddr in _checked(infos, self.allowed)]
+
+    async def close(self) -> None:
+        pass
 
 
 # Inputs read without an address check: object stores (through their own endpoints) and files.
