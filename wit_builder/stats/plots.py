@@ -11,8 +11,11 @@ import io
 import numpy as np
 
 PAGE_WIDTH_IN, DPI = 10.5, 100  # a full-width figure is 1050 px: the page is 1100 px at most
-FONTS = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
-         "ytick.labelsize": 11, "legend.fontsize": 11}
+# Labels hold texts from the web (error reasons with a server's reason phrase, entry names,
+# shard names): `$...$` in them must stay text, not be parsed as mathtext (a parse error is a
+# traceback). Our own labels use no mathtext either.
+RC = {"font.size": 12, "axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
+      "ytick.labelsize": 11, "legend.fontsize": 11, "text.parse_math": False}
 
 
 def _png(draw, width: float = PAGE_WIDTH_IN, height: float = 4.2, panels: int = 1) -> str:
@@ -23,7 +26,7 @@ def _png(draw, width: float = PAGE_WIDTH_IN, height: float = 4.2, panels: int = 
     import matplotlib
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(FONTS):
+    with matplotlib.rc_context(RC):
         fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
         axes = fig.subplots(1, panels)
         draw(axes)
