@@ -11,9 +11,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wit_builder import __version__, pipeline
+from wit_builder import __version__, pipeline, storage
 from wit_builder.config import describe, load_config
 from wit_builder.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with two differences: an option is only ever its whole name (`--conf` on a
+    command without it must not be read as `--config`: allow_abbrev=False; subcommands inherit
+    the class), and an argument error is one `error:` line, exit 2, like a UserError, that
+    never repeats the values it was given (`--conf spark.hadoop.fs.s3a.secret.key=...`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            options = [a.split("=", 1)[0] for a in extra if a.startswith("-")]
+            named = f" {', '.join(options)}" if options else ""
+            command = " ".join(filter(None, (self.prog, getattr(parsed, "command", None),
+                                             getattr(parsed, "queries_command", None))))
+            self.exit(2, f"error: unrecognized argument(s){named} ({len(extra)} in all; values "
+                         f"not shown; see {command} --help)\n")
+        return parsed
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _command(sub, name: str, help_text: str, config: bool = True, spark: bool = False):
@@ -70,6 +94,7 @@ def _add_stage(sub, stage):
 
 
 def _cmd_stage(args, cfg):
+    storage.check_writable(args.out)
     pipeline.check(cfg, [args.command], args.input)
     pipeline.run_chain(_session(args, cfg), cfg, [args.command], args.input, args.out,
                        force=args.force)
@@ -89,6 +114,7 @@ def _add_curate(sub):
 
 
 def _cmd_curate(args, cfg):
+    storage.check_writable(args.out)
     summary = pipeline.curate(cfg, args.input, args.out, start=args.start, until=args.until,
                               force=args.force, spark=_session(args, cfg))
     pipeline.print_summary(summary)
@@ -278,6 +304,7 @@ def _cmd_demo(args, cfg):
     from wit_builder.demo import run as demo
     if args.train_steps < 1:
         raise UserError(f"--train-steps {args.train_steps}: give at least 1 (or --skip-train)")
+    storage.check_writable(args.out)
     demo.run(args.out, train_steps=args.train_steps, skip_train=args.skip_train,
              config=args.config, overrides=args.overrides + _conf_overrides(args),
              master=args.master, force=args.force)
@@ -312,7 +339,7 @@ def _cmd_config(args, cfg):
 # ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wit-builder",
         description="Build CLIP-style WebImageText datasets: crawl -> queries -> shards -> CLIP. "
                     f"Stages: {' -> '.join(pipeline.NAMES)}.")

@@ -337,7 +337,8 @@ def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
     if section_name == "spark" and field_name.startswith("extra_conf."):  # --conf KEY=VALUE
         conf_key = field_name[len("extra_conf."):]
         if not conf_key.startswith("spark.") or not str(value):
-            raise UserError(f"Spark setting {conf_key}={value}: write --conf spark.KEY=VALUE")
+            # the value is not repeated: Spark settings hold secrets (fs.s3a.secret.key)
+            raise UserError(f"Spark setting {conf_key}: write --conf spark.KEY=VALUE")
         cfg.spark.extra_conf[conf_key] = str(value)
         return
     f = _field(key)
@@ -361,7 +362,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise UserError(f"config file not found: {path} (give an existing TOML file to --config)")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise UserError(f"config file {path} cannot be read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+            raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}: save it "
+                            "as UTF-8)") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"config file {path} is not valid TOML: {exc}") from None
         for section_name, values in data.items():

@@ -15,7 +15,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -170,28 +169,10 @@ def _out(out: str) -> Item:
         return Item("out", SKIP, "no output root given (--out DIR checks write access)")
 
     def body():
-        if storage.is_remote(out):
-            storage.check_writable(out)  # the bucket exists and answers our credentials
-            return f"bucket of {out} reachable", {"path": out}
-        _probe_local(out)
-        return f"{out} is writable", {"path": out}
+        storage.check_writable(out)  # a local folder takes a file; a bucket answers
+        return (f"bucket of {out} reachable" if storage.is_remote(out) else f"{out} is writable",
+                {"path": out})
     return _check("out", body)
-
-
-def _probe_local(out: str) -> None:
-    """Write and remove a file in `out`, or in its nearest existing parent (creating nothing):
-    permission bits alone do not tell (root, read-only mounts)."""
-    folder = os.path.abspath(out)
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise UserError(f"--out {out}: {folder} is a file, not a folder (choose another --out)")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wit-doctor-"):
-            pass
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write in {folder} ({exc.strerror}: choose a "
-                        "writable --out)") from None
 
 
 def _s3(cfg, out: str) -> Item:

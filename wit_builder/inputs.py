@@ -51,7 +51,7 @@ def read_small(inputs: list[str], hint: str, limit: int):
             return None
         by_format = _files_by_format(path, hint)
         if by_format is None:  # a stage folder: its top-level part files, as read_stage reads
-            files += storage.list_files(storage.join(path, "*.parquet"))
+            files += stages.stage_parts(path)
         elif set(by_format) == {"parquet"}:
             files += storage.list_files(path)
         else:

@@ -57,8 +57,9 @@ def is_complete(stage_dir: str) -> bool:
 def fingerprint(path: str) -> str:
     """A stage output by its manifest; anything else by its files' sizes and stamps."""
     if is_complete(path):
-        return "manifest:" + hashlib.sha256(
-            storage.read_text(storage.join(path, MANIFEST)).encode()).hexdigest()[:16]
+        read_manifest(path)  # a folder that only looks finished fails here, naming it
+        with storage.open_file(storage.join(path, MANIFEST)) as f:
+            return "manifest:" + hashlib.sha256(f.read()).hexdigest()[:16]
     digest = hashlib.sha256()
     for f in storage.list_files(path):
         digest.update(f"{f}\t{storage.file_fingerprint(f)}\n".encode())
@@ -86,7 +87,7 @@ def run_stage(stage: str, out: str, config: dict, inputs: list[str],
     storage.recover_staged(final)  # a killed run's leftovers, before `final` is looked at
     fingerprints = [{"path": p, "fingerprint": fingerprint(p)} for p in inputs]
     if not force and is_complete(final):
-        old = storage.read_json(storage.join(final, MANIFEST))
+        old = _own_manifest(final)
         if old.get("config") == _jsonable(config) and old.get("inputs") == fingerprints:
             log(f"{stage}: up to date, skipped ({final}; --force redoes it)")
             return StageRun(stage, final, old, skipped=True)
@@ -131,6 +132,28 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
+def read_manifest(stage_dir: str) -> dict:
+    """A stage folder's manifest (a JSON object), or a user error naming the folder: a garbage
+    manifest.json makes no stage output."""
+    try:
+        manifest = json.loads(storage.read_text(storage.join(stage_dir, MANIFEST)))
+    except ValueError:  # not JSON, or not UTF-8
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{stage_dir}: {MANIFEST} is not a stage manifest (a JSON object; rerun "
+                        "the stage that wrote it, or remove it if this is a folder of plain files)")
+    return manifest
+
+
+def _own_manifest(final: str) -> dict:
+    """The manifest of the output a stage is about to redo or skip; one that is not readable
+    only makes the stage redo its output."""
+    try:
+        return read_manifest(final)
+    except UserError:
+        return {}
+
+
 def require_complete(stage_dir: str) -> dict:
     """The manifest of a finished stage output, or a user error saying what to run."""
     if not storage.exists(stage_dir):
@@ -138,16 +161,25 @@ def require_complete(stage_dir: str) -> dict:
     if not is_complete(stage_dir):
         raise UserError(f"{stage_dir} has no {SUCCESS}: that stage did not finish "
                         "(rerun it; --force redoes it)")
-    return storage.read_json(storage.join(stage_dir, MANIFEST))
+    return read_manifest(stage_dir)
+
+
+def stage_parts(stage_dir: str) -> list[str]:
+    """A finished stage's Parquet part files (its top-level *.parquet), or a user error when it
+    has none (a shard folder given where rows are read)."""
+    require_complete(stage_dir)
+    files = storage.list_files(storage.join(stage_dir, "*.parquet"))
+    if not files:
+        raise UserError(f"{stage_dir} holds no Parquet rows (give a stage output with rows: "
+                        "extract, match, filter or balance)")
+    return files
 
 
 def read_stage(spark, stage_dir: str):
     """A finished stage's Parquet rows as a DataFrame (manifest and markers left out)."""
-    require_complete(stage_dir)
     # The files by name, not a glob: Spark looks for a streaming `_spark_metadata` folder under
     # a glob path and logs a page of stack trace at WARN when there is none.
-    files = storage.list_files(storage.join(stage_dir, "*.parquet"))
-    return spark.read.parquet(*[storage.spark_path(f) for f in files])
+    return spark.read.parquet(*[storage.spark_path(f) for f in stage_parts(stage_dir)])
 
 
 def write_with_drops_local(table, out_dir: str, reason_col: str = "drop_reason") -> StageResult:

@@ -14,6 +14,7 @@ import json
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from contextlib import contextmanager
 
@@ -194,7 +195,11 @@ def remove(path: str) -> None:
 
 @_explain_s3
 def check_writable(path: str) -> None:
-    """Fail before any work when an s3:// output's bucket is missing or refuses our credentials."""
+    """Fail before any work when an output cannot be written: a local folder that is a file or
+    lies where we may not write, an s3:// bucket that is missing or refuses our credentials."""
+    if not is_remote(path):
+        _probe_local(path)
+        return
     if not path.startswith(("s3://", "s3a://")):
         return
     fs, p = filesystem(path)
@@ -207,6 +212,22 @@ def check_writable(path: str) -> None:
         raise UserError(f"{path}: access to bucket {bucket!r} denied (check AWS_ACCESS_KEY_ID, "
                         "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, WIT_S3_ENDPOINT_URL and the "
                         "bucket's policy)") from None
+
+
+def _probe_local(out: str) -> None:
+    """Write and remove a file in `out`, or in its nearest existing parent (creating nothing):
+    permission bits alone do not tell (root, read-only mounts, /proc)."""
+    folder = os.path.abspath(out.removeprefix("file://"))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"{out}: {folder} is a file, not a folder (choose another output folder)")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wit-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write in {folder} ({exc.strerror}: choose a writable "
+                        "output folder)") from None
 
 
 def _leftovers(parent: str, name: str, kind: str) -> list[str]:

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 
 import orjson
 
@@ -28,7 +29,11 @@ def _read_bytes(path: str) -> bytes:
     if not storage.exists(path):
         raise UserError(f"query list not found: {path} (give an existing file; build one with "
                         "`wit-builder queries build`)")
-    return storage.read_bytes(path)
+    try:
+        return storage.read_bytes(path)
+    except (EOFError, OSError, zlib.error) as exc:  # a cut or damaged gzip, an unreadable file
+        raise UserError(f"query list {path} cannot be read ({exc or type(exc).__name__}; "
+                        "rebuild it or fetch it again)") from None
 
 
 def read_document(path: str):
@@ -39,7 +44,7 @@ def read_document(path: str):
         pass
     try:  # what orjson refuses and json reads (NaN, lone surrogates), or json's own error
         return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
         raise UserError(f"query list {path} is not valid (gzipped) JSON: {exc}") from None
 
 
@@ -60,8 +65,12 @@ def _load(path: str) -> list[str]:
     if isinstance(doc, list) and all(isinstance(e, str) for e in doc):
         return doc  # MetaCLIP metadata.json
     if isinstance(doc, dict) and doc.get("format") == FORMAT:
-        entries = doc["entries"]
-        if any(e["id"] != i for i, e in enumerate(entries)):
+        entries = doc.get("entries")
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("text"), str) for e in entries):
+            raise UserError(f"query list {path}: `entries` is not a list of {{\"id\", \"text\"}} "
+                            "objects (rebuild it)")
+        if any(e.get("id") != i for i, e in enumerate(entries)):
             raise UserError(f"query list {path}: entry ids are not 0..n-1 in order (rebuild it)")
         return [e["text"] for e in entries]
     raise UserError(f"query list {path}: neither {FORMAT} JSON nor a MetaCLIP metadata.json "

@@ -1,0 +1,95 @@
+"""User mistakes end in one `error:` line and exit 2, never a traceback (issue 23 #15)."""
+
+import gzip
+import json
+
+import pytest
+
+from wit_builder.cli import main
+from wit_builder.queries.listfile import FORMAT
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-SECRET"
+
+
+def _code(argv) -> int:
+    """main's exit status (argument errors exit from the parser)."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return done.code
+
+
+def _one_error_line(capsys, code: int) -> str:
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+@pytest.mark.parametrize("out", ["a_file", "a_file/below", "/proc/wit-builder-out"])
+def test_out_that_is_a_file_or_unwritable(tmp_path, capsys, out):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "c.jsonl").write_text('{"url": "http://a.example/1.jpg", "text": "a cat"}\n')
+    out = out if out.startswith("/") else str(tmp_path / out)
+    for argv in (["extract", "--input", str(tmp_path / "c.jsonl"), "--out", out],
+                 ["curate", "--input", str(tmp_path / "c.jsonl"), "--out", out]):
+        err = _one_error_line(capsys, _code(argv))
+        assert "is a file, not a folder" in err or "cannot write in" in err
+
+
+def test_config_that_is_not_utf8(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_bytes(b'[spark]\nmaster = "\xff\xfe"\n')
+    err = _one_error_line(capsys, _code(["config", "--config", str(tmp_path / "bad.toml")]))
+    assert "not UTF-8" in err
+
+
+@pytest.mark.parametrize("content", [
+    json.dumps({"format": FORMAT}),
+    json.dumps({"format": FORMAT, "entries": [1, 2]}),
+    json.dumps({"format": FORMAT, "entries": [{"id": 0, "text": 5}]}),
+    json.dumps({"format": FORMAT, "entries": {"id": 0}}),
+    "[" * 100_000,
+    gzip.compress(b'["a", "b"]')[:-6],  # cut
+])
+def test_malformed_query_list(tmp_path, capsys, content):
+    path = tmp_path / "queries.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (tmp_path / "c.jsonl").write_text('{"url": "http://a.example/1.jpg", "text": "a cat"}\n')
+    err = _one_error_line(capsys, _code(["match", "--input", str(tmp_path / "c.jsonl"), "--out",
+                                        str(tmp_path / "OUT"), "--queries", str(path)]))
+    assert "query list" in err
+
+
+@pytest.mark.parametrize("manifest", [b"\xff\x00garbage", b"{not json", b"[1, 2]", b'"x"'])
+def test_garbage_manifest_in_an_input_folder(tmp_path, capsys, manifest):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "manifest.json").write_bytes(manifest)
+    (folder / "_SUCCESS").write_bytes(b"")
+    err = _one_error_line(capsys, _code(["filter", "--input", str(folder), "--out",
+                                        str(tmp_path / "OUT")]))
+    assert "manifest.json is not a stage manifest" in err
+
+
+def test_stage_folder_without_rows(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "manifest.json").write_text("{}")
+    (folder / "_SUCCESS").write_bytes(b"")
+    err = _one_error_line(capsys, _code(["filter", "--input", str(folder), "--out",
+                                        str(tmp_path / "OUT")]))
+    assert "holds no Parquet rows" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["doctor", "--conf", f"spark.hadoop.fs.s3a.secret.key={SECRET}"],
+    ["config", "--conf", f"spark.hadoop.fs.s3a.secret.key={SECRET}"],
+    ["config", f"--conf=spark.hadoop.fs.s3a.secret.key={SECRET}"],
+    ["extract", "--input", "x", "--out", "y", "--conf", f"hadoop.fs.s3a.secret.key={SECRET}"],
+    ["config", "--set", "balance.t=1", SECRET],
+])
+def test_options_are_never_abbreviated_nor_their_values_repeated(capsys, argv):
+    """`--conf` where only `--config` exists was read as `--config` (argparse's prefix
+    matching), and the error named the secret as a missing config file."""
+    err = _one_error_line(capsys, _code(argv))
+    assert SECRET not in err and "config file" not in err
