@@ -81,7 +81,7 @@ def baseline(tars: list[str]) -> dict:
     start = time.perf_counter()
     hashes, shas = [], []
     for tar in tars:
-        for _, files in read_samples(tar):
+        for _, files, _ in read_samples(tar):
             _, data = image_of(files)
             shas.append(hashlib.sha256(data).hexdigest())
             bits = imagehash.phash(Image.open(io.BytesIO(data))).hash.flatten()

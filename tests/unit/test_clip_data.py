@@ -52,7 +52,7 @@ def test_stream_skips_corrupt_image_and_missing_caption_with_a_warning(tmp_path,
     keys_seen = len(first[0]) + len(second[0])
     assert keys_seen == 16
     warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "corrupt_image" in warning and "00000.tar:s0003" in warning
+    assert "not_an_image" in warning and "00000.tar:s0003" in warning  # refused by its header
     assert len(caplog.records) == 1  # rate-limited: later skips are counted, not printed
 
 

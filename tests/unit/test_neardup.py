@@ -86,7 +86,7 @@ def test_read_samples_groups_members_by_key(tmp_path, shared_data):
              sample("c.jpg", photo, "third", [])]
     (tar,) = write_shards(tmp_path, items, per_shard=10)
     got = list(read_samples(str(tar)))
-    assert [k for k, _ in got] == ["000000000", "000000002"]
-    assert all(set(files) == {"jpg", "txt", "json"} for _, files in got)
+    assert [(k, problem) for k, _, problem in got] == [("000000000", None), ("000000002", None)]
+    assert all(set(files) == {"jpg", "txt", "json"} for _, files, _ in got)
     assert got[1][1]["txt"] == b"third" and got[0][1]["jpg"] == photo
     assert Image.open(io.BytesIO(got[0][1]["jpg"])).size == Image.open(io.BytesIO(photo)).size

@@ -98,6 +98,9 @@ def load_for_eval(path: str, device: torch.device) -> tuple[CLIP, TextTokenizer,
     state = load(path)
     cfg = config_from_dict(state["model_config"], source=str(path))
     model = CLIP(cfg)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing, extra or misshapen weights
+        raise UserError(f"{path}: its weights do not fit its model config ({str(e)[:200]})") from None
     tokenizer = TextTokenizer.from_json(state["tokenizer"], cfg.context_length)
     return model.to(device).eval(), tokenizer, state["step"]

@@ -3,8 +3,10 @@
 Training streams WebDataset shards (`KEY.jpg` + `KEY.txt`, other members ignored) local or on
 s3://: each loader worker draws shards at random with replacement (resampling: no epochs, any
 number of steps), shuffles samples in a buffer, decodes and crops, and emits whole batches of
-(uint8 images, token ids). Bad samples (undecodable image, no caption, unreadable shard) are
-skipped and counted, with a rate-limited warning.
+(uint8 images, token ids). Shards are read by the shared tar reader (finalize/tars.py). Bad
+samples (undecodable image or one over images' bounds, no caption, unreadable shard) are
+skipped and counted, with a rate-limited warning; when a full pass over the shards yields no
+usable sample the stream ends, and the trainer stops with an error.
 
 The stream is a pure function of its seed: the trainer keys it on (seed, rank, step at which the
 loader starts) so that a run resumed from a checkpoint sees exactly the batches the uninterrupted
@@ -25,11 +27,11 @@ from pathlib import Path
 import braceexpand
 import torch
 from webdataset.filters import shuffle
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from wit_builder import storage
 from wit_builder.clip.transforms import center_crop, open_rgb, random_resized_crop
 from wit_builder.errors import UserError
+from wit_builder.finalize.tars import read_samples as read_tar_samples
+from wit_builder.images import ImageRefused, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +61,42 @@ class SkipCounter:
         self.counts[reason] += 1
         if time.monotonic() - self.last_warning >= self.every_s:
             self.last_warning = time.monotonic()
-            totals = ", ".join(f"{r}={n}" for r, n in sorted(self.counts.items()))
             log.warning("skipped bad samples (%s so far in this loader process); latest: %s at %s",
-                        totals, reason, where)
+                        self.totals(), reason, where)
 
-    def shard_error(self, exn: Exception) -> bool:
-        """webdataset handler: an unreadable or truncated shard is skipped, the stream goes on."""
-        self.skip("unreadable_shard", repr(exn)[:200])
-        return True
+    def totals(self) -> str:
+        return ", ".join(f"{r}={n}" for r, n in sorted(self.counts.items())) or "none"
 
 
-def _open_shards(urls: Iterator[str], skips: SkipCounter) -> Iterator[dict]:
+def _shard_samples(url: str, skips: SkipCounter) -> Iterator[dict]:
+    """One shard's samples {"__key__", "__url__", "jpg": bytes, "txt": bytes, ...}, read by the
+    shared tar reader (finalize/tars.py: members bounded, damage ends the shard); a sample it
+    reports a problem with, and a shard that does not open, are skipped and counted."""
+    try:
+        # storage: the S3 endpoint and retry settings; refused credentials stop with a UserError
+        for key, files, problem in read_tar_samples(url):
+            if problem:
+                skips.skip(problem, f"{url}:{key}")
+                continue
+            yield {"__key__": key, "__url__": url, **files}
+    except OSError as e:
+        skips.skip("unreadable_shard", f"{url}: {e}")
+
+
+def read_samples(urls: Iterator[str], skips: SkipCounter) -> Iterator[dict]:
+    """The samples of the shards `urls` names, in order (see _shard_samples)."""
     for url in urls:
-        try:
-            # storage: the S3 endpoint and retry settings; refused credentials stop with a UserError
-            yield {"url": url, "stream": storage.open_file(url)}
-        except OSError as e:
-            skips.skip("unreadable_shard", f"{url}: {e}")
-
-
-def read_samples(urls: Iterator[str], skips: SkipCounter, suffixes=None) -> Iterator[dict]:
-    """Tar members grouped by key: {"__key__", "__url__", "jpg": bytes, "txt": bytes, ...}."""
-    select = (lambda name: name.rsplit(".", 1)[-1].lower() in suffixes) if suffixes else None
-    files = tar_file_expander(_open_shards(urls, skips), handler=skips.shard_error, select_files=select)
-    return group_by_keys(files, handler=skips.shard_error)
+        yield from _shard_samples(url, skips)
 
 
 def iter_captions(urls: list[str], limit: int) -> Iterator[str]:
     """Up to `limit` captions, shards in order: the tokenizer's training text."""
     skips = SkipCounter()
-    for n, sample in enumerate(read_samples(iter(urls), skips, suffixes={"txt"})):
+    captions = (sample["txt"] for sample in read_samples(iter(urls), skips) if "txt" in sample)
+    for n, text in enumerate(captions):
         if n >= limit:
             return
-        yield sample["txt"].decode("utf-8", "replace")
+        yield text.decode("utf-8", "replace")
 
 
 def _resampled(urls: list[str], rng: random.Random) -> Iterator[str]:
@@ -117,28 +122,62 @@ class ShardStream(torch.utils.data.IterableDataset):
         worker = torch.utils.data.get_worker_info()
         rng = random.Random(f"{self.seed}/worker{worker.id if worker else 0}")
         skips = SkipCounter()
-        samples = read_samples(_resampled(self.urls, rng), skips)
+        samples = _candidates(_resampled(self.urls, rng), len(set(self.urls)), skips)
         images, captions = [], []
         for sample in shuffle(self.shuffle_buffer, self.shuffle_buffer // 2, rng=rng)(samples):
-            where = f"{sample['__url__']}:{sample['__key__']}"
-            data, text = _image_bytes(sample), sample.get("txt")
-            if data is None:
-                skips.skip("missing_image", where)
-                continue
-            if text is None or not text.strip():
-                skips.skip("missing_caption", where)
-                continue
             try:
-                image = random_resized_crop(open_rgb(data, self.image_size), self.image_size, rng,
-                                            scale=self.crop_scale)
+                image = random_resized_crop(open_rgb(_image_bytes(sample), self.image_size),
+                                            self.image_size, rng, scale=self.crop_scale)
             except Exception:  # PIL raises many types on corrupt files
-                skips.skip("corrupt_image", where)
+                skips.skip("corrupt_image", f"{sample['__url__']}:{sample['__key__']}")
                 continue
             images.append(image)
-            captions.append(text.decode("utf-8", "replace"))
+            captions.append(sample["txt"].decode("utf-8", "replace"))
             if len(images) == self.batch_size:
                 yield torch.stack(images), self.tokenizer(captions)
                 images, captions = [], []
+
+
+def _candidates(urls: Iterator[str], shards: int, skips: SkipCounter) -> Iterator[dict]:
+    """The samples, from the shards `urls` draws, that have a caption and an image whose header
+    is within images' bounds (pixels, JPEG scans; checked before the shuffle buffer, so a shard
+    of bombs or junk yields nothing).
+
+    Ends when all `shards` distinct shards were drawn in a row without one candidate: a full pass
+    that yields nothing (empty, cut, unreadable shards, or no usable pairs) would yield nothing
+    ever again, and the endless draw would spin (re-reading, re-requesting) forever. The trainer
+    reports the end of the stream as an error."""
+    barren: set[str] = set()
+    for url in urls:
+        found = False
+        for sample in _shard_samples(url, skips):
+            reason = _refusal(sample)
+            if reason:
+                skips.skip(reason, f"{url}:{sample['__key__']}")
+                continue
+            found = True
+            yield sample
+        if found:
+            barren.clear()
+            continue
+        barren.add(url)
+        if len(barren) == shards:
+            log.error("no usable sample in any of the %d shards (skipped: %s)", shards, skips.totals())
+            return
+
+
+def _refusal(sample: dict) -> str | None:
+    """Why a sample cannot train (missing_image, missing_caption, or images' refusal), or None."""
+    data, text = _image_bytes(sample), sample.get("txt")
+    if data is None:
+        return "missing_image"
+    if text is None or not text.strip():
+        return "missing_caption"
+    try:
+        open_checked(data).close()
+    except ImageRefused as e:
+        return e.reason
+    return None
 
 
 def make_loader(urls: list[str], tokenizer, image_size: int, batch_size: int, workers: int,

@@ -171,7 +171,7 @@ def train(cfg: TrainConfig) -> dict:
         loss = torch.zeros((), device=device)
         for micro in range(cfg.accum):
             t = time.monotonic()
-            images, tokens = next(batches)
+            images, tokens = _next_batch(batches, urls)
             window["data_s"] += time.monotonic() - t
             images = normalize(images.to(device, non_blocking=True))
             tokens = tokens.to(device, non_blocking=True)
@@ -218,6 +218,16 @@ def train(cfg: TrainConfig) -> dict:
         torch.distributed.destroy_process_group()
     return {"step": step, "loss": loss.item() if loss is not None else None,
             "checkpoint": storage.join(out, checkpoint.LATEST), "stopped_early": step < cfg.steps}
+
+
+def _next_batch(batches, urls: list[str]):
+    """The loader's next batch; its stream ends only when no shard yields a usable sample."""
+    try:
+        return next(batches)
+    except StopIteration:
+        raise UserError(f"none of the {len(urls)} shards yields a usable sample (image and "
+                        "caption): are they empty, cut, unreadable or not WebDataset tars? "
+                        "(the warnings above count what was skipped)") from None
 
 
 def _agree(flag: bool, device: torch.device, world: int) -> bool:

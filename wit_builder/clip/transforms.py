@@ -4,12 +4,13 @@ Loader workers return uint8 tensors (4x less to copy between processes than floa
 `normalize` turns them into the model's input on the training device.
 """
 
-import io
 import math
 import random
 
 import torch
 from PIL import Image
+
+from wit_builder import images
 
 # CLIP's normalisation constants (RGB mean and std of its training images).
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -17,10 +18,10 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def open_rgb(data: bytes, size: int) -> Image.Image:
-    """Decode an image; JPEGs decode at a reduced scale (DCT scaling) when still >= `size`."""
-    image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (size, size))
-    return image.convert("RGB")
+    """Decode an image; JPEGs decode at a reduced scale (DCT scaling) when still >= `size`.
+    An image over images' bounds (pixels, JPEG scans) is refused before decoding
+    (images.ImageRefused), as PIL's errors refuse a corrupt one."""
+    return images.decode(data, "RGB", draft=(size, size))
 
 
 def random_resized_crop(image: Image.Image, size: int, rng: random.Random,

@@ -8,14 +8,13 @@ those rows and the images are copied only once, by the reshard step.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from functools import partial
 
 import numpy as np
 from PIL import Image as _Image
 
-from wit_builder import storage
+from wit_builder import images, storage
 from wit_builder.finalize.tars import read_samples
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -74,37 +73,49 @@ def phash_of_gray(gray) -> int:
     return int.from_bytes(bits.tobytes(), "big", signed=True)
 
 
-def image_facts(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, pHash as a signed 64-bit int) of an encoded image; None if it does not decode.
+def _gray_thumbnail_source(data: bytes):
+    """((width, height), the image decoded to grayscale in draft mode) of an encoded image, or
+    None if it does not decode; ImageRefused when it is over `images`' bounds (pixels, scans),
+    before anything is decoded.
 
-    The pHash is imagehash.phash of the image decoded in draft mode (below), bit for bit."""
-    from PIL import Image
-
+    pHash looks at a 32x32 thumbnail: the JPEG decoder may scale down by up to 8x in the DCT (a
+    no-op for other formats). The whole stream is still decoded, so a truncated file fails here
+    as it should."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            # pHash looks at a 32x32 thumbnail: let the JPEG decoder scale down by up to 8x in
-            # the DCT (a no-op for other formats). The whole stream is still decoded, so a
-            # truncated file fails here as it should.
+        img = images.open_checked(data)
+    except images.ImageRefused as e:
+        if e.reason == "not_an_image":
+            return None
+        raise
+    try:
+        with img:
+            size = img.size
             img.draft("L", (64, 64))
-            gray = img.convert("L")
+            return size, img.convert("L")
     except Exception:  # any decoder error is bad data: the caller counts it as a drop
         return None
+
+
+def image_facts(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, pHash as a signed 64-bit int) of an encoded image; None if it does not
+    decode, ImageRefused if it is too big to decode (images.open_checked).
+
+    The pHash is imagehash.phash of the image decoded in draft mode, bit for bit."""
+    decoded = _gray_thumbnail_source(data)
+    if decoded is None:
+        return None
+    (width, height), gray = decoded
     return width, height, phash_of_gray(gray)
 
 
 def image_facts_reference(data: bytes) -> tuple[int, int, int] | None:
     """image_facts through imagehash.phash itself (the reference the fast path is tested on)."""
     import imagehash
-    from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            img.draft("L", (64, 64))
-            gray = img.convert("L")
-    except Exception:
+    decoded = _gray_thumbnail_source(data)
+    if decoded is None:
         return None
+    (width, height), gray = decoded
     bits = np.packbits(imagehash.phash(gray).hash.flatten())
     return width, height, int.from_bytes(bits.tobytes(), "big", signed=True)
 
@@ -119,7 +130,7 @@ def image_of(files: dict) -> tuple[str, bytes] | tuple[None, None]:
 def sample_meta(files: dict) -> dict:
     try:
         meta = json.loads(files.get("json", b"{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past the limit
         return {}
     return meta if isinstance(meta, dict) else {}
 
@@ -127,9 +138,10 @@ def sample_meta(files: dict) -> dict:
 def _entry_ids(meta: dict) -> list[int] | None:
     ids = meta.get("entry_ids")
     try:
-        return sorted({int(i) for i in ids}) if ids is not None else None
-    except (TypeError, ValueError):
+        ids = sorted({int(i) for i in ids}) if ids is not None else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return ids if not ids or (ids[0] >= 0 and ids[-1] < 2**31) else None  # an int32 column
 
 
 def judge(facts, min_side: int, max_aspect_ratio: float) -> str | None:
@@ -145,19 +157,28 @@ def judge(facts, min_side: int, max_aspect_ratio: float) -> str | None:
 
 
 def _shard_rows(shard: int, path: str, min_side: int, max_aspect_ratio: float):
-    for pos, (key, files) in enumerate(read_samples(path)):
-        meta = sample_meta(files)
-        _, data = image_of(files)
-        facts = image_facts(data) if data is not None else None
+    """One row per sample of the tar, and one per problem the reader reports (tars.py): an
+    oversized member or a damaged shard is that sample's drop reason."""
+    for pos, sample in enumerate(read_samples(path)):
+        meta = sample_meta(sample.files)
+        _, data = image_of(sample.files)
+        facts, reason = None, sample.problem
+        if reason is None:
+            try:
+                facts = image_facts(data) if data is not None else None
+                reason = judge(facts, min_side, max_aspect_ratio)
+            except images.ImageRefused as e:  # too big to decode
+                reason = e.reason
         yield {
-            "rid": shard << 32 | pos, "shard": shard, "pos": pos, "key": key,
-            "uid": str(meta.get("uid") or f"{shard}:{key}"),
+            "rid": shard << 32 | pos, "shard": shard, "pos": pos, "key": sample.key,
+            # a foreign sample without a uid gets its place (its key may repeat in the shard)
+            "uid": str(meta.get("uid") or f"{shard}:{pos}"),
             "entry_ids": _entry_ids(meta),
             "sha256": hashlib.sha256(data).hexdigest() if data is not None else None,
             "phash": facts[2] if facts else None,
             "width": facts[0] if facts else None,
             "height": facts[1] if facts else None,
-            "drop_reason": judge(facts, min_side, max_aspect_ratio),
+            "drop_reason": reason,
         }
 
 
@@ -212,7 +233,11 @@ def _eval_task(batches):
         hashes = []
         for path in paths:
             with storage.open_file(path, "rb") as f:
-                facts = image_facts(f.read())
+                data = f.read()
+            try:
+                facts = image_facts(data)
+            except images.ImageRefused:  # too big to decode: like an undecodable file
+                facts = None
             hashes.append(facts[2] if facts else None)
         yield pa.RecordBatch.from_arrays([pa.array(paths, pa.string()), pa.array(hashes, pa.int64())],
                                          names=["path", "phash"])

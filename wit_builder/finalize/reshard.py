@@ -46,7 +46,7 @@ def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
     return placed, -(-total // samples_per_shard)
 
 
-def _meta_row(meta: dict, files: dict, source: str) -> dict:
+def meta_row(meta: dict, files: dict, source: str) -> dict:
     """The shard Parquet row of one sample, values coerced to the column types (bad ones: null)."""
     if meta.get("text") is None:
         meta = {**meta, "text": meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")}
@@ -68,7 +68,7 @@ def _meta_row(meta: dict, files: dict, source: str) -> dict:
     return row
 
 
-def _parquet_schema():
+def parquet_schema():
     import pyarrow as pa
 
     return pa.schema([(n, pa.list_(pa.int32()) if t == "list<int32>" else pa.type_for_alias(t))
@@ -136,7 +136,9 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
         try:  # closed before `raw` whatever happens (else tarfile writes to a closed file)
             for shard, planned in wanted.items():
                 left = len(planned)
-                for pos, (_, files) in enumerate(read_samples(tars[shard])):
+                # only the planned samples are read: the others' bytes are skipped
+                for pos, (_, files, _) in enumerate(read_samples(tars[shard],
+                                                                 lambda p, _: p in planned)):
                     row = planned.get(pos)
                     if row is None:
                         continue
@@ -148,7 +150,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
                     sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
                               "json": json.dumps(meta, indent=4)}
                     writer.write(sample)
-                    rows.append(_meta_row(meta, files, tars[shard]))
+                    rows.append(meta_row(meta, files, tars[shard]))
                     image_bytes += len(data)
                     left -= 1
                     if left == 0:
@@ -156,7 +158,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
         finally:
             writer.close()
     with storage.open_file(base + ".parquet", "wb") as f:
-        pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema()), f)
+        pq.write_table(pa.Table.from_pylist(rows, schema=parquet_schema()), f)
     fs, path = storage.filesystem(base + ".tar")
     written = {"out_shard": out_shard, "name": name + ".tar", "count": len(rows),
                "tar_bytes": int(fs.size(path)), "image_bytes": image_bytes}

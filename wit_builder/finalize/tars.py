@@ -1,28 +1,70 @@
-"""Reading WebDataset tars fast: samples as (key, {extension: bytes}), in file order.
+"""Reading WebDataset tars, fast and safely: samples as (key, {extension: bytes}), in file order.
 
-The reader parses tar headers itself (ustar, GNU and pax), about ten times faster per member
-than tarfile, which still reads anything that is not a plain tar stream. tests/unit/
+The one tar reader of every stage that reads shards it may not have made (finalize, score, stats,
+train). It parses tar headers itself (ustar, GNU and pax), about ten times faster per member
+than tarfile; gzip, bzip2 and xz shards are decompressed as a stream. tests/unit/
 test_finalize_fast.py checks it against tarfile on pax, GNU and ustar archives.
+
+A foreign shard may be hostile, so nothing in it is trusted:
+- a member larger than `MAX_MEMBER_BYTES` is never read (its bytes are skipped): its sample comes
+  with the problem `oversized_member`. So a gzip bomb costs a stream's buffers, not gigabytes;
+- damaged structure (a bad header or checksum, a pax record whose length is 0, negative or past
+  its header, a size past the end of the file, a cut or empty file, data that does not
+  decompress) ends the shard: the sample being read, or a key-less sample when none was, comes
+  with the problem `corrupt_shard`. Nothing after the damage can be trusted to be a member.
+Callers count a sample with a problem as one drop with that reason, so a damaged shard costs
+one drop more than its good samples, never a hang or a traceback.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import posixpath
-import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from wit_builder import storage
 
+# The download stage's default `max_bytes`: no image it stores is larger, and no caption or json
+# comes near it.
+MAX_MEMBER_BYTES = 20_000_000
+_SKIP_CHUNK = 1 << 20
+_REGULAR = (b"0", b"\0", b"7")
+_DECOMPRESSORS = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"BZh", bz2.BZ2File),
+                  (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
-def read_samples(path: str):
-    """Yield (key, {extension: bytes}) per sample of a WebDataset tar, in file order.
+
+class CorruptTar(ValueError):
+    """The tar's structure is damaged: nothing after this point can be trusted."""
+
+
+class Sample(NamedTuple):
+    key: str | None  # the member path up to the first dot of its base name; None: no sample
+    files: dict  # {extension: bytes} of the members read
+    problem: str | None  # None, "oversized_member" or "corrupt_shard"
+
+
+def read_samples(path: str, wanted: Callable[[int, str], bool] | None = None,
+                 max_member: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
+    """Every sample of a WebDataset tar, in file order, as `Sample`s (see the module docstring).
 
     Same grouping rule as webdataset: the key is the member path up to the first dot of its
-    base name; consecutive members with one key form a sample.
-    """
+    base name; consecutive members with one key form a sample. `wanted(position, key)`, when
+    given, says whether to read a sample's members: the others come with empty `files`, their
+    bytes skipped unread."""
     with storage.open_file(path, "rb") as raw:
-        key, files = None, {}
-        for name, data in tar_files(raw):
+        yield from samples_of(raw, wanted, max_member)
+
+
+def samples_of(raw, wanted=None, max_member: int = MAX_MEMBER_BYTES) -> Iterator[Sample]:
+    """`read_samples` of an open binary stream."""
+    key, files, problem, pos, take = None, {}, None, -1, True
+    try:
+        for name, size, read in _members(raw, max_member):
             folder, base = posixpath.split(name)
             stem, dot, ext = base.partition(".")
             if not dot:
@@ -30,14 +72,129 @@ def read_samples(path: str):
             member_key = posixpath.join(folder, stem)
             if member_key != key:
                 if key is not None:
-                    yield key, files
-                key, files = member_key, {}
-            files[ext.lower()] = data
-        if key is not None:
-            yield key, files
+                    yield Sample(key, files, problem)
+                key, files, problem, pos = member_key, {}, None, pos + 1
+                take = wanted is None or wanted(pos, key)
+            if size > max_member:
+                problem = "oversized_member"
+            elif take:
+                files[ext.lower()] = read()
+    except CorruptTar:
+        yield Sample(key, files, "corrupt_shard")
+        return
+    if key is not None:
+        yield Sample(key, files, problem)
 
 
-_REGULAR = (b"0", b"\0", b"7")
+def _members(raw, max_member) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
+    """(name, size, read) of each regular file; `read()` returns its bytes, a member not read
+    is skipped. Raises CorruptTar where the structure is damaged."""
+    stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    magic = stream.peek(6)[:6]
+    end = None  # where the file ends, when it can be known without reading it
+    for prefix, opener in _DECOMPRESSORS:
+        if magic.startswith(prefix):
+            stream = _Decompressed(opener(stream))
+            break
+    else:
+        if stream.seekable():
+            here = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            stream.seek(here)
+    header, pax_global, pending, first = stream.read(512), {}, {}, True
+    while True:
+        if not header and not first:
+            return  # the end-of-archive blocks are missing; tarfile accepts that too
+        if len(header) < 512:
+            raise CorruptTar("unexpected end of tar data")
+        if header == b"\0" * 512:
+            return
+        if not _checksum_ok(header):
+            raise CorruptTar("bad tar header checksum" if not first else "not a tar file")
+        first = False
+        kind = header[156:157]
+        size = _number(header[124:136])
+        attrs = {**pax_global, **pending}
+        if "size" in attrs and kind not in (b"x", b"g", b"L", b"K"):
+            size = _decimal(attrs["size"])
+        if size < 0:
+            raise CorruptTar(f"negative member size {size}")
+        padded = -(-size // 512) * 512
+        if end is not None and stream.tell() + padded > end:
+            raise CorruptTar("a member runs past the end of the file")
+        if kind in (b"x", b"g", b"L", b"K"):
+            if size > max_member:
+                raise CorruptTar(f"a {size}-byte extended header")
+            data = _read_exactly(stream, size)
+            _skip(stream, padded - size)
+            if kind == b"x":
+                pending = {**pending, **_pax(data)}
+            elif kind == b"g":
+                pax_global = {**pax_global, **_pax(data)}
+            elif kind == b"L":
+                pending = {**pending, "path": data.split(b"\0", 1)[0]}
+        else:
+            name = _name(header, attrs)
+            pending = {}
+            if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
+                state = {"read": False}
+
+                def read(size=size, state=state):
+                    state["read"] = True
+                    return _read_exactly(stream, size)
+
+                yield name, size, read
+                _skip(stream, padded if not state["read"] else padded - size)
+            else:
+                _skip(stream, padded)
+        header = stream.read(512)
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream whose decoding errors are CorruptTar (a damaged shard, not a bug)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._stream.read(n)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            raise CorruptTar(f"does not decompress: {e}") from None
+
+
+def _read_exactly(stream, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) < n:
+        raise CorruptTar("unexpected end of tar data")
+    return data
+
+
+def _skip(stream, n: int) -> None:
+    """Skip n bytes without keeping them: a seek where the stream has one, else chunked reads."""
+    if n <= 0:
+        return
+    if stream.seekable():
+        stream.seek(n, io.SEEK_CUR)
+        return
+    while n > 0:
+        got = len(stream.read(min(n, _SKIP_CHUNK)))
+        if not got:
+            raise CorruptTar("unexpected end of tar data")
+        n -= got
+
+
+def _name(header: bytes, attrs: dict) -> str:
+    if "path" in attrs:
+        return attrs["path"].decode("utf-8", "surrogateescape")
+    name = header[0:100].split(b"\0", 1)[0]
+    prefix = header[345:500].split(b"\0", 1)[0]
+    if header[257:263] == b"ustar\0" and prefix:
+        name = prefix + b"/" + name
+    return name.decode("utf-8", "surrogateescape")
 
 
 def _number(field: bytes) -> int:
@@ -45,83 +202,41 @@ def _number(field: bytes) -> int:
         value = int.from_bytes(field[1:], "big")
         return value - (1 << (8 * len(field) - 8)) if field[0] == 0xFF else value
     field = field.split(b"\0", 1)[0].strip()
+    if field and not all(48 <= b <= 55 for b in field):
+        raise CorruptTar(f"bad octal number {field[:20]!r}")
     return int(field, 8) if field else 0
 
 
+def _decimal(value: bytes) -> int:
+    """A pax number: ASCII digits only (int() would also take signs, spaces and underscores)."""
+    if not value.isdigit() or len(value) > 20:
+        raise CorruptTar(f"bad pax number {value[:20]!r}")
+    return int(value)
+
+
 def _pax(data: bytes) -> dict:
+    """Records `LENGTH KEY=VALUE\\n`, LENGTH counting the whole record, as POSIX defines them."""
     records, i = {}, 0
-    while i < len(data):
-        space = data.index(b" ", i)
-        length = int(data[i:space])
-        key, _, value = data[space + 1:i + length - 1].partition(b"=")
-        records[key.decode("utf-8")] = value
+    while i < len(data) and data[i:i + 1] != b"\0":
+        space = data.find(b" ", i, i + 21)
+        if space < 0:
+            raise CorruptTar("bad pax record")
+        length = _decimal(data[i:space])
+        record = data[space + 1:i + length]
+        if length <= space - i + 1 or i + length > len(data) or not record.endswith(b"\n"):
+            raise CorruptTar(f"bad pax record length {length}")
+        key, eq, value = record[:-1].partition(b"=")
+        if not eq:
+            raise CorruptTar("bad pax record")
+        records[key.decode("utf-8", "surrogateescape")] = value
         i += length
     return records
-
-
-def tar_files(raw):
-    """Yield (name, bytes) of each regular file of an uncompressed tar stream, in order, as
-    tarfile reads them (ustar, GNU and pax headers: pax path and size, GNU long names).
-
-    About ten times faster than tarfile per member: one header parse, no TarInfo objects.
-    A stream that does not start with a valid tar header (compressed, not a tar) is read with
-    tarfile instead, which also raises tarfile's own errors for damaged archives."""
-    first = raw.read(512)
-    if len(first) < 512 or not _checksum_ok(first):
-        rest = io.BytesIO(first + raw.read()) if not hasattr(raw, "seek") else raw
-        if rest is raw:
-            raw.seek(0)
-        with tarfile.open(fileobj=rest, mode="r|*") as tar:
-            for member in tar:
-                if member.isfile():
-                    yield member.name, tar.extractfile(member).read()
-        return
-    header, pax_global, pending = first, {}, {}
-    while True:
-        if len(header) < 512:
-            raise ValueError("unexpected end of tar data")
-        if header == b"\0" * 512:
-            return
-        if not _checksum_ok(header):
-            raise ValueError("bad tar header checksum")
-        kind = header[156:157]
-        size = _number(header[124:136])
-        attrs = {**pax_global, **pending}
-        if "size" in attrs and kind not in (b"x", b"g", b"L", b"K"):
-            size = int(attrs["size"])
-        data = raw.read(size)
-        if len(data) < size:
-            raise ValueError("unexpected end of tar data")
-        if size % 512:
-            raw.read(512 - size % 512)
-        if kind == b"x":
-            pending = {**pending, **_pax(data)}
-        elif kind == b"g":
-            pax_global = {**pax_global, **_pax(data)}
-        elif kind == b"L":
-            pending = {**pending, "path": data.split(b"\0", 1)[0]}
-        elif kind == b"K":
-            pass
-        else:
-            if kind in _REGULAR:
-                if "path" in attrs:
-                    name = attrs["path"].decode("utf-8", "surrogateescape")
-                else:
-                    name = header[0:100].split(b"\0", 1)[0]
-                    prefix = header[345:500].split(b"\0", 1)[0]
-                    if header[257:263] == b"ustar\0" and prefix:
-                        name = prefix + b"/" + name
-                    name = name.decode("utf-8", "surrogateescape")
-                if not (kind == b"\0" and name.endswith("/")):
-                    yield name, data
-            pending = {}
-        header = raw.read(512)
 
 
 def _checksum_ok(header: bytes) -> bool:
     try:
         stored = _number(header[148:156])
-    except ValueError:
+    except CorruptTar:
         return False
     unsigned = sum(header) - sum(header[148:156]) + 256
     if stored == unsigned:

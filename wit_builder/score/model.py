@@ -8,12 +8,12 @@ first. An image that does not decode gets no score (None).
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 
 from wit_builder import storage
 from wit_builder.errors import UserError
+from wit_builder.images import decode
 
 _CACHE: dict = {}
 
@@ -58,7 +58,8 @@ def pick_device(device: str):
 
 
 def scorer(model: str, device: str = "auto", batch_size: int = 256, threads: int = 0):
-    """The process's scorer for this model (built on first use)."""
+    """The process's scorer for this model (built on first use); UserError when the model does
+    not load (an unreadable checkpoint, a damaged Hugging Face folder)."""
     key = (model, device, batch_size, threads)
     if key not in _CACHE:
         import torch
@@ -68,7 +69,12 @@ def scorer(model: str, device: str = "auto", batch_size: int = 256, threads: int
         _CACHE.clear()  # one model per process
         local = _local(model)
         cls = HFScorer if os.path.isfile(os.path.join(local, "config.json")) else OurScorer
-        _CACHE[key] = cls(local, pick_device(device), batch_size)
+        try:
+            _CACHE[key] = cls(local, pick_device(device), batch_size)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - torch and transformers raise many types on a bad model
+            raise UserError(f"cannot load the score model {model}: {str(e)[:300]}") from None
     return _CACHE[key]
 
 
@@ -139,9 +145,7 @@ class HFScorer(_Scorer):
         self.max_length = self.model.config.text_config.max_position_embeddings
 
     def pixels(self, data):
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(data)).convert("RGB")
+        image = decode(data, "RGB")  # over images' bounds: refused before decoding
         return self.processor(images=[image], return_tensors="pt")["pixel_values"][0]
 
     def encode_images(self, pixels):

@@ -6,18 +6,24 @@ Two passes, each one Spark task per input shard:
 
 1. score: the model (our checkpoint or a Hugging Face CLIP folder, built once per executor
    process, on a GPU when there is one) scores the shard's pairs in batches; the scores go to
-   `scores/NNNNN.parquet` (key, uid, clip_score, source_shard). This is the slow pass and it
+   `scores/NNNNN.parquet` (key, pos, uid, clip_score, source_shard). This is the slow pass and it
    resumes by shard, like download: a rerun scores only shards without a scores file.
    `scores/_scoring.json` records the model and the input shards; when either changes, the old
    scores are dropped.
 2. write: the threshold is `min_score`, raised to the score of the `top_fraction` quantile of
    the whole shard set when that is set (DataComp's "top 30%" baseline); each shard is copied to
    `NNNNN.tar` keeping the samples that reach it, `clip_score` added to each sample's json, with
-   `NNNNN.parquet` (the input shard's Parquet rows of the kept samples, or their json, plus
-   `clip_score`), `NNNNN_stats.json`, and `drops/NNNNN.parquet` for the dropped samples.
+   `NNNNN.parquet` (the input shard's Parquet rows of the kept samples, or finalize's columns
+   from their json, plus `clip_score`), `NNNNN_stats.json`, and `drops/NNNNN.parquet` for the
+   dropped samples.
 
-Counts: rows_in = samples in the input shards; drops = `low_clip_score`, and `undecodable_image`
-for images the model could not read. The manifest holds the threshold, score quantiles and a
+Samples are matched between the passes by their position in the input shard, and the output
+keys are ours (`NNNNN` and the position, as download names samples): a foreign shard's member
+paths (`../x`, absolute, repeated) never reach an output shard.
+
+Counts: rows_in = samples in the input shards; drops = `low_clip_score`, `undecodable_image`
+for images the model could not read, and the tar reader's `oversized_member` and
+`corrupt_shard` (finalize/tars.py). The manifest holds the threshold, score quantiles and a
 histogram, and the lowest and highest scored pairs (for the report).
 """
 
@@ -25,10 +31,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.finalize.hashing import image_of, sample_meta
+from wit_builder.finalize.reshard import meta_row, parquet_schema
 from wit_builder.finalize.tars import read_samples
 from wit_builder.errors import UserError
 from wit_builder.score import model as score_model
@@ -36,6 +44,7 @@ from wit_builder.score import model as score_model
 IN_PLACE = True  # resumes its own partial output (scored shards are kept)
 SCORES, DROPS, SCORING = "scores", "drops", "_scoring.json"
 HISTOGRAM_BINS = 20
+SCORES_LAYOUT = 2  # scores/ files by position, with our keys: older ones are scored again
 
 
 def extra_inputs(cfg) -> list[str]:
@@ -70,102 +79,128 @@ def _parquet_bytes(table) -> bytes:
     return buf.getvalue()
 
 
+def _uid(meta: dict) -> str | None:
+    return str(meta["uid"]) if meta.get("uid") is not None else None
+
+
+def _keys(index: int, n: int) -> list[str]:
+    """The output keys of a shard's n samples, by position: ours (shard name and position, as
+    download names them), never a member's path, which a foreign shard may make anything
+    (`../../x`, absolute, repeated)."""
+    digits = max(4, len(str(n - 1)))
+    return [f"{storage.shard_name(index)}{pos:0{digits}d}" for pos in range(n)]
+
+
 def _score_shard(index: int, tar: str, scores_dir: str, section: dict) -> dict:
-    """Pass 1 for one shard: every sample's score to scores/NNNNN.parquet."""
+    """Pass 1 for one shard: every sample's score to scores/NNNNN.parquet, by position. A sample
+    the tar reader reports a problem with (tars.py) gets no score. A model that does not load
+    is {"error": message}."""
     import pyarrow as pa
 
-    scorer = score_model.scorer(section["model"], section["device"], section["batch_size"], section["threads"])
-    keys, uids, images, texts, scores = [], [], [], [], []
+    try:
+        scorer = score_model.scorer(section["model"], section["device"], section["batch_size"],
+                                    section["threads"])
+    except UserError as e:  # back to the driver as a result: Spark would wrap it in a traceback
+        return {"index": index, "error": str(e)}
+    uids, images, texts, scores = [], [], [], []
 
     def flush():
         scores.extend(scorer.score(images, texts))
         images.clear()
         texts.clear()
 
-    for key, files in read_samples(tar):
-        meta = sample_meta(files)
-        keys.append(key)
-        uids.append(str(meta["uid"]) if meta.get("uid") is not None else None)
-        images.append(image_of(files)[1])
-        texts.append(_caption(files, meta))
+    for sample in read_samples(tar):
+        meta = sample_meta(sample.files)
+        uids.append(_uid(meta))
+        images.append(None if sample.problem else image_of(sample.files)[1])
+        texts.append(_caption(sample.files, meta))
         if len(images) >= 4 * section["batch_size"]:
             flush()
     flush()
-    table = pa.table({"key": pa.array(keys, pa.string()), "uid": pa.array(uids, pa.string()),
+    table = pa.table({"key": pa.array(_keys(index, len(uids)), pa.string()),
+                      "pos": pa.array(range(len(uids)), pa.int32()),
+                      "uid": pa.array(uids, pa.string()),
                       "clip_score": pa.array(scores, pa.float32()),
-                      "source_shard": pa.array([tar] * len(keys), pa.string())})
+                      "source_shard": pa.array([tar] * len(uids), pa.string())})
     storage.write_bytes_atomic(storage.join(scores_dir, storage.shard_name(index) + ".parquet"),
                                _parquet_bytes(table))
-    return {"index": index, "samples": len(keys)}
+    return {"index": index, "samples": len(uids)}
 
 
 def _write_shard(index: int, tar: str, out_dir: str, threshold: float) -> dict:
-    """Pass 2 for one shard: the kept samples with their score, their Parquet rows, the drops."""
+    """Pass 2 for one shard: the kept samples with their score, their Parquet rows, the drops.
+    Samples are matched to their scores by position (the reader yields the same sequence)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from webdataset import TarWriter
 
     name = storage.shard_name(index)
-    scored = pq.read_table(storage.open_file(storage.join(out_dir, SCORES, name + ".parquet"))).to_pylist()
-    by_key = {r["key"]: r["clip_score"] for r in scored}
+    with storage.open_file(storage.join(out_dir, SCORES, name + ".parquet")) as f:
+        scored = pq.read_table(f, columns=["key", "clip_score"]).to_pylist()
     base = storage.join(out_dir, name)
-    kept, drops, metas = [], [], []
+    kept, rows, drops = [], [], []
     with storage.open_file(base + ".tar", "wb") as raw:
         writer = TarWriter(raw)
-        for key, files in read_samples(tar):
-            score = by_key.get(key)
-            meta = sample_meta(files)
-            if score is None or score < threshold:
-                drops.append({"key": key, "uid": str(meta["uid"]) if meta.get("uid") is not None else None,
-                              "reason": "undecodable_image" if score is None else "low_clip_score",
-                              "clip_score": score, "text": _caption(files, meta), "source_shard": tar})
+        for pos, sample in enumerate(read_samples(tar)):
+            if pos >= len(scored):
+                raise RuntimeError(f"score: {tar} holds more samples than when it was scored")
+            key, score = scored[pos]["key"], scored[pos]["clip_score"]
+            meta = sample_meta(sample.files)
+            if sample.problem or score is None or score < threshold:
+                reason = sample.problem or ("undecodable_image" if score is None else "low_clip_score")
+                drops.append({"key": key, "uid": _uid(meta), "reason": reason, "clip_score": score,
+                              "text": _caption(sample.files, meta), "source_shard": tar})
                 continue
-            meta["clip_score"] = round(float(score), 6)
-            sample = {"__key__": key, **{ext: data for ext, data in files.items() if ext != "json"},
-                      "json": json.dumps(meta, indent=4).encode()}
-            writer.write(sample)
-            kept.append(key)
-            metas.append(meta)
+            meta.update(key=key, clip_score=round(float(score), 6))
+            writer.write({"__key__": key, **{ext: data for ext, data in sample.files.items()
+                                             if ext != "json"},
+                          "json": json.dumps(meta, indent=4).encode()})
+            kept.append((sample.key, score))
+            rows.append(meta_row(meta, sample.files, tar))
         writer.close()
-    storage.write_bytes_atomic(base + ".parquet", _parquet_bytes(_kept_rows(tar, kept, metas, by_key)))
+    storage.write_bytes_atomic(base + ".parquet", _parquet_bytes(_kept_rows(tar, kept, rows)))
     storage.write_bytes_atomic(storage.join(out_dir, DROPS, name + ".parquet"), _parquet_bytes(
         pa.Table.from_pylist(drops, schema=pa.schema([
             ("key", pa.string()), ("uid", pa.string()), ("reason", pa.string()),
             ("clip_score", pa.float32()), ("text", pa.string()), ("source_shard", pa.string())]))))
+    dropped = dict(Counter(d["reason"] for d in drops))
     storage.write_json_atomic(base + "_stats.json", {
         "shard": name + ".tar", "count": len(kept), "source": tar, "threshold": threshold,
-        "dropped": {r: sum(d["reason"] == r for d in drops) for r in ("low_clip_score", "undecodable_image")}})
-    return {"name": name + ".tar", "count": len(kept), "low_clip_score": sum(d["reason"] == "low_clip_score" for d in drops),
-            "undecodable_image": sum(d["reason"] == "undecodable_image" for d in drops)}
+        "dropped": dropped})
+    return {"name": name + ".tar", "count": len(kept), "dropped": dropped}
 
 
-def _kept_rows(tar: str, kept: list[str], metas: list[dict], by_key: dict):
-    """The input shard's Parquet rows of the kept samples (by key) plus clip_score; without an
-    input Parquet, the samples' json."""
+def _kept_rows(tar: str, kept: list[tuple[str, float]], rows: list[dict]):
+    """The kept samples' shard Parquet rows, with our keys and clip_score: the input shard's own
+    Parquet rows when it names each kept sample (by member key) once, else `rows` (finalize's
+    shard columns, from each sample's json). `kept` holds (member key, score) per kept sample."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     source = tar[:-len(".tar")] + ".parquet"
-    scores = pa.array([by_key[k] for k in kept], pa.float32())
-    if storage.exists(source):
-        table = pq.read_table(storage.open_file(source))
-        if "key" in table.column_names:
-            table = table.filter(pc.is_in(table["key"], value_set=pa.array(kept, pa.string())))
-            order = {k: i for i, k in enumerate(table["key"].to_pylist())}
-            if len(order) == len(kept) and set(order) == set(kept):
-                table = table.take(pa.array([order[k] for k in kept]))
-                if "clip_score" in table.column_names:
-                    table = table.drop_columns(["clip_score"])
-                return table.append_column("clip_score", scores)
-    rows = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in m.items()} for m in metas]
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
-    return table.drop_columns(["clip_score"]).append_column("clip_score", scores) \
-        if "clip_score" in table.column_names else table.append_column("clip_score", scores)
+    keys = pa.array([r["key"] for r in rows], pa.string())
+    scores = pa.array([score for _, score in kept], pa.float32())
+    members = [member for member, _ in kept]
+    table = None
+    if storage.exists(source) and len(set(members)) == len(members):
+        with storage.open_file(source) as f:
+            given = pq.read_table(f)
+        if "key" in given.column_names:
+            given = given.filter(pc.is_in(given["key"], value_set=pa.array(members, pa.string())))
+            order = {k: i for i, k in enumerate(given["key"].to_pylist())}
+            if len(order) == given.num_rows == len(members):
+                given = given.take(pa.array([order[k] for k in members], pa.int64()))
+                table = given.drop_columns([c for c in ("key", "clip_score") if c in given.column_names]) \
+                    .add_column(0, "key", keys)
+    if table is None:
+        table = pa.Table.from_pylist(rows, schema=parquet_schema())
+    return table.append_column("clip_score", scores)
 
 
 def _identity(section, tars: list[str]) -> dict:
-    return {"model": section.model, "model_fingerprint": score_model.model_fingerprint(section.model),
+    return {"layout": SCORES_LAYOUT, "model": section.model,
+            "model_fingerprint": score_model.model_fingerprint(section.model),
             "tars": [[t, storage.file_fingerprint(t)] for t in tars]}
 
 
@@ -200,8 +235,11 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
                "threads": section.threads}
     sc = spark.sparkContext
     if todo:
-        sc.parallelize(todo, len(todo)).map(
+        scored = sc.parallelize(todo, len(todo)).map(
             lambda it: _score_shard(it[0], it[1], scores_dir, options)).collect()
+        errors = [r["error"] for r in scored if "error" in r]
+        if errors:
+            raise UserError(errors[0])
 
     scores = []
     for i in range(len(tars)):
@@ -216,8 +254,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
         lambda it: _write_shard(it[0], it[1], out_dir, threshold)).collect()
     written.sort(key=lambda r: r["name"])
     storage.write_json_atomic(storage.join(out_dir, "sizes.json"), {r["name"]: r["count"] for r in written})
-    drops = {reason: n for reason in ("low_clip_score", "undecodable_image")
-             if (n := sum(r[reason] for r in written))}
+    drops = dict(sum((Counter(r["dropped"]) for r in written), Counter()))
     return stages.StageResult(rows_in=rows_in, rows_out=sum(r["count"] for r in written), drops=drops,
                               extra={"clip_score": summary(valid, threshold, out_dir),
                                      "scored_shards": len(todo), "resumed_shards": len(done)})
@@ -235,7 +272,7 @@ def summary(valid, threshold: float, out_dir: str, examples: int = 8) -> dict:
     pairs = []
     for f in storage.list_files(storage.join(out_dir, SCORES), suffixes=(".parquet",)):
         with storage.open_file(f) as h:
-            t = pq.read_table(h, columns=["key", "clip_score", "source_shard"]).to_pylist()
+            t = pq.read_table(h, columns=["key", "pos", "clip_score", "source_shard"]).to_pylist()
         t = [r for r in t if r["clip_score"] is not None]
         t.sort(key=lambda r: r["clip_score"])
         pairs += t[:examples] + t[-examples:]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import tarfile
 from collections import Counter
 
 import numpy as np
@@ -17,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import stages, storage
+from wit_builder.finalize.tars import read_samples
 from wit_builder.stats.entries import add_entry_names, entry_count_stats, numpy_of
 from wit_builder.stats.samples import add_samples
 from wit_builder.errors import UserError
@@ -256,10 +256,10 @@ def _shard_stats(path: str, listing: dict, tars: list[str], shard_stats: dict[st
 
 
 def count_tar_samples(path: str) -> int:
-    """Samples in a WebDataset tar: distinct keys among its member names (headers only)."""
-    with storage.open_file(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
-        return len({posixpath.join(posixpath.dirname(m.name), posixpath.basename(m.name).split(".", 1)[0])
-                    for m in tar.getmembers() if m.isfile() and "." in posixpath.basename(m.name)})
+    """Whole samples in a WebDataset tar, from its headers alone (the shared reader,
+    finalize/tars.py, skipping every member's bytes); a damaged tar counts up to the damage."""
+    return sum(problem != "corrupt_shard"
+               for _, _, problem in read_samples(path, wanted=lambda *_: False))
 
 
 def _strip_thumbs(obj):

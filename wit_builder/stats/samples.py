@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import posixpath
-import tarfile
 from collections import Counter
 
 import numpy as np
@@ -21,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from wit_builder import storage
+from wit_builder import images, storage
+from wit_builder.finalize.hashing import image_of, sample_meta
+from wit_builder.finalize.tars import read_samples
 
 THUMB_SIDE = 128  # sample thumbnails: longest side in pixels, JPEG
 SAMPLE_SHARDS = 4  # random samples are read from at most this many tars
@@ -66,8 +66,8 @@ def random_samples(folder: str, per_shard: dict, n: int, seed: int = 0) -> list[
         positions = {int(p - lo) for p in picks if lo <= p < hi}
         if positions:
             tar = storage.join(folder, names[shard])
-            out += [_sample_item(key, files, names[shard])
-                    for _, key, files in _read_tar(tar, positions=positions)]
+            out += [_sample_item(key, files, names[shard]) for _, key, files in
+                    _read_tar(tar, lambda pos, _, wanted=positions: pos in wanted, len(positions))]
     return out
 
 
@@ -104,91 +104,91 @@ def drop_samples(folder: str, per_reason: int, seed: int = 0, download: str | No
             tar = storage.join(download, posixpath.basename(source))
         if not storage.exists(tar):
             continue
-        for _, key, files in _read_tar(tar, keys=set(keys)):
+        for _, key, files in _read_tar(tar, lambda _, key, wanted=keys: key in wanted, len(keys)):
             out[keys[key]].append(_sample_item(key, files, posixpath.basename(source)))
     return {reason: items for reason, items in out.items() if items}
 
 
 def score_samples(folder: str, clip_score: dict) -> dict:
-    """{"lowest": [sample, ...], "highest": [...]}: the pairs the score manifest names (by source
-    shard and key) with their thumbnails and scores, read from the source tars (or, when those
-    are gone, from the tar of that name in the score folder, which holds the kept samples)."""
+    """{"lowest": [sample, ...], "highest": [...]}: the pairs the score manifest names with their
+    thumbnails and scores, read from the source tars by position (older manifests: by key), or,
+    when those are gone, by key from the tar of that name in the score folder, which holds the
+    kept samples under the score stage's keys."""
     wanted = {side: clip_score.get(side) or [] for side in ("lowest", "highest")}
-    by_shard: dict[str, set] = {}
+    by_shard: dict[str, list] = {}
     for rows in wanted.values():
         for r in rows:
-            by_shard.setdefault(r["source_shard"], set()).add(r["key"])
+            by_shard.setdefault(r["source_shard"], []).append(r)
     found = {}
-    for source, keys in sorted(by_shard.items()):
-        tar = source if storage.exists(source) else storage.join(folder, posixpath.basename(source))
-        if storage.exists(tar):
-            for _, key, files in _read_tar(tar, keys=keys):
-                found[source, key] = _sample_item(key, files, posixpath.basename(source))
-    return {side: [{**found[r["source_shard"], r["key"]], "clip_score": r["clip_score"]}
-                   for r in rows if (r["source_shard"], r["key"]) in found]
+    for source, rows in sorted(by_shard.items()):
+        if storage.exists(source):
+            tar, match = source, _in_source
+        else:
+            tar, match = storage.join(folder, posixpath.basename(source)), _by_key
+        if not storage.exists(tar):
+            continue
+        want = lambda pos, key, rows=rows, match=match: any(match(r, pos, key) for r in rows)  # noqa: E731
+        for pos, key, files in _read_tar(tar, want, len(rows)):
+            item = _sample_item(key, files, posixpath.basename(source))
+            found.update({id(r): item for r in rows if match(r, pos, key)})
+    return {side: [{**found[id(r)], "key": r["key"], "clip_score": r["clip_score"]}
+                   for r in rows if id(r) in found]
             for side, rows in wanted.items()}
 
 
-def _read_tar(path: str, positions: set[int] | None = None, keys: set[str] | None = None):
-    """Yield (position, key, {ext: bytes}) of the wanted samples of a WebDataset tar, streaming
-    it and stopping after the last one; other samples' bytes are skipped, never kept."""
-    wanted_left = len(positions) if positions is not None else len(keys)
-    if wanted_left == 0:
+def _in_source(pair: dict, pos: int, key: str) -> bool:
+    return pair["pos"] == pos if pair.get("pos") is not None else pair["key"] == key
+
+
+def _by_key(pair: dict, pos: int, key: str) -> bool:
+    return pair["key"] == key
+
+
+def _read_tar(path: str, want, count: int):
+    """Yield (position, key, {ext: bytes}) of the samples of a WebDataset tar for which
+    `want(position, key)` holds, streaming it (the shared reader, finalize/tars.py) and stopping
+    after `count` of them; other samples' bytes are skipped, never kept, and a sample the reader
+    reports a problem with is left out."""
+    if count == 0:
         return
-    with storage.open_file(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-        key, files, pos = None, {}, -1
-        for member in tar:
-            if not member.isfile():
-                continue
-            folder, base = posixpath.split(member.name)
-            stem, dot, ext = base.partition(".")
-            if not dot:
-                continue
-            member_key = posixpath.join(folder, stem)
-            if member_key != key:
-                if key is not None and files:
-                    yield pos, key, files
-                    wanted_left -= 1
-                    if wanted_left == 0:
-                        return
-                key, files, pos = member_key, {}, pos + 1
-            if (positions is not None and pos in positions) or (keys is not None and key in keys):
-                files[ext.lower()] = tar.extractfile(member).read()
-        if key is not None and files:
+    for pos, (key, files, problem) in enumerate(read_samples(path, want)):
+        if problem is None and files and want(pos, key):
             yield pos, key, files
+            count -= 1
+            if count == 0:
+                return
+
+
+_TEXT_FIELDS = ("uid", "url", "lang")
+_NUMBER_FIELDS = ("width", "height", "original_width", "original_height", "clip_score")
 
 
 def _sample_item(key: str, files: dict, shard: str) -> dict:
-    meta = {}
-    if "json" in files:
-        try:
-            meta = json.loads(files["json"])
-        except (ValueError, UnicodeDecodeError):
-            meta = {}
+    """A sample card's fields. A foreign shard's json may hold anything (a list, numbers for
+    texts, texts for numbers): only values of the expected kinds are shown."""
+    meta = sample_meta(files)
     text = meta.get("text") or meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")
     item = {"key": key, "shard": shard, "caption": str(text)[:300],
-            **{k: meta[k] for k in ("uid", "url", "lang", "width", "height", "original_width",
-                                    "original_height", "clip_score") if meta.get(k) is not None}}
+            **{k: str(meta[k])[:300] for k in _TEXT_FIELDS if meta.get(k) is not None},
+            **{k: meta[k] for k in _NUMBER_FIELDS
+               if isinstance(meta.get(k), (int, float)) and not isinstance(meta[k], bool)}}
     if isinstance(meta.get("entry_ids"), list):
-        item["entry_ids"] = [int(i) for i in meta["entry_ids"][:8]]
+        item["entry_ids"] = [i for i in meta["entry_ids"][:8] if type(i) is int]
     if isinstance(meta.get("entries"), list):
-        item["entries"] = [str(e) for e in meta["entries"][:8]]
-    image = next((files[e] for e in ("jpg", "jpeg", "png", "webp") if e in files), None)
+        item["entries"] = [str(e)[:300] for e in meta["entries"][:8]]
+    _, image = image_of(files)
     item["thumb"] = thumbnail(image) if image else None
     return item
 
 
 def thumbnail(data: bytes, side: int = THUMB_SIDE) -> str | None:
-    """A base64 JPEG at most `side` px on its longest side; None if the image does not decode."""
-    from PIL import Image
-
+    """A base64 JPEG at most `side` px on its longest side; None if the image does not decode
+    or is over images' bounds (pixels, JPEG scans), which are checked before decoding."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft("RGB", (side, side))
-            img = img.convert("RGB")
+        with images.decode(data, "RGB", draft=(side, side)) as img:
             img.thumbnail((side, side))
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=80)
-    except Exception:  # a truncated or odd file: shown as "no image"
+    except Exception:  # a truncated, odd or refused file: shown as "no image"
         return None
     return base64.b64encode(buf.getvalue()).decode("ascii")
