@@ -77,30 +77,43 @@ def _strict(body: bytes, names) -> str | None:
     return None
 
 
-def _lenient(body: bytes, names) -> str | None:
+def _lenient(body: bytes, names, errors_per_char: float = 0.5) -> str | None:
     """The first of `names` that decodes `body` with few errors, each replaced by U+FFFD where
-    it is. Few: at most a third of the non-ASCII characters are broken. A page
-    in another encoding than the one tried breaks at (nearly) every non-ASCII character; a page
-    in it with a stray byte or a cut character breaks there only."""
+    it is. Few: at most `errors_per_char` errors per non-ASCII character decoded. A page in
+    another encoding than the one tried breaks at (nearly) every non-ASCII character (a cp1251
+    or latin-1 page read as UTF-8 holds no valid multi-byte sequence); a page in it with a stray
+    byte or a cut character breaks there only."""
     for name in dict.fromkeys(n for n in names if n):
         text = body.decode(name, errors="replace")
         broken = text.count("\ufffd")
-        if broken * 3 <= len(text) - len(text.encode("ascii", errors="ignore")):
+        decoded = len(text) - len(text.encode("ascii", errors="ignore")) - broken
+        if broken <= errors_per_char * decoded:
             return text
     return None
+
+
+def _http_utf8(body: bytes, declared: str | None) -> str | None:
+    """The page as UTF-8 when the HTTP header says UTF-8 and it decodes at least as many
+    non-ASCII characters as it breaks: a browser follows the header, and a mostly-ASCII page
+    with one `é` and one stray byte is UTF-8 with one error, not cp1250. Only UTF-8: a page in
+    another encoding holds (nearly) no valid UTF-8 sequence, whereas a multi-byte legacy charset
+    (Shift_JIS, GBK) reads much of any high-bit text as characters."""
+    return _lenient(body, ["utf-8"], errors_per_char=1.0) if _codec(declared) == "utf-8" else None
 
 
 def decode(body: bytes, declared: str | None = None) -> str:
     """Bytes -> text, the way a browser would, but checked: the BOM, the HTTP charset, `<meta
     charset>`, then UTF-8, each tried strictly. Then the same again with errors replaced where
-    they are, if they are few (a stray byte must not turn a whole UTF-8 page into cp1251). A
-    wrong declaration is common, so then: the legacy encoding of the page's `<html lang>`; else
-    charset_normalizer's guess. Only bytes nothing decodes become U+FFFD, which makes the texts
-    holding them `undecodable` drops."""
+    they are, if they are few (a stray byte must not turn a whole UTF-8 page into cp1251). Then
+    UTF-8 declared by the HTTP header (`declared`), with errors at up to as many places as it
+    decodes non-ASCII characters (`_http_utf8`). A wrong declaration is common, so then: the
+    legacy encoding of the page's `<html lang>`; else charset_normalizer's guess. Only bytes
+    nothing decodes become U+FFFD, which makes the texts holding them `undecodable` drops."""
     boms = [name for bom, name in _BOMS if body.startswith(bom)]
     meta = _META_CHARSET.search(body, 0, 4096)
     tried = boms + [_codec(declared), _codec(meta and meta.group(1).decode()), "utf-8"]
     for attempt in (lambda: _strict(body, tried), lambda: _lenient(body, tried),
+                    lambda: _http_utf8(body, declared),
                     lambda: _strict(body, [_legacy_for_lang(body)])):
         found = attempt()
         if found is not None:
