@@ -119,7 +119,7 @@ def test_tar_reader_reads_what_tarfile_reads(tmp_path, shared_data):
     from wit_builder.finalize.tars import MAX_MEMBER_BYTES, _members
 
     def tar_files(raw):
-        return [(name, read()) for name, _, read in _members(raw, MAX_MEMBER_BYTES)]
+        return [(member.name, member.read()) for member in _members(raw, MAX_MEMBER_BYTES)]
 
     photo = (shared_data / "images" / "flickr8k_dev" / "train" / "1000268201_693b08cb0e.jpg").read_bytes()
     (shard,) = write_shards(tmp_path, [sample("a.jpg", photo, "é first", [1]),

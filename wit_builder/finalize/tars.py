@@ -5,15 +5,17 @@ train). It parses tar headers itself (ustar, GNU and pax), about ten times faste
 than tarfile; gzip, bzip2 and xz shards are decompressed as a stream. tests/unit/
 test_finalize_fast.py checks it against tarfile on pax, GNU and ustar archives.
 
-A foreign shard may be hostile, so nothing in it is trusted:
-- a member larger than `MAX_MEMBER_BYTES` is never read (its bytes are skipped): its sample comes
-  with the problem `oversized_member`. So a gzip bomb costs a stream's buffers, not gigabytes;
-- damaged structure (a bad header or checksum, a pax record whose length is 0, negative or past
-  its header, a size past the end of the file, a cut or empty file, data that does not
-  decompress) ends the shard: the sample being read, or a key-less sample when none was, comes
-  with the problem `corrupt_shard`. Nothing after the damage can be trusted to be a member.
-Callers count a sample with a problem as one drop with that reason, so a damaged shard costs
-one drop more than its good samples, never a hang or a traceback.
+A foreign shard may be hostile, so nothing in it is trusted, and every problem is one sample's
+`problem`, which callers count as one drop with that reason (never a hang or a traceback):
+- `oversized_member`: a member larger than `max_member` (MAX_MEMBER_BYTES) is never read, its
+  bytes are skipped. So a gzip bomb costs a stream's buffers, not gigabytes;
+- `corrupt_member`: a member whose pax records are malformed (a record length of 0, negative or
+  past its header; a size that is not a number) is not read; its plain header still frames it,
+  so the shard goes on;
+- `corrupt_shard`: damaged structure (a bad header or checksum, a size past the end of the file,
+  a cut, empty or non-tar file, data that does not decompress) ends the shard, as nothing after
+  it can be trusted to be a member: the sample being read, or a key-less sample when none was,
+  comes with this problem. So a damaged shard costs one drop besides its good samples.
 """
 
 from __future__ import annotations
@@ -39,13 +41,18 @@ _DECOMPRESSORS = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f)), (b"BZh", bz
 
 
 class CorruptTar(ValueError):
-    """The tar's structure is damaged: nothing after this point can be trusted."""
+    """The tar's structure is damaged: nothing after this point can be trusted. `name`: the
+    member whose header was read last, when the damage is in its data."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 class Sample(NamedTuple):
     key: str | None  # the member path up to the first dot of its base name; None: no sample
     files: dict  # {extension: bytes} of the members read
-    problem: str | None  # None, "oversized_member" or "corrupt_shard"
+    problem: str | None  # None, "oversized_member", "corrupt_member" or "corrupt_shard"
 
 
 def read_samples(path: str, wanted: Callable[[int, str], bool] | None = None,
@@ -64,31 +71,61 @@ def samples_of(raw, wanted=None, max_member: int = MAX_MEMBER_BYTES) -> Iterator
     """`read_samples` of an open binary stream."""
     key, files, problem, pos, take = None, {}, None, -1, True
     try:
-        for name, size, read in _members(raw, max_member):
-            folder, base = posixpath.split(name)
-            stem, dot, ext = base.partition(".")
-            if not dot:
+        for member in _members(raw, max_member):
+            member_key = _key(member.name)
+            if member_key is None:
                 continue
-            member_key = posixpath.join(folder, stem)
+            ext = posixpath.basename(member.name).partition(".")[2]
             if member_key != key:
                 if key is not None:
                     yield Sample(key, files, problem)
                 key, files, problem, pos = member_key, {}, None, pos + 1
                 take = wanted is None or wanted(pos, key)
-            if size > max_member:
+            if member.damaged:
+                problem = "corrupt_member"
+            elif member.size > max_member:
                 problem = "oversized_member"
             elif take:
-                files[ext.lower()] = read()
-    except CorruptTar:
+                files[ext.lower()] = member.read()
+    except CorruptTar as e:
+        damaged_key = _key(e.name) if e.name else None
+        if damaged_key and damaged_key != key:  # the damage starts a sample: the one before is whole
+            if key is not None:
+                yield Sample(key, files, problem)
+            key, files = damaged_key, {}
         yield Sample(key, files, "corrupt_shard")
         return
     if key is not None:
         yield Sample(key, files, problem)
 
 
-def _members(raw, max_member) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
-    """(name, size, read) of each regular file; `read()` returns its bytes, a member not read
-    is skipped. Raises CorruptTar where the structure is damaged."""
+class _Member:
+    """A regular file of the tar: `name`, `size`, `damaged` (its pax records are malformed: its
+    name and size are the plain header's), and `read()`, its bytes; one not read is skipped."""
+
+    def __init__(self, stream, name: str, size: int, damaged: bool):
+        self._stream, self.name, self.size, self.damaged, self.was_read = stream, name, size, damaged, False
+
+    def read(self) -> bytes:
+        self.was_read = True
+        return _read_exactly(self._stream, self.size)
+
+
+_EXTENDED = (b"x", b"g", b"L", b"K")  # pax, pax global, GNU long name, GNU long link name
+
+
+def _key(name: str) -> str | None:
+    """A member's sample key: its path up to the first dot of its base name (None: no dot)."""
+    folder, base = posixpath.split(name)
+    stem, dot, _ = base.partition(".")
+    return posixpath.join(folder, stem) if dot else None
+
+
+def _members(raw, max_member) -> Iterator[_Member]:
+    """Each regular file of the tar stream `raw`, as a `_Member`. Raises CorruptTar where the
+    structure is damaged; malformed pax records (a length of 0, negative, past the header; a
+    size that is not a number) damage only the member they describe, whose plain header still
+    frames it."""
     stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
     magic = stream.peek(6)[:6]
     end = None  # where the file ends, when it can be known without reading it
@@ -101,7 +138,7 @@ def _members(raw, max_member) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
             here = stream.tell()
             end = stream.seek(0, io.SEEK_END)
             stream.seek(here)
-    header, pax_global, pending, first = stream.read(512), {}, {}, True
+    header, pax_global, pending, damaged, first = stream.read(512), {}, {}, False, True
     while True:
         if not header and not first:
             return  # the end-of-archive blocks are missing; tarfile accepts that too
@@ -115,38 +152,39 @@ def _members(raw, max_member) -> Iterator[tuple[str, int, Callable[[], bytes]]]:
         kind = header[156:157]
         size = _number(header[124:136])
         attrs = {**pax_global, **pending}
-        if "size" in attrs and kind not in (b"x", b"g", b"L", b"K"):
-            size = _decimal(attrs["size"])
+        if "size" in attrs and kind not in _EXTENDED and not damaged:
+            try:
+                size = _decimal(attrs["size"])
+            except CorruptTar:
+                damaged = True
+        name = None if kind in _EXTENDED else _name(header, {} if damaged else attrs)
         if size < 0:
-            raise CorruptTar(f"negative member size {size}")
+            raise CorruptTar(f"negative member size {size}", name)
         padded = -(-size // 512) * 512
         if end is not None and stream.tell() + padded > end:
-            raise CorruptTar("a member runs past the end of the file")
-        if kind in (b"x", b"g", b"L", b"K"):
+            raise CorruptTar("a member runs past the end of the file", name)
+        if kind in _EXTENDED:
             if size > max_member:
                 raise CorruptTar(f"a {size}-byte extended header")
             data = _read_exactly(stream, size)
             _skip(stream, padded - size)
             if kind == b"x":
-                pending = {**pending, **_pax(data)}
+                try:
+                    pending = {**pending, **_pax(data)}
+                except CorruptTar:
+                    damaged = True
             elif kind == b"g":
-                pax_global = {**pax_global, **_pax(data)}
+                pax_global = {**pax_global, **_pax(data)}  # every later member's: the shard's end
             elif kind == b"L":
                 pending = {**pending, "path": data.split(b"\0", 1)[0]}
         else:
-            name = _name(header, attrs)
-            pending = {}
             if kind in _REGULAR and not (kind == b"\0" and name.endswith("/")):
-                state = {"read": False}
-
-                def read(size=size, state=state):
-                    state["read"] = True
-                    return _read_exactly(stream, size)
-
-                yield name, size, read
-                _skip(stream, padded if not state["read"] else padded - size)
+                member = _Member(stream, name, size, damaged)
+                yield member
+                _skip(stream, padded - size if member.was_read else padded)
             else:
                 _skip(stream, padded)
+            pending, damaged = {}, False
         header = stream.read(512)
 
 
