@@ -135,13 +135,21 @@ class DownloadConfig:
     encode_quality: int = _at_least(95, 1)
     samples_per_shard: int = _at_least(10_000, 1)
     processes: int = _at_least(1, 1)
-    threads: int = _at_least(16, 1)
+    in_flight: int = _at_least(256, 1)  # requests open at once per download process
+    threads: int = _at_least(0, 0)  # img2dataset's name for in_flight (its thread count); 0: in_flight
+    resize_threads: int = _at_least(2, 1)  # image checks, decode, resize, encode per process
+    # bodies held per process (read, or waiting to be resized): what the servers send cannot
+    # grow memory past this (plus one image of up to max_bytes)
+    max_bytes_in_flight: int = _at_least(256 * 1024 * 1024, 1)
     timeout: float = 10.0  # seconds for each connect and each read
     total_timeout: float = 30.0  # seconds for one image: every redirect hop and the whole body
     retries: int = _at_least(0, 0)
-    # at most this many connections to one host at a time, per download process (0: no limit,
-    # as img2dataset; a polite crawl keeps a few: Scrapy's default is 8 per domain)
-    connections_per_host: int = _at_least(0, 0)
+    # at most this many connections to one host at a time, per download process (Scrapy's
+    # default is 8 per domain; 0: no limit, as img2dataset)
+    connections_per_host: int = _at_least(8, 0)
+    # robots.txt Crawl-delay and Retry-After are honoured up to this many seconds; a host that
+    # asks for a longer Crawl-delay is skipped (robots_txt: crawl_delay)
+    max_crawl_delay: float = 10.0
     max_bytes: int = _at_least(20_000_000, 1)
     # One resize decodes the whole image: ~6 bytes a pixel (twice that with 16-bit samples; a
     # pixel with alpha counts as images.ALPHA_COST pixels). 40 Mpx keeps it under ~500 MB per

@@ -91,7 +91,7 @@ STAGES = (
                      {"action": "store_const", "const": "true"}),
               Option("--image-size", "download.image_size", "resize target in px"),
               Option("--resize-mode", "download.resize_mode", "resize rule"),
-              Option("--threads", "download.threads", "fetching threads per Spark task"),
+              Option("--in-flight", "download.in_flight", "requests open at once per Spark task"),
               Option("--allow-networks", "download.allow_networks",
                      "CIDR ranges exempt from the private-address rule (comma-separated)"))),
     Stage("finalize", finalize, "image dedup, decontamination, exact balance, reshard",

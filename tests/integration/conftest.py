@@ -88,11 +88,23 @@ def image_server(shared_data, tmp_path_factory):
 
 
 @pytest.fixture
-def connect_times(monkeypatch):
-    """An empty connect history for this process (download/connect.py): a port an earlier test
-    used would otherwise bring its quick SYN resends into a count of attempts."""
-    from wit_builder.download import connect
+def connections(monkeypatch):
+    """Addresses the fetcher opened sockets to (only loopback ones are really connected).
 
-    times = connect.ConnectTimes()
-    monkeypatch.setattr(connect, "CONNECT_TIMES", times)
-    return times
+    Recorded where aiohttp makes every socket it connects, after our address check
+    (safety.CheckedResolver.socket_for): a refusal raises before this records anything."""
+    from wit_builder.download.safety import CheckedResolver
+
+    seen = []
+    real = CheckedResolver.socket_for
+
+    def record(self, addr_info):
+        sock = real(self, addr_info)
+        seen.append(addr_info[4][0])
+        if not addr_info[4][0].startswith("127."):
+            sock.close()
+            raise AssertionError(f"connection attempted to {addr_info[4][0]}")
+        return sock
+
+    monkeypatch.setattr(CheckedResolver, "socket_for", record)
+    return seen

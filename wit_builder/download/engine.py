@@ -1,74 +1,61 @@
-"""One shard in an executor: img2dataset's Downloader with our fetcher inside.
+"""One shard in an executor: many requests in flight on one event loop, politely, then resized on
+a small thread pool and written with img2dataset's writer.
 
-We assemble img2dataset's own parts (Resizer, Downloader, WebDatasetSampleWriter) rather than
-call `img2dataset.download`, which would build a plain Downloader and guess finished shards from
-every `*.json` in the folder (our manifest.json included); shards.py does the Reader's and the
-distributor's part on the driver, which never imports img2dataset. Small subclasses carry our
-changes:
+img2dataset runs one thread per URL in flight and a new connection (and TLS handshake) per
+image; on a slow web most of its threads wait and its CPU goes to handshakes. Here one asyncio
+loop per shard task keeps up to `in_flight` requests open through one fetch.Fetcher (aiohttp:
+keep-alive connections pooled per host), and the CPU work (image checks, decode, resize,
+encode: libjpeg-turbo and OpenCV, which release the GIL) runs on `resize_threads` threads, so
+the network never waits for the CPU and the CPU never waits for the network.
 
-- SafeDownloader: img2dataset's shard loop fetches each URL by calling the module-level
-  `img2dataset.downloader.download_image` (through `download_image_with_retry`). While one shard
-  runs, inside the executor process that runs it, we point that name at our fetcher
-  (fetch.download_image) and restore it afterwards. A Python worker runs one task at a time, so
-  nothing else sees the swap; a plain img2dataset job in the same application is unaffected.
-  If a future img2dataset stops calling that name, `_swap_point` fails loudly rather than
-  letting downloads through urllib unchecked. img2dataset's own retry loop is off (retries=0):
-  our fetcher retries transient failures itself, within the URL's one `total_timeout`.
-- SampleWriter: img2dataset's webdataset writer with the caption stored under our column name
-  `text` in KEY.json and the shard Parquet (KEY.txt is the same text), and no PAX record per
-  tar member.
-- resize.BoundedResizer: img2dataset's Resizer, decoding JPEGs with TurboJPEG (the same pixels)
-  and those much bigger than `image_size` at 1/2, 1/4 or 1/8 of their size (the rest exactly as
-  img2dataset does).
+The scheduler is polite per host (host name), as a crawler must be and img2dataset is not:
+- at most `connections_per_host` requests to a host at once (aiohttp's `limit_per_host` is the
+  hard cap on its connections, redirect hops included), the shard's URLs taken host by host in
+  turn so that connections are reused;
+- robots.txt read once per host before its other URLs start, and its `Crawl-delay` kept
+  between request starts (a host asking for more than `max_crawl_delay` is skipped:
+  `robots_txt: crawl_delay`);
+- a 429 or 503 with `Retry-After` pauses the whole host that long (at most `max_crawl_delay`),
+  counted in `_stats.json` as `host_backoffs`.
+
+Each URL has one deadline, `total_timeout` from the moment it starts: robots.txt (when it asks
+first), DNS, connects, TLS, every redirect hop, the body, retries, and the image checks and
+resize on the pool. What is still on the pool at the deadline is dropped as `timeout: total`;
+images.py bounds that work too (pixels, JPEG scans). Bodies held in the process are capped by
+`max_bytes_in_flight` (fetch.ByteBudget), whatever the servers send.
+
+Outputs stay img2dataset's, byte for byte in layout: its WebDataset writer (our subclass
+stores the caption as `text`), its sample keys, its Parquet columns and `_stats.json` keys.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import collections
+import concurrent.futures
+import hashlib
+import heapq
+import io
+import math
+import os
 import tarfile
-from contextlib import contextmanager
+import time
 
-import img2dataset.downloader as i2d_downloader
+import fsspec
 import pyarrow as pa
+from img2dataset.downloader import compute_key, is_disallowed
+from img2dataset.logger import CappedCounter
 from img2dataset.writer import WebDatasetSampleWriter
 
 from wit_builder import storage
-from wit_builder.download import fetch
+from wit_builder.download import robots
+from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
 from wit_builder.download.resize import BoundedResizer
+from wit_builder.download.safety import URL_DEADLINE
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
-
-
-def _swap_point():
-    """img2dataset.downloader's fetch function, checked to be what the shard loop calls."""
-    uses = i2d_downloader.download_image_with_retry.__code__.co_names
-    if "download_image" not in uses or not callable(getattr(i2d_downloader, "download_image", None)):
-        raise RuntimeError("this img2dataset no longer fetches through "
-                           "img2dataset.downloader.download_image: the network-safety fetcher "
-                           "cannot be installed (pin img2dataset 1.47)")
-    return i2d_downloader.download_image
-
-
-@contextmanager
-def _fetcher_installed(policy):
-    original = _swap_point()
-    i2d_downloader.download_image = functools.partial(fetch.download_image, policy=policy)
-    try:
-        yield
-    finally:
-        i2d_downloader.download_image = original
-
-
-class SafeDownloader(i2d_downloader.Downloader):
-    """img2dataset's Downloader whose fetches go through fetch.download_image."""
-
-    def __init__(self, policy, **kwargs):
-        super().__init__(**kwargs)
-        self.policy = policy
-
-    def download_shard(self, row):
-        with _fetcher_installed(self.policy):
-            return super().download_shard(row)
+PROGRESS_SECONDS = 2.0  # how often a running shard reports its counts to the driver
+_POOLS: dict = {}  # pid -> the resize pool of this executor process
 
 
 class SampleWriter(WebDatasetSampleWriter):
@@ -95,23 +82,318 @@ class SampleWriter(WebDatasetSampleWriter):
         super().write(img_str, key, caption, meta)
 
 
+class Host:
+    """One host's queue and manners in this shard."""
+
+    def __init__(self):
+        self.urls: collections.deque = collections.deque()  # (index, url, deadline or None)
+        self.active = 0
+        self.next_start = 0.0  # monotonic: Crawl-delay and Retry-After push it on
+        self.delay = 0.0
+        self.waiting = False  # in the scheduler's ready queue or timer heap
+        self.robots_pending = False
+
+
+class Shard:
+    """The URLs of one shard, fetched and processed; `done(index, result)` gets each outcome."""
+
+    def __init__(self, policy: Policy, section, fetcher: Fetcher, process, token: str,
+                 directives):
+        self.policy, self.section, self.fetcher, self.process = policy, section, fetcher, process
+        self.token, self.directives = token, directives
+        self.backoffs = 0
+        self._tries: dict = {}  # url -> attempts that failed and were retried
+
+    def opted_out(self, headers) -> bool:
+        return bool(self.directives) and is_disallowed(_Headers(headers), self.token,
+                                                       self.directives)
+
+    async def run(self, items, in_flight: int, done) -> None:
+        """Fetch `items` [(index, url)], at most `in_flight` at once, hosts in turn."""
+        hosts: dict = {}
+        for index, url in items:
+            hosts.setdefault(robots.host_of(url)[1] if isinstance(url, str) else None,
+                             Host()).urls.append((index, url, None))
+        ready = collections.deque(hosts.values())
+        for host in ready:
+            host.waiting = True
+        timers: list = []  # (time, tie, host)
+        running: dict = {}  # task -> host
+        tie = 0
+
+        def requeue(host: Host) -> None:
+            nonlocal tie
+            if host.waiting or not host.urls or host.robots_pending:
+                return
+            if host.active >= self._per_host() or (host.delay and host.active):
+                return  # a finishing request requeues it
+            host.waiting = True
+            if host.next_start > time.monotonic():
+                tie += 1
+                heapq.heappush(timers, (host.next_start, tie, host))
+            else:
+                ready.append(host)
+
+        while ready or timers or running:
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                ready.append(heapq.heappop(timers)[2])
+            while ready and len(running) < in_flight:
+                host = ready.popleft()
+                host.waiting = False
+                if host.next_start > now:
+                    requeue(host)
+                    continue
+                index, url, deadline = host.urls.popleft()
+                if deadline is None:
+                    deadline = now + self.policy.total_timeout
+                    if self.policy.honor_robots_txt and isinstance(url, str):
+                        host.robots_pending = robots.known(url) is None
+                host.active += 1
+                if host.delay:
+                    host.next_start = now + host.delay
+                task = asyncio.ensure_future(self.one(url, deadline, host))
+                running[task] = (host, index, url, deadline)
+                requeue(host)
+            if not running:
+                await asyncio.sleep(max(0.0, timers[0][0] - time.monotonic()) if timers else 0)
+                continue
+            wait = max(0.0, timers[0][0] - time.monotonic()) if timers else None
+            finished, _ = await asyncio.wait(running, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                host, index, url, deadline = running.pop(task)
+                host.active -= 1
+                host.robots_pending = False
+                outcome, retry = task.result()
+                if retry:
+                    host.urls.appendleft((index, url, deadline))
+                else:
+                    done(index, outcome)
+                requeue(host)
+
+    def _per_host(self) -> int:
+        return self.policy.connections_per_host or 1 << 30
+
+    async def one(self, url, deadline: float, host: Host):
+        """((data, result, error), retry?) for one attempt at `url` within `deadline`."""
+        URL_DEADLINE.set(deadline)  # this task's context: the resolver ends before it
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                if self.policy.honor_robots_txt and isinstance(url, str):
+                    refusal = await self._robots(url, host)
+                    if refusal:
+                        return (None, None, refusal), False
+                data = await self.fetcher.fetch(url, self.opted_out)
+                try:
+                    return await self._processed(data), False
+                finally:
+                    self.fetcher.budget.give(len(data))
+        except BaseException as exc:  # noqa: BLE001 - one bad URL must never fail the shard
+            if isinstance(exc, asyncio.CancelledError) and time.monotonic() < deadline:
+                raise  # the shard itself is being cancelled
+            error = error_text(exc, time.monotonic() >= deadline)
+            if isinstance(exc, HttpRefused) and exc.retry_after is not None:
+                self._back_off(host, exc.retry_after)
+            again = (transient(error) and self._attempts_left(url)
+                     and time.monotonic() < deadline)
+            return (None, None, error), again
+
+    def _attempts_left(self, url) -> bool:
+        """Whether `url` may be tried again (`retries` further attempts per URL)."""
+        tried = self._tries.get(url, 0) + 1
+        self._tries[url] = tried
+        return tried <= self.policy.retries
+
+    def _back_off(self, host: Host, seconds: float) -> None:
+        pause = min(seconds, self.section.max_crawl_delay)
+        host.next_start = max(host.next_start, time.monotonic() + pause)
+        self.backoffs += 1
+
+    async def _robots(self, url: str, host: Host) -> str | None:
+        rules = await robots.rules(url, self.fetcher)
+        if not rules.can_fetch(url, self.token):
+            return "robots_txt: disallowed"
+        delay = rules.crawl_delay(self.token) or 0.0
+        if delay > self.section.max_crawl_delay:
+            return "robots_txt: crawl_delay"
+        host.delay = float(delay)
+        return None
+
+    async def _processed(self, data: bytes):
+        """(data, resize result, error) once the pool has checked and resized `data`."""
+        future = _pool(self.section).submit(self.process, data)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # not started yet: never runs
+            raise
+
+
+class _Headers:
+    """aiohttp's headers under the name img2dataset's `is_disallowed` reads (`get_all`)."""
+
+    def __init__(self, headers):
+        self.headers = headers
+
+    def get_all(self, name, default=None):
+        return self.headers.getall(name, default)
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() moment on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+def _pool(section) -> concurrent.futures.ThreadPoolExecutor:
+    pid = os.getpid()
+    if pid not in _POOLS:
+        _POOLS[pid] = concurrent.futures.ThreadPoolExecutor(
+            max_workers=section.resize_threads, thread_name_prefix="resize")
+    return _POOLS[pid]
+
+
+def _resizer(section) -> BoundedResizer:
+    return BoundedResizer(image_size=section.image_size, resize_mode=section.resize_mode,
+                          resize_only_if_bigger=section.resize_only_if_bigger,
+                          encode_quality=section.encode_quality, encode_format="jpg")
+
+
+def _checker_and_resizer(policy: Policy, resizer):
+    """What the pool runs per image: the header checks, then img2dataset's resize contract."""
+
+    def process(data: bytes):
+        error = image_error(data, policy)
+        if error:
+            return data, None, error
+        return data, resizer(io.BytesIO(data)), None
+    return process
+
+
+async def one_url(url, policy: Policy, token, directives) -> tuple[bytes | None, str | None]:
+    """(image bytes, None) or (None, error) for one URL through the engine's per-URL path."""
+    fetcher = Fetcher(policy, in_flight=4, budget_bytes=policy.max_bytes)
+    shard = Shard(policy, _OneUrl, fetcher, lambda data: (data, None, image_error(data, policy)),
+                  token or policy.robots_token, directives)
+    outcome = []
+    try:
+        await shard.run([(0, url)], 1, lambda index, result: outcome.append(result))
+    finally:
+        await fetcher.close()
+    data, _, error = outcome[0]
+    return (None, error) if error else (data, None)
+
+
+class _OneUrl:
+    """The engine settings `one_url` runs with."""
+
+    resize_threads = 1
+    max_crawl_delay = 10.0
+
+
 def download_shard(section, out_dir: str, column_list: list, shard: tuple) -> bool:
-    """Download one shard `(shard id, feather path)` (shards.py made it) in this executor;
-    False when img2dataset's loop failed (it printed why). A missing swap point raises: the
-    job fails rather than fetch anything without our checks."""
-    _swap_point()
-    policy = fetch.Policy.from_config(section)
-    resizer = BoundedResizer(image_size=section.image_size, resize_mode=section.resize_mode,
-                             resize_only_if_bigger=section.resize_only_if_bigger,
-                             encode_quality=section.encode_quality, encode_format="jpg")
-    downloader = SafeDownloader(
-        policy,
-        sample_writer_class=SampleWriter, resizer=resizer, thread_count=section.threads,
-        save_caption=True, extract_exif=False, output_folder=out_dir,
-        column_list=column_list, timeout=section.timeout,
-        number_sample_per_shard=section.samples_per_shard, oom_shard_count=storage.SHARD_DIGITS,
-        compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
-        retries=0, user_agent_token=policy.robots_token,
-        disallowed_header_directives=ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
-    ok, _ = downloader(shard)
-    return ok
+    """Download one shard `(shard id, feather path)` (shards.py made it) in this executor."""
+    asyncio.run(_download_shard(section, out_dir, column_list, shard))
+    return True
+
+
+async def _download_shard(section, out_dir: str, column_list: list, shard_row: tuple) -> None:
+    shard_id, shard_file = shard_row
+    start_time = time.time()
+    fs, shard_path = fsspec.core.url_to_fs(shard_file)
+    with fs.open(shard_path, "rb") as f:
+        table = pa.ipc.open_file(f).read_all()
+    schema = table.schema
+    for name, kind in (("key", pa.string()), ("status", pa.string()),
+                       ("error_message", pa.string()), ("width", pa.int32()),
+                       ("height", pa.int32()), ("original_width", pa.int32()),
+                       ("original_height", pa.int32()), ("sha256", pa.string())):
+        schema = schema.append(pa.field(name, kind))
+    columns = table.select(column_list).to_pydict()
+    rows = list(zip(*(columns[c] for c in column_list)))
+    del columns, table
+    url_at, caption_at = column_list.index("url"), column_list.index("caption")
+
+    policy = Policy.from_config(section)
+    writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
+    digits = math.ceil(math.log10(section.samples_per_shard))
+    status = CappedCounter()
+    counts = collections.Counter()
+    progress = _ProgressFile(out_dir, shard_id)
+
+    def done(index: int, result) -> None:
+        data, resized, error = result
+        key = compute_key(index, shard_id, digits, storage.SHARD_DIGITS)
+        meta = {**dict(zip(column_list, rows[index])), "key": key, "status": None,
+                "error_message": error, "width": None, "height": None,
+                "original_width": None, "original_height": None, "sha256": None}
+        image = None
+        if error is not None:
+            meta["status"] = "failed_to_download"
+        else:
+            image, width, height, original_width, original_height, error = resized
+            if error is not None:
+                image, meta["status"], meta["error_message"] = None, "failed_to_resize", error
+            else:
+                meta.update(status="success", width=width, height=height,
+                            original_width=original_width, original_height=original_height,
+                            sha256=hashlib.sha256(data).hexdigest())
+        counts[meta["status"]] += 1
+        status.increment(error if error is not None else "success")
+        writer.write(image, key, rows[index][caption_at], meta)
+        progress.update(counts, status)
+
+    fetcher = Fetcher(policy, in_flight=_in_flight(section),
+                      budget_bytes=section.max_bytes_in_flight)
+    token = policy.robots_token
+    engine = Shard(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
+                   token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
+    try:
+        await engine.run([(i, row[url_at]) for i, row in enumerate(rows)], _in_flight(section),
+                         done)
+    finally:
+        await fetcher.close()
+    writer.close()
+    end_time = time.time()
+    # img2dataset's `_stats.json` keys, and `host_backoffs` (readers ignore keys they do not
+    # know); written last and atomically: a shard is finished when this file parses
+    storage.write_json_atomic(f"{out_dir.rstrip('/')}/{storage.shard_name(shard_id)}_stats.json", {
+        "count": len(rows), "successes": counts["success"],
+        "failed_to_download": counts["failed_to_download"],
+        "failed_to_resize": counts["failed_to_resize"], "duration": end_time - start_time,
+        "start_time": start_time, "end_time": end_time, "status_dict": status.dump(),
+        "host_backoffs": engine.backoffs})
+    progress.remove()
+    fs.rm(shard_path)
+
+
+def _in_flight(section) -> int:
+    return section.threads or section.in_flight
+
+
+class _ProgressFile:
+    """A running shard's counts in `OUT/download/_tmp/progress/ID.json`, rewritten every
+    PROGRESS_SECONDS, for the driver's progress line (progress.py)."""
+
+    def __init__(self, out_dir: str, shard_id: int):
+        self.path = f"{out_dir.rstrip('/')}/_tmp/progress/{shard_id}.json"
+        self.last = 0.0
+
+    def update(self, counts, status) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_SECONDS:
+            return
+        self.last = now
+        errors = {k: v for k, v in status.most_common(4) if k != "success"}
+        try:
+            storage.write_json_atomic(self.path, {"count": sum(counts.values()),
+                                                  "successes": counts["success"],
+                                                  "errors": errors})
+        except OSError:
+            pass  # progress is a courtesy: a failed write must not fail the shard
+
+    def remove(self) -> None:
+        try:
+            storage.remove(self.path)
+        except OSError:
+            pass

@@ -1,16 +1,17 @@
 """robots.txt: a site's owner says which paths our user agent may fetch; we ask before fetching.
 
 One robots.txt per host (scheme, host, port), fetched once per executor process and cached,
-through the same fetcher as images: the same address checks on every hop, the same hard
-deadline, a size bound. Parsed with protego (Scrapy's parser, RFC 9309). As RFC 9309 says: a
-4xx answer means no rules (fetch anything), while a 5xx answer or an unreachable host means
-"assume everything is disallowed" until a later run. Refused URLs are counted as `robots_txt`.
+through the same fetcher as images: the same address checks on every hop, a size bound, and
+the deadline of the URL that asked first (engine.py holds the host's other URLs back until the
+answer is in). Parsed with protego (Scrapy's parser, RFC 9309), which also reads `Crawl-delay`.
+As RFC 9309 says: a 4xx answer means no rules (fetch anything), while a 5xx answer or an
+unreachable file means "assume everything is disallowed" until a later run; a redirect to an
+address we may not contact is unreachable. Refused URLs are counted as `robots_txt`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
+import asyncio
 from urllib.parse import urlsplit
 
 from protego import Protego
@@ -20,44 +21,47 @@ from wit_builder.download.safety import Refused
 MAX_BYTES = 512 * 1024  # RFC 9309: crawlers must read at least 500 KiB
 _ALLOW_ALL = Protego.parse("")
 _DENY_ALL = Protego.parse("User-agent: *\nDisallow: /")
-# Our own refusals before any request: no robots.txt was asked for.
+# Our own refusals of the robots.txt URL itself, before any request: the image URLs of that
+# host are refused with the same reason, so there is nothing to ask.
 _NOT_ASKED = ("blocked_address", "bad_scheme", "bad_url", "dns_error")
 
-
-class RobotsCache:
-    """host -> parsed robots.txt; a lock per host, so each host's file is fetched once."""
-
-    def __init__(self):
-        self._rules: dict = {}
-        self._locks: dict = {}
-        self._guard = threading.Lock()
-
-    def allowed(self, url: str, policy, fetch) -> bool:
-        """Whether `policy.robots_token` may fetch `url`; `fetch(url, policy)` gets the file."""
-        parts = urlsplit(url)
-        host = (parts.scheme, parts.hostname, parts.port)
-        with self._guard:
-            lock = self._locks.setdefault(host, threading.Lock())
-        with lock:
-            if host not in self._rules:
-                self._rules[host] = _rules_of(parts, policy, fetch)
-        return self._rules[host].can_fetch(url, policy.robots_token)
+_RULES: dict = {}  # (scheme, host, port) -> Protego, per executor process
 
 
-def _rules_of(parts, policy, fetch) -> Protego:
+def host_of(url: str) -> tuple:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def known(url: str) -> Protego | None:
+    """The cached rules of `url`'s host, or None when its robots.txt has not been read."""
+    return _RULES.get(host_of(url))
+
+
+async def rules(url: str, fetcher) -> Protego:
+    """The rules of `url`'s host, fetched through `fetcher` (fetch.Fetcher) on first use."""
+    host = host_of(url)
+    if host not in _RULES:
+        try:
+            _RULES[host] = await _fetch_rules(url, fetcher)
+        except asyncio.CancelledError:  # the asking URL's deadline: unreachable in time
+            _RULES[host] = _DENY_ALL
+            raise
+    return _RULES[host]
+
+
+async def _fetch_rules(url: str, fetcher) -> Protego:
+    parts = urlsplit(url)
     robots_url = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/robots.txt"
-    bounded = dataclasses.replace(policy, max_bytes=MAX_BYTES, retries=0)
     try:
-        body = fetch(robots_url, bounded)
+        body = await fetcher.fetch(robots_url, max_bytes=MAX_BYTES)
     except Refused as exc:
         if exc.reason.startswith("http_4"):
             return _ALLOW_ALL
-        if exc.reason in _NOT_ASKED:  # the image fetch refuses the URL with this same reason
+        if exc.reason in _NOT_ASKED and getattr(exc, "hop", 0) == 0:
             return _ALLOW_ALL
-        return _DENY_ALL  # 5xx, timeout, too large, redirect loop: not readable, so disallowed
+        return _DENY_ALL  # 5xx, timeout, too large, redirect loop or a forbidden redirect
     except Exception:  # noqa: BLE001 - unreachable: RFC 9309 says assume disallowed
         return _DENY_ALL
+    fetcher.budget.give(len(body))
     return Protego.parse(body.decode("utf-8", errors="replace"))
-
-
-ROBOTS = RobotsCache()  # per executor process

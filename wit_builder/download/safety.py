@@ -14,10 +14,12 @@ the same rules before anything reads them (check_inputs).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ipaddress
 import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
@@ -207,11 +209,19 @@ def _checked(infos, allowed: tuple) -> list[tuple]:
     return targets
 
 
+# The time.monotonic() moment the URL being fetched in this context must end by (engine.py).
+URL_DEADLINE: contextvars.ContextVar = contextvars.ContextVar("url_deadline", default=None)
+
+
 class CheckedResolver(AbstractResolver):
-    """aiohttp's resolver hook with our rules: a connector built on it connects only to
-    addresses that passed `address_problem`, on every request, redirect hop and new pooled
-    connection (aiohttp resolves each new connection's host through here; a kept-alive one was
-    made from a checked address). A refusal raises Refused, which aiohttp passes through."""
+    """aiohttp's resolver hook with our rules: a connector built on it (with `socket_for` as its
+    socket factory) connects only to addresses that passed `address_problem`, on every request,
+    redirect hop and new pooled connection; a kept-alive connection was opened to one.
+
+    Two gates, because aiohttp does not ask the resolver about hosts that are IP literals: the
+    resolver checks every answer of a lookup (one forbidden address refuses the name: DNS
+    rebinding), and `socket_for` checks the address of every socket just before it connects.
+    A refusal raises Refused, which aiohttp passes through unwrapped."""
 
     def __init__(self, allowed: tuple = (), timeout: float | None = None):
         self.allowed = allowed
@@ -223,8 +233,13 @@ class CheckedResolver(AbstractResolver):
             loop = asyncio.get_running_loop()
             lookup = loop.run_in_executor(_resolver(), functools.partial(
                 socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP))
+            timeout = self.timeout
+            if URL_DEADLINE.get() is not None:  # end just before the URL's own deadline, so
+                # that a lookup that used up the URL's time is named for what it was
+                left = URL_DEADLINE.get() - time.monotonic() - 0.02
+                timeout = max(0.0, left if timeout is None else min(timeout, left))
             try:
-                infos = await asyncio.wait_for(lookup, self.timeout)
+                infos = await asyncio.wait_for(lookup, timeout)
             except asyncio.TimeoutError:
                 raise Refused("timeout", "dns") from None
             except (socket.gaierror, UnicodeError, OSError) as exc:
@@ -235,6 +250,14 @@ class CheckedResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+    def socket_for(self, addr_info) -> socket.socket:
+        """A socket for `addr_info` (aiohttp's socket_factory), if we may connect there."""
+        family, kind, proto, _, sockaddr = addr_info
+        problem = address_problem(sockaddr[0], self.allowed)
+        if problem:
+            raise Refused("blocked_address", problem)
+        return socket.socket(family, kind, proto)
 
 
 # Inputs read without an address check: object stores (through their own endpoints) and files.
