@@ -88,7 +88,9 @@ def load(path: str) -> dict:
         with storage.open_file(path, "rb") as f:
             state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        # their first line: torch's weights-only refusal runs over many lines, one an old traceback
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
     if not isinstance(state, dict) or not {"model", "model_config", "tokenizer", "step"} <= state.keys():
         raise UserError(f"{path} is not a wit-builder CLIP checkpoint")
     return state
