@@ -217,6 +217,8 @@ class Shard:
         delay = rules.crawl_delay(self.token) or 0.0
         if delay > self.section.max_crawl_delay:
             return "robots_txt: crawl_delay"
+        if delay and not host.delay:  # this URL's request starts now: the next one waits
+            host.next_start = time.monotonic() + delay
         host.delay = float(delay)
         return None
 

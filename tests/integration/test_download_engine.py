@@ -1,0 +1,121 @@
+"""The download engine on one shard, against loopback sites that count what it does to them:
+connections per host, Crawl-delay, Retry-After, a redirect on a kept-alive connection, and a
+scan bomb among real photos. No Spark: engine.download_shard is what each Spark task runs."""
+
+import json
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from image_bombs import scan_bomb
+from polite_server import PoliteServer, Site
+from wit_builder.config import load_config
+from wit_builder.download import engine
+from wit_builder.download.shards import COLUMN_LIST
+
+
+def _shard(tmp_path, urls, *settings):
+    """Run one shard of `urls`; (its _stats.json, its Parquet rows by url)."""
+    section = load_config(None, ["download.allow_networks=127.0.0.0/8", "download.timeout=5",
+                                 "download.total_timeout=10", *settings]).download
+    columns = {c: [None] * len(urls) for c in COLUMN_LIST}
+    columns.update(url=urls, caption=[f"photo {i}" for i in range(len(urls))],
+                   uid=[str(i) for i in range(len(urls))])
+    table = pa.table({c: pa.array(v, pa.list_(pa.int32()) if c == "entry_ids" else
+                                  pa.list_(pa.string()) if c == "entries" else pa.string())
+                      for c, v in columns.items()})
+    feather = tmp_path / "0.feather"
+    with pa.ipc.new_file(str(feather), table.schema) as writer:
+        writer.write_table(table)
+    out = tmp_path / "out"
+    out.mkdir()
+    engine.download_shard(section, str(out), COLUMN_LIST, (0, str(feather)))
+    stats = json.loads((out / "00000_stats.json").read_text())
+    rows = pq.read_table(out / "00000.parquet").to_pylist()
+    assert stats["count"] == len(urls) == len(rows)  # every URL accounted for
+    return stats, {row["url"]: row for row in rows}
+
+
+@pytest.fixture
+def photo(shared_data):
+    return sorted((shared_data / "images/flickr8k_dev/train").glob("*.jpg"))[0].read_bytes()
+
+
+@pytest.fixture
+def sites():
+    servers = []
+
+    def make(*sites):
+        servers.append(PoliteServer(list(sites)))
+        return servers[-1]
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_connections_per_host_are_capped(tmp_path, photo, sites):
+    server = sites(*[Site(photo, delay=0.1) for _ in range(3)])
+    urls = [u for i in range(3) for u in server.urls(i, 30)]
+    stats, _ = _shard(tmp_path, urls, "download.connections_per_host=3",
+                      "download.in_flight=64")
+    assert stats["successes"] == 90
+    assert [site.most_open for site in server.sites] == [3, 3, 3]  # the cap, reached, per host
+    # kept alive: far fewer connections than requests (the 3 per host, and robots.txt's)
+    assert all(len(site.starts) == 30 for site in server.sites)
+
+
+def test_crawl_delay_is_kept_between_requests(tmp_path, photo, sites):
+    server = sites(Site(photo, robots="User-agent: *\nCrawl-delay: 0.4\n"), Site(photo))
+    stats, _ = _shard(tmp_path, server.urls(0, 6) + server.urls(1, 6))
+    assert stats["successes"] == 12
+    gaps = [b - a for a, b in zip(server.sites[0].starts, server.sites[0].starts[1:])]
+    assert len(gaps) == 5 and all(0.36 <= gap <= 0.6 for gap in gaps), gaps  # 0.4 s, within 10%
+    # the other host has no delay: it is not held back by the first one
+    undelayed = server.sites[1].starts
+    assert undelayed[-1] - undelayed[0] < 0.4
+
+
+def test_a_crawl_delay_beyond_the_limit_skips_the_host(tmp_path, photo, sites):
+    server = sites(Site(photo, robots="User-agent: *\nCrawl-delay: 3600\n"))
+    stats, rows = _shard(tmp_path, server.urls(0, 3))
+    assert stats["status_dict"] == {"robots_txt: crawl_delay": 3}
+    assert server.sites[0].starts == []  # no image was asked for
+
+
+def test_retry_after_backs_the_host_off(tmp_path, photo, sites):
+    server = sites(Site(photo, busy=1, retry_after=1))
+    stats, rows = _shard(tmp_path, server.urls(0, 5), "download.retries=1",
+                         "download.connections_per_host=1")
+    starts = server.sites[0].starts
+    assert server.sites[0].answers.count(429) == 1 and stats["host_backoffs"] == 1
+    assert starts[1] - starts[0] >= 0.95  # nothing asked until Retry-After passed
+    assert stats["successes"] == 5  # the refused URL was retried after the pause
+
+
+def test_a_kept_alive_connection_cannot_redirect_to_a_forbidden_address(
+        tmp_path, photo, sites, connections):
+    server = sites(Site(photo, redirects={"/away.jpg": "http://169.254.169.254/latest/"}))
+    first, second = server.urls(0, 2)
+    away = first.replace("/photo.jpg?i=0", "/away.jpg")
+    stats, rows = _shard(tmp_path, [first, away, second], "download.connections_per_host=1",
+                         "download.honor_robots_txt=false")
+    assert rows[away]["error_message"] == "blocked_address: metadata"
+    assert stats["successes"] == 2
+    assert connections == ["127.0.0.1"]  # one connection, kept alive; no other ever made
+
+
+def test_a_scan_bomb_among_photos_ends_within_the_deadline(tmp_path, shared_data, image_server):
+    bomb = scan_bomb(4000, 4000, 3000)
+    image_server.route("/bombs/scans.jpg", headers={"Content-Type": "image/jpeg"}, body=bomb)
+    image_server.route("/bombs/scans-open.jpg", headers={"Content-Type": "image/jpeg"},
+                       body=scan_bomb(4000, 4000, 3000, end_marker=False))
+    urls = image_server.photo_urls[:10] + [image_server.url("/bombs/scans.jpg"),
+                                          image_server.url("/bombs/scans-open.jpg")]
+    started = time.monotonic()
+    stats, rows = _shard(tmp_path, urls, "download.total_timeout=5")
+    assert time.monotonic() - started < 5 + 3
+    assert stats["successes"] == 10
+    assert {rows[u]["error_message"] for u in urls[10:]} == {"too_many_scans: JPEG"}
+
