@@ -213,3 +213,27 @@ def test_checkpoints_log_and_tokenizer_go_to_s3_and_resume_from_there(flickr, s3
     assert steps == [1, 2, 3]
     model, tokenizer, step = load_for_eval(f"{out}/LATEST.pt", torch.device("cpu"))
     assert step == 3 and tokenizer.vocab_size <= model.cfg.vocab_size
+
+
+def test_shards_that_yield_no_sample_stop_train_with_one_error_line(tmp_path):
+    """Empty, cut, compressed-garbage and junk-only shards: a full pass yields no sample, so train
+    stops with one `error:` line (exit 2) instead of drawing them forever (issue 23 #8)."""
+    import gzip
+    import subprocess
+
+    from hostile_tars import END, jpeg, member
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "00000.tar").write_bytes(b"")
+    (shards / "00001.tar").write_bytes((member("a.jpg", jpeg()) + member("a.txt", b"cut"))[:700])
+    (shards / "00002.tar").write_bytes(gzip.compress(b"not a tar" * 100))
+    (shards / "00003.tar").write_bytes(member("b.jpg", b"<html>no</html>") + member("b.txt", b"junk")
+                                       + member("c.jpg", jpeg()) + END)  # c has no caption
+    done = subprocess.run([str(Path(sys.executable).parent / "wit-builder"), "train", "--shards",
+                           str(shards / "{00000..00003}.tar"), "--model", "tiny", "--out",
+                           str(tmp_path / "run"), "--steps", "5", "--batch-size", "4", "--workers", "1",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and done.stderr.count("error:") == 1
+    assert "none of the 4 shards yields a usable sample" in done.stderr
