@@ -65,7 +65,10 @@ class ExtractConfig:
     page_url_column: str = ""  # tabular inputs: optional column with the page URL
     max_text_chars: int = _at_least(4000, 1)  # longer texts are dropped as text_too_long
     max_url_chars: int = _at_least(2048, 1)  # longer URLs are dropped as url_too_long
-    max_page_bytes: int = _at_least(5_000_000, 1)  # HTML/WAT payload read per record (CC cuts at 1 MiB)
+    max_page_bytes: int = _at_least(5_000_000, 1)  # HTML payload read per page (CC cuts at 1 MiB)
+    # a WAT record, a JSONL line, a WARC record's header lines: one longer is skipped unread and
+    # counted as record_too_long (memory stays bounded whatever a file holds)
+    max_record_bytes: int = _at_least(5_000_000, 1)
     include_title: bool = True  # also emit <img title> / WAT `title` as kind=title rows
     listing_prefix: str = ""  # *.paths[.gz] entries: e.g. s3://commoncrawl/; empty: the listing's folder
     partitions: int = _at_least(0, 0)  # tasks the files are dealt to; 0: one per file, at most 4 per core

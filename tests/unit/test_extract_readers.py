@@ -18,7 +18,11 @@ from crawl_helpers import write_warc
 COLUMNS = tabular.Columns("url", "text", "")
 
 
-def _items(path, reader=warc.read):
+def _warc(fileobj, max_bytes):
+    return warc.read(fileobj, max_bytes, max_header=max_bytes)
+
+
+def _items(path, reader=_warc):
     with open(path, "rb") as f:
         return list(reader(f, 5_000_000))
 
@@ -164,7 +168,8 @@ def test_wat_layout_and_bad_json(tmp_path):
 def _rows(path, fmt, columns=COLUMNS):
     """The reader's items, its `Table`s (at most batch_rows records each) written out as `Row`s."""
     items = []
-    for item in tabular.read(lambda: open(path, "rb"), str(path), fmt, columns, batch_rows=2):
+    for item in tabular.read(lambda: open(path, "rb"), str(path), fmt, columns, batch_rows=2,
+                             max_line=5_000_000):
         if isinstance(item, Table):
             assert 0 < len(item.url) <= 2
             items += [Row(*values) for values in zip(*(c.to_pylist() for c in item))]
@@ -268,7 +273,7 @@ def test_plan_user_errors(shared_data, tmp_path):
 
 def _extract_file(path, fmt="warc", max_page_bytes=5_000_000):
     """(rows, tally) of one input file through the extract task, without Spark."""
-    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000)
+    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000, 5_000_000)
     batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
     rows = [r for b in batches[:-1] for r in b.to_pylist()]
     tally = dict(zip(batches[-1].column("tally").to_pylist(), batches[-1].column("n").to_pylist()))
@@ -344,7 +349,7 @@ def test_warc_damaged_anywhere_never_raises(shared_data):
         for _ in range(200):
             damaged, at = bytearray(data), rng.randrange(len(data) - 64)
             damaged[at:at + 64] = bytes(b ^ 0xFF for b in damaged[at:at + 64])
-            items = list(warc.read(io.BytesIO(bytes(damaged)), 1 << 20))
+            items = list(_warc(io.BytesIO(bytes(damaged)), 1 << 20))
             assert CORRUPT not in items[:-1], (name, at)
 
 

@@ -54,3 +54,6 @@ class Corrupt(NamedTuple):
 
 
 CORRUPT = Corrupt()
+# A record (a WAT record, a JSONL line, a CSV row) longer than [extract] max_record_bytes:
+# skipped unread, so that no input holds more than that in memory.
+TOO_LONG = Corrupt("record_too_long")

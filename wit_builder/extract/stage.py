@@ -13,7 +13,8 @@ the same tasks in turn.
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
 title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
 tag in the part of a page beyond max_page_bytes (`page_truncated` drops; `pages_truncated`
-counts those pages); records_read and records_skipped count the records that hold no
+counts those pages) + one per record longer than max_record_bytes (`record_too_long`: a WAT
+record, a JSONL line, WARC header lines; skipped unread); records_read and records_skipped count the records that hold no
 candidates by nature (requests, images, ...).
 """
 
@@ -58,26 +59,27 @@ class Options:
     include_title: bool
     columns: tabular.Columns
     batch_rows: int
+    max_record_bytes: int
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
         s = cfg.extract
         return cls(s.max_text_chars, s.max_url_chars, s.max_page_bytes, s.include_title,
                    tabular.Columns(s.url_column, s.text_column, s.page_url_column),
-                   cfg.spark.arrow_batch_rows)
+                   cfg.spark.arrow_batch_rows, s.max_record_bytes)
 
 
 def _items(f: InputFile, opts: Options) -> Iterator:
     """The reader items of one file."""
     if f.format in tabular.FORMATS:
         yield from tabular.read(lambda: storage.open_file(f.path), f.path, f.format, opts.columns,
-                                opts.batch_rows)
+                                opts.batch_rows, opts.max_record_bytes)
         return
     with storage.open_file(f.path) as fileobj:
         if f.format == "warc":
-            yield from warc.read(fileobj, opts.max_page_bytes)
+            yield from warc.read(fileobj, opts.max_page_bytes, opts.max_record_bytes)
         elif f.format == "wat":
-            yield from wat.read(fileobj, opts.max_page_bytes)
+            yield from wat.read(fileobj, opts.max_record_bytes)
         else:
             yield from html.read_saved(fileobj, f.path, f.page_url, opts.max_page_bytes)
 

@@ -19,6 +19,7 @@ import gzip
 import io
 import json
 from contextlib import contextmanager
+from functools import partial
 from typing import Callable, Iterator, NamedTuple
 
 import orjson
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from wit_builder.extract.records import CORRUPT, Skip, Table
+from wit_builder.extract.records import CORRUPT, TOO_LONG, Skip, Table
 from wit_builder.extract.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
@@ -184,7 +185,26 @@ def _record(line: bytes, obj, wanted: Columns):
     return tuple(_as_text(_pick(obj, name)) for name in wanted)
 
 
-def _jsonl(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
+_CHUNK = 1 << 16
+
+
+def _bounded_lines(f, limit: int) -> Iterator[bytes]:
+    """The lines of a binary stream, each read with at most `limit` bytes and its newline: one
+    longer than `limit` is cut there (see `_cut`)."""
+    return iter(partial(f.readline, limit + 1), b"")
+
+
+def _cut(line: bytes, f) -> bool:
+    """Whether a line of `_bounded_lines` longer than its limit was cut (it has no newline);
+    then the rest of it is skipped in chunks, never held whole."""
+    if line[-1:] == b"\n":
+        return False
+    while (rest := f.readline(_CHUNK)) and rest[-1:] != b"\n":
+        pass
+    return True
+
+
+def _jsonl(open_stream, wanted: Columns, batch_rows: int, max_line: int) -> Iterator:
     loads, JSONDecodeError = orjson.loads, orjson.JSONDecodeError
     url_name, text_name, page_name = wanted
     # url, text, page_url values as orjson read them, and each record's line (None: checked)
@@ -215,7 +235,10 @@ def _jsonl(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
 
     with open_stream() as f:
         try:
-            for line in f:
+            for line in _bounded_lines(f, max_line):
+                if len(line) > max_line and _cut(line, f):
+                    yield TOO_LONG
+                    continue
                 try:
                     obj = loads(line)
                     u, t, p = obj[url_name], obj[text_name], obj[page_name] if page_name else None
@@ -261,16 +284,17 @@ def has_columns(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: 
 
 
 def read(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns,
-         batch_rows: int) -> Iterator:
+         batch_rows: int, max_line: int) -> Iterator:
     """Items of one tabular file: `Table`s of at most `batch_rows` records (raw values as Arrow
-    strings), `CORRUPT` for a malformed record (and one for a damaged file tail), `MISSING` when
-    the columns are not there."""
+    strings), `CORRUPT` for a malformed record (and one for a damaged file tail), `TOO_LONG` for
+    a JSONL line of more than `max_line` bytes, `MISSING` when the columns are not there. (CSV
+    and TSV rows are bounded by pyarrow's read block: a longer row is a damaged file tail.)"""
     open_stream = _opener(open_raw, path)
     try:
         if fmt == "parquet":
             yield from _parquet(open_stream, wanted, batch_rows)
         elif fmt == "jsonl":
-            yield from _jsonl(open_stream, wanted, batch_rows)
+            yield from _jsonl(open_stream, wanted, batch_rows, max_line)
         else:
             yield from _delimited(open_stream, wanted, batch_rows, "\t" if fmt == "tsv" else ",")
     except _DAMAGE:

@@ -15,11 +15,12 @@ import zlib
 from typing import Callable, Iterator, NamedTuple
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from wit_builder.extract import html
-from wit_builder.extract.records import CORRUPT, Page, Skip
+from wit_builder.extract.records import CORRUPT, TOO_LONG, Page, Skip
 from wit_builder.extract.urls import page_url_of
 
 # What warcio raises on damaged bytes: bad gzip data (a bad CRC too, in a whole-file gzip),
@@ -48,6 +49,44 @@ def _read_capped(stream, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+class _HeaderTooLong(Exception):
+    """A record's header lines ran past their bound."""
+
+
+class _BoundedReader(DecompressingBufferedReader):
+    """warcio's reader, with the header lines it reads one after another (a record's WARC
+    header, then its HTTP header) bounded: past `limit` bytes in all they raise _HeaderTooLong
+    instead of growing in memory (warcio reads a line whole, and a few kilobytes of gzip make a
+    gigabyte-long header line). Reading a payload, or a new gzip member, starts the count again."""
+
+    def __init__(self, fileobj, limit: int, **kwargs):
+        super().__init__(fileobj, **kwargs)
+        self.limit, self._lines = limit, 0
+
+    def readline(self, length=None):
+        left = self.limit - self._lines + 1  # one more: a line that reaches it is too long
+        line = super().readline(left if length is None else min(length, left))
+        self._lines += len(line)
+        if self._lines > self.limit:
+            raise _HeaderTooLong
+        return line
+
+    def read(self, length=None):
+        self._lines = 0
+        return super().read(length)
+
+    def read_next_member(self):
+        self._lines = 0
+        return super().read_next_member()
+
+
+def _archive(stream, max_header: int) -> ArchiveIterator:
+    """warcio's ArchiveIterator over `stream`, its header lines bounded (_BoundedReader)."""
+    iterator = ArchiveIterator(stream)
+    iterator.reader = _BoundedReader(iterator.fh, max_header)
+    return iterator
+
+
 class _MemberGoesOn(Exception):
     """A whole record was read but its gzip member did not end with it."""
 
@@ -74,14 +113,15 @@ def _records(iterator: ArchiveIterator, select, max_bytes: int, read) -> Iterato
         yield Skip(reason) if reason else Payload(record, payload)
 
 
-def _whole_file_gzip(fileobj, select, max_bytes: int, read, done: int) -> Iterator:
+def _whole_file_gzip(fileobj, select, max_bytes: int, max_header: int, read,
+                     done: int) -> Iterator:
     """The records after the first `done` of a WARC gzipped as a whole (`gzip x.warc`, not a
     member per record), read as one decompressed stream; a cut member ends in `CORRUPT` here.
     A cut gzip raises EOFError, which warcio takes for the end of the file when it comes
     between records, hence the last check."""
     fileobj.seek(0)
     stream = gzip.GzipFile(fileobj=fileobj, mode="rb")
-    for i, item in enumerate(_records(ArchiveIterator(stream), select, max_bytes, read)):
+    for i, item in enumerate(_records(_archive(stream, max_header), select, max_bytes, read)):
         if i >= done:
             yield item
         if item is CORRUPT:
@@ -90,24 +130,24 @@ def _whole_file_gzip(fileobj, select, max_bytes: int, read, done: int) -> Iterat
 
 
 def complete_records(fileobj, select: Callable[[object], str | None], max_bytes: int,
-                     read=_read_capped) -> Iterator:
+                     max_header: int, read=_read_capped) -> Iterator:
     """Yield `Skip(reason)` for records `select` rejects, a `Payload` for the others
     (payload = `read(stream, max_bytes)` of the HTTP body for responses, of the block for other
-    records, de-chunked and decompressed), and one `CORRUPT` for a damaged record, which ends
-    the file."""
+    records, de-chunked and decompressed), and one `CORRUPT` for a damaged record, or one
+    `TOO_LONG` for a record whose header lines pass `max_header` bytes, which ends the file."""
     done = 0
     try:
-        for item in _records(ArchiveIterator(fileobj), select, max_bytes, read):
-            yield item
-            done += 1
-    except (_MemberGoesOn, ArchiveLoadFailed) as exc:
-        if isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" not in str(exc):
-            yield CORRUPT
-            return
         try:
-            yield from _whole_file_gzip(fileobj, select, max_bytes, read, done)
-        except _DAMAGE:
-            yield CORRUPT
+            for item in _records(_archive(fileobj, max_header), select, max_bytes, read):
+                yield item
+                done += 1
+        except (_MemberGoesOn, ArchiveLoadFailed) as exc:
+            if isinstance(exc, ArchiveLoadFailed) and "non-chunked gzip" not in str(exc):
+                yield CORRUPT
+                return
+            yield from _whole_file_gzip(fileobj, select, max_bytes, max_header, read, done)
+    except _HeaderTooLong:
+        yield TOO_LONG
     except _DAMAGE:
         yield CORRUPT
 
@@ -124,9 +164,11 @@ def _select_html_response(record) -> str | None:
     return None
 
 
-def read(fileobj, max_bytes: int) -> Iterator:
-    """Items of one WARC file: a `Page` per HTML response, `Skip`s, and `CORRUPT`."""
-    for item in complete_records(fileobj, _select_html_response, max_bytes, html.read_page):
+def read(fileobj, max_bytes: int, max_header: int) -> Iterator:
+    """Items of one WARC file: a `Page` per HTML response (its first `max_bytes` parsed),
+    `Skip`s, and `CORRUPT` or `TOO_LONG` (header lines past `max_header` bytes)."""
+    for item in complete_records(fileobj, _select_html_response, max_bytes, max_header,
+                                 html.read_page):
         if not isinstance(item, Payload):
             yield item
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import zlib
 from contextlib import contextmanager
 from typing import Iterator
@@ -35,7 +36,7 @@ import msgspec
 import orjson
 
 from wit_builder.extract.html import Image
-from wit_builder.extract.records import CORRUPT, Page, Skip
+from wit_builder.extract.records import CORRUPT, TOO_LONG, Page, Skip
 from wit_builder.extract.urls import page_url_of, scrub
 from wit_builder.extract.warc import Payload, complete_records
 
@@ -174,29 +175,35 @@ def _page_any(data: bytes):
         return CORRUPT
 
 
-def _tail_intact(tail: bytes) -> tuple[bool, bool]:
-    """(the first record is whole, nothing damaged follows it) for the bytes from the last
-    record fastwarc read to the end of the file."""
-    if tail[:2] == b"\x1f\x8b":
-        members, data = [], tail
-        while data:
-            d = zlib.decompressobj(31)
-            try:
-                member = d.decompress(data)
-            except zlib.error:
-                return bool(members), False
-            if not d.eof:
-                return bool(members), False
-            members.append(member)
-            data = d.unused_data
-        return True, len(members) == 1
-    head, sep, _ = tail.partition(b"\r\n\r\n")
+_CHUNK = 1 << 16
+
+
+def _tail_intact(stream) -> tuple[bool, bool]:
+    """(the first record is whole, nothing follows it but blank space) for the rest of `stream`,
+    from the start of the last record fastwarc read. Streamed in chunks (the record may be
+    gigabytes of compressible bytes): the first gzip member is inflated with its output thrown
+    away, a plain record is skipped by its Content-Length."""
+    start = stream.tell()
+    first = stream.read(_CHUNK)
+    if first[:2] == b"\x1f\x8b":
+        d, data = zlib.decompressobj(31), first
+        try:
+            while not d.eof and data:
+                d.decompress(data, _CHUNK)
+                data = d.unconsumed_tail or (b"" if d.eof else stream.read(_CHUNK))
+        except zlib.error:
+            return False, False
+        return d.eof, d.eof and not (d.unused_data or stream.read(1))
+    head, sep, _ = first.partition(b"\r\n\r\n")
     length = next((int(v) for k, _, v in (line.partition(b":") for line in head.split(b"\r\n"))
                    if k.strip().lower() == b"content-length" and v.strip().isdigit()), None)
     if not sep or length is None:
         return False, False
-    rest = tail[len(head) + 4 + length:]
-    return len(rest) >= 0 and len(tail) >= len(head) + 4 + length, not rest.strip()
+    end = start + len(head) + 4 + length
+    if stream.seek(0, os.SEEK_END) < end:
+        return False, False
+    stream.seek(end)
+    return True, not any(chunk.strip() for chunk in iter(lambda: stream.read(_CHUNK), b""))
 
 
 @contextmanager
@@ -213,7 +220,8 @@ def _rare_collections():
 
 
 def read(fileobj, max_bytes: int) -> Iterator:
-    """Items of one WAT file: a `Page` per HTML response described, `Skip`s, and `CORRUPT`.
+    """Items of one WAT file: a `Page` per HTML response described, `Skip`s, `CORRUPT`, and
+    `TOO_LONG` for a record of more than `max_bytes` (skipped unread).
 
     Stricter than `read_warcio` in one way: a file cut inside a record's header (or in the first
     bytes of a gzip member), or a file of junk, ends with a `CORRUPT` where warcio saw a clean
@@ -234,16 +242,19 @@ def _read(fileobj, max_bytes: int) -> Iterator:
             if record.record_type != WarcRecordType.metadata:
                 held = Skip("not_metadata")
                 continue
-            data = record.reader.read()
-            if len(data) < record.content_length:
+            # At most max_bytes + 1: a record is JSON, useless cut, so a longer one is skipped
+            # unread (fastwarc streams past it) and counted, never held whole.
+            data = record.reader.read(max_bytes + 1)
+            length = len(data) + (record.reader.consume() if len(data) > max_bytes else 0)
+            if length < record.content_length:
                 held = None
                 yield CORRUPT
                 return
-            held = _page(data[:max_bytes])
+            held = TOO_LONG if len(data) > max_bytes else _page(data)
     except Exception:  # what fastwarc raises on damaged bytes: the record before it may stand
         if held is not None and last_pos is not None:
             fileobj.seek(last_pos)
-            if _tail_intact(fileobj.read())[0]:
+            if _tail_intact(fileobj)[0]:
                 yield held
         yield CORRUPT
         return
@@ -253,7 +264,7 @@ def _read(fileobj, max_bytes: int) -> Iterator:
             yield CORRUPT
         return
     fileobj.seek(last_pos)
-    whole, clean_end = _tail_intact(fileobj.read())
+    whole, clean_end = _tail_intact(fileobj)
     if whole:
         yield held
     if not (whole and clean_end):
@@ -262,7 +273,7 @@ def _read(fileobj, max_bytes: int) -> Iterator:
 
 def read_warcio(fileobj, max_bytes: int) -> Iterator:
     """`read` with warcio and json (the reference the tests compare `read` with)."""
-    for item in complete_records(fileobj, _select_metadata, max_bytes):
+    for item in complete_records(fileobj, _select_metadata, max_bytes, max_bytes):
         if not isinstance(item, Payload):
             yield item
             continue
