@@ -152,8 +152,9 @@ def _write_shard(index: int, tar: str, out_dir: str, threshold: float) -> dict:
                               "text": _caption(sample.files, meta), "source_shard": tar})
                 continue
             meta.update(key=key, clip_score=round(float(score), 6))
+            # members named like webdataset's own fields ("x.__key__") are not copied
             writer.write({"__key__": key, **{ext: data for ext, data in sample.files.items()
-                                             if ext != "json"},
+                                             if ext != "json" and not ext.startswith("_")},
                           "json": json.dumps(meta, indent=4).encode()})
             kept.append((sample.key, score))
             rows.append(meta_row(meta, sample.files, tar))
