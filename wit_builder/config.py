@@ -71,6 +71,9 @@ class ExtractConfig:
     max_record_bytes: int = _at_least(5_000_000, 1)
     include_title: bool = True  # also emit <img title> / WAT `title` as kind=title rows
     listing_prefix: str = ""  # *.paths[.gz] entries: e.g. s3://commoncrawl/; empty: the listing's folder
+    # a listing read from the network or S3 may name local files (absolute paths, file://);
+    # false: such an entry is an error (whoever wrote the listing must not pick our files)
+    listing_local_files: bool = False
     partitions: int = _at_least(0, 0)  # tasks the files are dealt to; 0: one per file, at most 4 per core
 
 

@@ -40,7 +40,7 @@ async def _no_redirect(response) -> None:
 
 
 def _storage_options(path: str) -> dict:
-    if path.startswith(("http://", "https://")):
+    if is_http(path):
         # The host passed safety.check_inputs; a redirect would reach one that did not.
         return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _no_redirect}}
     if path.startswith(("s3://", "s3a://")):
@@ -103,9 +103,14 @@ def filesystem(path: str):
 
 
 def as_url(fs, stripped: str) -> str:
-    """Put the protocol back on a path that came from `fs` (local paths stay plain)."""
+    """Put the protocol back on a path that came from `fs` (local paths stay plain; http(s)
+    paths keep theirs in fsspec)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return stripped if protocol in ("file", "local") else f"{protocol}://{stripped}"
+    return stripped if protocol in ("file", "local") or "://" in stripped else f"{protocol}://{stripped}"
+
+
+def is_http(path: str) -> bool:
+    return path.startswith(("http://", "https://"))
 
 
 def join(base: str, *parts: str) -> str:
@@ -297,6 +302,11 @@ def list_files(pattern_or_dir: str, suffixes: tuple[str, ...] = ()) -> list[str]
     Hidden and underscore-prefixed names (Spark's `_SUCCESS`, our temporaries) are skipped.
     """
     fs, p = filesystem(pattern_or_dir)
+    if is_http(pattern_or_dir):
+        # a URL names one file: no globs or folders over HTTP (fsspec would read a page's links)
+        if not fs.exists(p):
+            raise UserError(f"input not found: {pattern_or_dir} (the server answered no file there)")
+        return [pattern_or_dir]
     if any(ch in p for ch in "*?["):
         found = fs.glob(p)
         found = [f for f in found if fs.isfile(f)] + [

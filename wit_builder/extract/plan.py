@@ -32,21 +32,35 @@ def _lines(path: str) -> Iterator[str]:
             yield line.decode("utf-8", errors="replace")
 
 
-def _listing_entries(listing: str, prefix: str) -> list[str]:
+# What an entry of a listing read from the network or S3 may name by itself: files there too.
+# Anything else (an absolute local path, file://, fsspec's local:// or chained URLs) would let
+# whoever wrote the listing make extract read this machine's files.
+_NETWORK_SCHEMES = ("http://", "https://", "s3://", "s3a://")
+
+
+def _listing_entries(listing: str, prefix: str, local_files: bool) -> list[str]:
     """A *.paths[.gz] file's entries; relative ones resolved against `prefix` (default: the
-    listing's own folder), e.g. s3://commoncrawl/ for Common Crawl's wat.paths.gz."""
+    listing's own folder), e.g. s3://commoncrawl/ for Common Crawl's wat.paths.gz. A listing
+    that is not a local file names local files only when `local_files` allows it."""
     base = prefix or (listing.rsplit("/", 1)[0] if "/" in listing else ".")
+    guarded = storage.is_remote(listing) and not local_files
     entries = []
     for line in _lines(listing):
         entry = line.strip()
         if entry and not entry.startswith("#"):
             absolute = "://" in entry or entry.startswith("/")
+            if absolute and guarded and not entry.lower().startswith(_NETWORK_SCHEMES):
+                raise UserError(f"refusing entry {entry[:200]!r} of {listing}: a listing read "
+                                "from the network names files there only (set "
+                                "extract.listing_local_files = true to let it name local files)")
             entries.append(entry if absolute else storage.join(base, entry.lstrip("/")))
     return entries
 
 
 def _expand(path: str) -> tuple[list[str], bool]:
     """(files, named directly): a folder (recursively) or a glob expands, a file is itself."""
+    if storage.is_http(path):  # a URL is one file
+        return storage.list_files(path), True
     fs, stripped = storage.filesystem(path)
     direct = not any(ch in stripped for ch in "*?[") and not fs.isdir(stripped)
     return storage.list_files(path), direct
@@ -60,11 +74,12 @@ class InputFile:
 
 
 def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
-         allowed: tuple = ()) -> list[InputFile]:
+         allowed: tuple = (), listing_local_files: bool = False) -> list[InputFile]:
     """Every input file with its format (and, for saved pages, its URL from a listing).
 
     Inputs and listing entries are checked against the network rules before anything reads
-    them (safety.check_inputs, with `allowed` = `[download] allow_networks`).
+    them (safety.check_inputs, with `allowed` = `[download] allow_networks`); a listing from the
+    network names local files only with `listing_local_files`.
     """
     found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
     safety.check_inputs(inputs, allowed)
@@ -72,7 +87,7 @@ def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
         files, direct = _expand(item)
         for path in files:
             if format_of(path) == "listing":
-                entries = _listing_entries(path, listing_prefix)
+                entries = _listing_entries(path, listing_prefix, listing_local_files)
                 safety.check_inputs(entries, allowed)
                 found.update(dict.fromkeys(entries, True))
             else:

@@ -331,7 +331,8 @@ _CHECKED: dict[tuple, list[InputFile]] = {}
 
 def _plan_key(cfg, inputs: list[str]) -> tuple:
     s = cfg.extract
-    return (tuple(inputs), s.format, s.listing_prefix, tuple(cfg.download.allow_networks),
+    return (tuple(inputs), s.format, s.listing_prefix, s.listing_local_files,
+            tuple(cfg.download.allow_networks),
             s.url_column, s.text_column, s.page_url_column)
 
 
@@ -340,7 +341,7 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     section = cfg.extract
     _CHECKED.clear()
     files = plan(inputs, section.format, section.listing_prefix,
-                 safety.parse_networks(cfg.download.allow_networks))
+                 safety.parse_networks(cfg.download.allow_networks), section.listing_local_files)
     first_table = next((f for f in files if f.format in tabular.FORMATS), None)
     if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
                                                first_table.path, first_table.format,

@@ -233,7 +233,9 @@ def _jsonl(open_stream, wanted: Columns, batch_rows: int, max_line: int) -> Iter
         elif record:
             add_url(record[0]), add_text(record[1]), add_page(record[2]), add_line(None)
 
-    with open_stream() as f:
+    with open_stream() as stream:
+        # fsspec's remote files take no readline size: read them through a buffer that does
+        f = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
         try:
             for line in _bounded_lines(f, max_line):
                 if len(line) > max_line and _cut(line, f):
