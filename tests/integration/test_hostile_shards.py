@@ -1,7 +1,7 @@
 """finalize, score and stats on foreign WebDataset shards made to hurt them (issue 23 #2, #5,
 #11, #14, #1, #15): a zero-length or absurd pax record, a gzip bomb member, a 0-byte and a cut
 tar, member paths that climb out (`../../`, absolute), a repeated key, json that is a list or
-has a numeric uid, and a progressive-JPEG scan bomb. Each stage ends (a hang fails the test's
+has a numeric uid or numbers past int32, and a progressive-JPEG scan bomb. Each stage ends (a hang fails the test's
 timeout) with every problem one counted drop under its reason."""
 
 import json
@@ -29,6 +29,8 @@ def _foreign_shard() -> bytes:
             + sample("000001", photo()) + sample("000002", photo(), meta=["a", "list"])
             + sample("000001", photo())  # the key again, after another sample: a second sample
             + sample("000003", photo(), meta={"uid": 5, "caption": "numeric uid"})
+            + sample("000005", photo(), meta={"caption": "numbers past int32", "entry_ids": [1e30],
+                                              "width": 1e30})
             + sample("000004", scan_bomb(4000, 4000, 20_000)) + END)
 
 
@@ -66,8 +68,8 @@ def test_finalize_counts_every_hostile_member_and_ends(hostile, spark, capsys):
     drops = manifest["drops"]
     assert {r: drops.get(r) for r in EXPECTED_READER_DROPS} == EXPECTED_READER_DROPS
     assert drops["too_many_scans"] == 1
-    # 9 + 5 + 3 samples, the 0-byte and the cut tar one drop each, 7 foreign samples
-    assert manifest["rows_in"] == 9 + 5 + 3 + 1 + 1 + 7 == manifest["rows_out"] + sum(drops.values())
+    # 9 + 5 + 3 samples, the 0-byte and the cut tar one drop each, 8 foreign samples
+    assert manifest["rows_in"] == 9 + 5 + 3 + 1 + 1 + 8 == manifest["rows_out"] + sum(drops.values())
     for tar in (hostile / "out" / "finalize").glob("*.tar"):
         with tarfile.open(tar) as t:
             assert all(re.fullmatch(r"\d{5,}\.(jpg|txt|json)", m.name) for m in t.getmembers())
@@ -88,16 +90,17 @@ def test_score_writes_only_our_keys_and_counts_every_hostile_member(hostile, spa
     drops = manifest["drops"]
     assert {r: drops.get(r) for r in EXPECTED_READER_DROPS} == EXPECTED_READER_DROPS
     assert drops["undecodable_image"] == 1  # the scan bomb: refused before decoding
-    assert manifest["rows_in"] == 9 + 5 + 3 + 1 + 1 + 7 == manifest["rows_out"] + sum(drops.values())
+    assert manifest["rows_in"] == 9 + 5 + 3 + 1 + 1 + 8 == manifest["rows_out"] + sum(drops.values())
     foreign = stage / "00005.tar"
     with tarfile.open(foreign) as t:
         names = [m.name for m in t.getmembers()]
     keys = list(dict.fromkeys(n.split(".")[0] for n in names))
     assert all(re.fullmatch(r"00005\d{4}\.(jpg|txt|json)", n) for n in names), names
-    assert len(keys) == 6  # every foreign sample but the bomb, the repeated key twice
+    assert len(keys) == 7  # every foreign sample but the bomb, the repeated key twice
     rows = pq.read_table(stage / "00005.parquet").to_pylist()
     assert [r["key"] for r in rows] == keys and all(r["clip_score"] is not None for r in rows)
     assert [r["uid"] for r in rows if r["text"] == "numeric uid"] == ["5"]
+    assert [(r["entry_ids"], r["width"]) for r in rows if r["text"] == "numbers past int32"] == [(None, None)]
     # the report shows the extreme pairs, read back by position from the foreign shards
     assert cli.main(["stats", str(stage), "--html", str(hostile / "score.html")]) == 0
 

@@ -57,15 +57,22 @@ def meta_row(meta: dict, files: dict, source: str) -> dict:
             if value is None:
                 row[name] = None
             elif kind == "int32":
-                row[name] = int(value)
+                row[name] = _int32(value)
             elif kind == "list<int32>":
-                row[name] = [int(v) for v in value]
+                row[name] = [_int32(v) for v in value]
             else:
                 row[name] = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             row[name] = None
     row["source_shard"] = source
     return row
+
+
+def _int32(value) -> int:
+    number = int(value)
+    if not -2**31 <= number < 2**31:
+        raise ValueError(f"{number} does not fit an int32 column")
+    return number
 
 
 def parquet_schema():
