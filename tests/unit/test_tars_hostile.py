@@ -53,7 +53,7 @@ def test_damaged_structure_is_one_corrupt_shard_after_the_good_samples():
     negative[148:156] = b"        "
     negative[148:156] = f"{sum(negative[:512]):06o}\0 ".encode()
     assert _problems(good + bytes(negative) + END)[-1] == ("000002", "corrupt_shard")
-    assert _problems(gzip.compress(whole)[:-40]) [-1][1] == "corrupt_shard"  # cut gzip stream
+    assert _problems(gzip.compress(whole)[:-40])[-1][1] == "corrupt_shard"  # cut gzip stream
     # a well-formed tar that ends without its end-of-archive blocks is read as tarfile reads it
     assert _problems(good) == [("000000", None), ("000001", None)]
 
