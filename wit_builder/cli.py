@@ -13,6 +13,7 @@ import sys
 
 from wit_builder import __version__, pipeline, storage
 from wit_builder.config import describe, load_config
+from wit_builder.download.safety import Refused, parse_networks
 from wit_builder.errors import UserError
 
 
@@ -365,10 +366,16 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(getattr(args, "config", None), overrides)
-        args.func(args, cfg)
-    except UserError as exc:
+        # every http(s) read of the command (inputs, listings, models, shards, query lists)
+        # connects to public addresses and the configured networks only
+        with storage.networks(parse_networks(cfg.download.allow_networks)):
+            args.func(args, cfg)
+    except (UserError, Refused) as exc:
         if debug:
             raise
+        if isinstance(exc, Refused):  # an http(s) read whose host resolved to a refused address
+            exc = f"refusing to connect ({exc}; inputs are read from public addresses and " \
+                  "[download] allow_networks only)"
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

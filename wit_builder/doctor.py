@@ -53,11 +53,17 @@ def run(cfg, out: str | None = None, as_json: bool = False) -> bool:
 
 
 def _check(name: str, body) -> Item:
-    """`body()` -> (detail, facts) as OK; a UserError is a FAIL with its message."""
+    """`body()` -> (detail, facts) as OK; a UserError, or a read refused for its address, is a
+    FAIL with its message."""
+    from wit_builder.download.safety import Refused
+
     try:
         detail, facts = body()
     except UserError as exc:
         return Item(name, FAIL, str(exc))
+    except Refused as exc:
+        return Item(name, FAIL, f"refusing to connect ({exc}; set [download] allow_networks "
+                    "to read from this network)")
     return Item(name, OK, detail, facts)
 
 

@@ -7,6 +7,7 @@ folder without it is treated as "not there" (see stages.py).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import gzip
 import io
@@ -39,10 +40,41 @@ async def _no_redirect(response) -> None:
                         "(not followed: give the final URL as the input)")
 
 
+# The networks besides public addresses that http(s) reads may connect to in this context
+# ([download] allow_networks; see `networks`).
+_NETWORKS: contextvars.ContextVar[tuple] = contextvars.ContextVar("networks", default=())
+
+
+@contextmanager
+def networks(allowed: tuple):
+    """http(s) reads in this block may connect to `allowed` (ip_network objects) besides public
+    addresses. Outside any such block: public addresses only."""
+    token = _NETWORKS.set(tuple(allowed))
+    try:
+        yield
+    finally:
+        _NETWORKS.reset(token)
+
+
+async def _checked_client(allowed: tuple, **kwargs):
+    """fsspec's aiohttp session, its connector on safety.CheckedResolver: every connection, of
+    every request, goes to an address checked as it is resolved for that connection. A check
+    before the read (safety.check_inputs) is not enough: the name could resolve elsewhere the
+    next time (DNS rebinding)."""
+    import aiohttp
+
+    from wit_builder.download import safety
+
+    resolver = safety.CheckedResolver(allowed, safety.INPUT_DNS_TIMEOUT)
+    connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=resolver.socket_for)
+    return aiohttp.ClientSession(connector=connector, **kwargs)
+
+
 def _storage_options(path: str) -> dict:
     if is_http(path):
-        # The host passed safety.check_inputs; a redirect would reach one that did not.
-        return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _no_redirect}}
+        # A redirect would reach a host nobody checked; every connect is checked as it is made.
+        return {"allow_redirects": False, "client_kwargs": {"raise_for_status": _no_redirect},
+                "get_client": functools.partial(_checked_client, _NETWORKS.get())}
     if path.startswith(("s3://", "s3a://")):
         options = {"config_kwargs": {"retries": S3_RETRIES}}
         endpoint = os.environ.get("WIT_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")

@@ -93,3 +93,22 @@ def test_options_are_never_abbreviated_nor_their_values_repeated(capsys, argv):
     matching), and the error named the secret as a missing config file."""
     err = _one_error_line(capsys, _code(argv))
     assert SECRET not in err and "config file" not in err
+
+
+# --- issue 23 #9: one address policy for every network read ----------------------------------
+
+def test_reads_outside_the_stage_inputs_connect_to_no_internal_address(internal_listeners,
+                                                                       tmp_path, capsys):
+    """`stats URL`, `eval --checkpoint URL`, `match --queries URL` connected to an internal
+    address; every http(s) read through storage now connects only to checked addresses (the
+    listeners fail the test if anything reached them)."""
+    (v4, port), (v6, port6) = internal_listeners
+    (tmp_path / "c.tsv").write_text("path\tcaption\na.jpg\ta cat\n")
+    (tmp_path / "c.jsonl").write_text('{"url": "http://a.example/1.jpg", "text": "a cat"}\n')
+    for argv in (["stats", f"http://{v4}:{port}/OUT"],
+                 ["eval", "--checkpoint", f"http://[{v6}]:{port6}/LATEST.pt",
+                  "--retrieval", str(tmp_path / "c.tsv")],
+                 ["match", "--input", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "OUT"),
+                  "--queries", f"http://{v4}:{port}/queries.json"]):
+        err = _one_error_line(capsys, _code(argv))
+        assert "refusing" in err and "loopback" in err, argv

@@ -20,7 +20,7 @@ def _extract_file(path, fmt, **options):
     """(rows, tally) of one input file through the extract task, without Spark."""
     settings = dict(max_text_chars=1000, max_url_chars=2000, max_page_bytes=5_000_000,
                     include_title=True, columns=COLUMNS, batch_rows=1000,
-                    max_record_bytes=5_000_000)
+                    max_record_bytes=5_000_000, networks=())
     opts = extract.Options(**{**settings, **options})
     batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
     rows = [r for b in batches[:-1] for r in b.to_pylist()]

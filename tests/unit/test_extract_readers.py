@@ -273,7 +273,7 @@ def test_plan_user_errors(shared_data, tmp_path):
 
 def _extract_file(path, fmt="warc", max_page_bytes=5_000_000):
     """(rows, tally) of one input file through the extract task, without Spark."""
-    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000, 5_000_000)
+    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000, 5_000_000, ())
     batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
     rows = [r for b in batches[:-1] for r in b.to_pylist()]
     tally = dict(zip(batches[-1].column("tally").to_pylist(), batches[-1].column("n").to_pylist()))

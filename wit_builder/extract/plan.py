@@ -81,6 +81,12 @@ def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
     them (safety.check_inputs, with `allowed` = `[download] allow_networks`); a listing from the
     network names local files only with `listing_local_files`.
     """
+    with storage.networks(allowed):  # the reads below connect to checked addresses only
+        return _plan(inputs, fmt, listing_prefix, allowed, listing_local_files)
+
+
+def _plan(inputs: list[str], fmt: str, listing_prefix: str, allowed: tuple,
+          listing_local_files: bool) -> list[InputFile]:
     found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
     safety.check_inputs(inputs, allowed)
     for item in inputs:

@@ -60,13 +60,15 @@ class Options:
     columns: tabular.Columns
     batch_rows: int
     max_record_bytes: int
+    networks: tuple  # http(s) inputs: [download] allow_networks (ip_network objects)
 
     @classmethod
     def from_config(cls, cfg) -> "Options":
         s = cfg.extract
         return cls(s.max_text_chars, s.max_url_chars, s.max_page_bytes, s.include_title,
                    tabular.Columns(s.url_column, s.text_column, s.page_url_column),
-                   cfg.spark.arrow_batch_rows, s.max_record_bytes)
+                   cfg.spark.arrow_batch_rows, s.max_record_bytes,
+                   safety.parse_networks(cfg.download.allow_networks))
 
 
 def _items(f: InputFile, opts: Options) -> Iterator:
@@ -216,12 +218,16 @@ def extract_file(f: InputFile, opts: Options) -> Iterator[pa.RecordBatch]:
     """Stream one file: Arrow batches of at most `batch_rows` rows, then its tally."""
     rows = _Rows(f.path, opts)
     try:
-        for item in _items(f, opts):
-            rows.add(item)
-            if rows.pending >= opts.batch_rows:
-                yield from rows.flush()
-    except FileNotFoundError:  # a *.paths entry that is not there: counted, reported
-        rows.tally["files_missing"] += 1
+        with storage.networks(opts.networks):
+            for item in _items(f, opts):
+                rows.add(item)
+                if rows.pending >= opts.batch_rows:
+                    yield from rows.flush()
+    except (FileNotFoundError, safety.Refused) as exc:
+        # a *.paths entry that is not there, or whose host resolved to a refused address this
+        # time (fsspec reports that as a missing file): counted, reported
+        refused = isinstance(exc, safety.Refused) or isinstance(exc.__cause__, safety.Refused)
+        rows.tally["files_refused" if refused else "files_missing"] += 1
     yield from rows.flush()
     yield rows.tally_batch()
 
@@ -340,13 +346,15 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     """The planned input files; what is missing or unreadable fails here, before Spark starts."""
     section = cfg.extract
     _CHECKED.clear()
-    files = plan(inputs, section.format, section.listing_prefix,
-                 safety.parse_networks(cfg.download.allow_networks), section.listing_local_files)
+    opts = Options.from_config(cfg)
+    files = plan(inputs, section.format, section.listing_prefix, opts.networks,
+                 section.listing_local_files)
     first_table = next((f for f in files if f.format in tabular.FORMATS), None)
-    if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
-                                               first_table.path, first_table.format,
-                                               Options.from_config(cfg).columns):
-        raise _missing_columns(1, section)
+    with storage.networks(opts.networks):
+        if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
+                                                   first_table.path, first_table.format,
+                                                   opts.columns):
+            raise _missing_columns(1, section)
     _CHECKED[_plan_key(cfg, inputs)] = files
     return files
 
@@ -394,6 +402,9 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     if tally.get("files_missing"):
         print(f"extract: warning: {tally['files_missing']} listed input file(s) not found",
               file=sys.stderr)
+    if tally.get("files_refused"):
+        print(f"extract: warning: {tally['files_refused']} input file(s) not read: their host "
+              "resolved to a refused address (download.allow_networks)", file=sys.stderr)
     drops = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("drop:")}
     return StageResult(
         rows_in=rows_out + sum(drops.values()), rows_out=rows_out, drops=drops,
@@ -401,4 +412,5 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
                "records_skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])),
                "pages_truncated": tally.get("pages_truncated", 0),
                "files": len(files), "files_missing": tally.get("files_missing", 0),
+               "files_refused": tally.get("files_refused", 0),
                "formats": dict(Counter(f.format for f in files))})
