@@ -1,5 +1,9 @@
 """Paths, local or s3://, through fsspec; atomic writes; listing and globbing.
 
+http(s) reads (inputs, listings, models, query lists) connect only to addresses that
+download/safety.py's rules pass as each connection is made (`networks` sets the allow list of a
+command or a task), never follow a redirect, and name one file each (no folders or globs).
+
 Atomicity: locally we write under a hidden temporary name and rename (a rename within one
 filesystem is atomic). S3 has no rename, so there a stage's `_SUCCESS` is written last and a
 folder without it is treated as "not there" (see stages.py).
@@ -138,7 +142,9 @@ def as_url(fs, stripped: str) -> str:
     """Put the protocol back on a path that came from `fs` (local paths stay plain; http(s)
     paths keep theirs in fsspec)."""
     protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return stripped if protocol in ("file", "local") or "://" in stripped else f"{protocol}://{stripped}"
+    if protocol in ("file", "local") or "://" in stripped:
+        return stripped
+    return f"{protocol}://{stripped}"
 
 
 def is_http(path: str) -> bool:
@@ -337,7 +343,8 @@ def list_files(pattern_or_dir: str, suffixes: tuple[str, ...] = ()) -> list[str]
     if is_http(pattern_or_dir):
         # a URL names one file: no globs or folders over HTTP (fsspec would read a page's links)
         if not fs.exists(p):
-            raise UserError(f"input not found: {pattern_or_dir} (the server answered no file there)")
+            raise UserError(f"input not found: {pattern_or_dir} (the server answered no file "
+                            "there)")
         return [pattern_or_dir]
     if any(ch in p for ch in "*?["):
         found = fs.glob(p)

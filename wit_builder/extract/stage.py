@@ -14,8 +14,8 @@ Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, p
 title, per WAT `IMG@/src` link, per tabular row) + one per corrupt record + one per `<img>`
 tag in the part of a page beyond max_page_bytes (`page_truncated` drops; `pages_truncated`
 counts those pages) + one per record longer than max_record_bytes (`record_too_long`: a WAT
-record, a JSONL line, WARC header lines; skipped unread); records_read and records_skipped count the records that hold no
-candidates by nature (requests, images, ...).
+record, a JSONL line, WARC header lines; skipped unread); records_read and records_skipped
+count the records that hold no candidates by nature (requests, images, ...).
 """
 
 from __future__ import annotations
