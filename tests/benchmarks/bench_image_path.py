@@ -1,5 +1,5 @@
 """A download shard's per-image work after the fetch: resize (decode, resize, re-encode) and the
-webdataset write, CPU per image: ours (resize.BoundedResizer + engine.SampleWriter) against
+webdataset write, CPU per image: ours (resize.BoundedResizer + writer.SampleWriter) against
 img2dataset's own Resizer and WebDatasetSampleWriter, in the same process, alternating A B B A,
 at two sizes (the shared Flickr8k photos, train and val, repeated to the size).
 
@@ -32,7 +32,7 @@ from bench_output import emit  # noqa: E402
 from img2dataset.resizer import Resizer  # noqa: E402
 from img2dataset.writer import WebDatasetSampleWriter  # noqa: E402
 
-from wit_builder.download.engine import SampleWriter  # noqa: E402
+from wit_builder.download.writer import SampleWriter  # noqa: E402
 from wit_builder.download.resize import BoundedResizer  # noqa: E402
 
 SETTINGS = dict(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
@@ -69,7 +69,7 @@ def main() -> None:
     result = {"benchmark": "resize + webdataset write per image (CPU, best of 2 A B B A rounds)",
               "photos": f"{len(files)} shared Flickr8k photos ({folder.relative_to(SHARED)}), repeated",
               "settings": {k: v for k, v in SETTINGS.items() if k != "encode_format"},
-              "ours": "resize.BoundedResizer + engine.SampleWriter",
+              "ours": "resize.BoundedResizer + writer.SampleWriter",
               "baseline": "img2dataset Resizer + WebDatasetSampleWriter",
               "load_average_at_start": os.getloadavg(), "runs": []}
     ours = (BoundedResizer(**SETTINGS), SampleWriter)

@@ -3,7 +3,7 @@
 img2dataset 1.47 requires `webdataset<0.3`, so our own environment has 0.2.x (constraints.txt:
 0.2.111); a user who trains with webdataset 1.x reads the same tars in another environment, and
 one who installs `open_clip_torch[training]` (webdataset<=0.2.86) next to us gets 0.2.86. This test writes shards with the
-download stage's writer (engine.SampleWriter, img2dataset's TarWriter underneath, our Resizer in
+download stage's writer (writer.SampleWriter, our Resizer in
 front) and re-shards them with finalize's writer (plus sizes.json), then reads both with the
 newest webdataset from PyPI and with 0.2.86, each installed once into a throwaway venv under
 pytest's cache folder (`.pytest_cache/d/webdataset-*`, refreshed after a week), in a subprocess
@@ -94,9 +94,9 @@ def _jpeg(img: Image.Image) -> bytes:
 
 def _download_shard(shared_data: Path, out: Path) -> list[dict]:
     """One download shard written as the download stage writes it: our Resizer's output through
-    engine.SampleWriter, with the meta img2dataset's Downloader gives it. Returns the samples."""
+    writer.SampleWriter, with the meta img2dataset's Downloader gives it. Returns the samples."""
     from wit_builder import storage
-    from wit_builder.download.engine import SampleWriter
+    from wit_builder.download.writer import SampleWriter
     from wit_builder.download.shards import EXTRA_COLUMNS
     from wit_builder.download.resize import BoundedResizer
 

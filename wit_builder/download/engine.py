@@ -1,5 +1,5 @@
 """One shard in an executor: many requests in flight on one event loop, politely, then resized on
-a small thread pool and written with img2dataset's writer.
+a small thread pool and written as img2dataset writes a shard.
 
 img2dataset runs one thread per URL in flight and a new connection (and TLS handshake) per
 image; on a slow web most of its threads wait and its CPU goes to handshakes. Here one asyncio
@@ -24,8 +24,9 @@ resize on the pool. What is still on the pool at the deadline is dropped as `tim
 images.py bounds that work too (pixels, JPEG scans). Bodies held in the process are capped by
 `max_bytes_in_flight` (fetch.ByteBudget), whatever the servers send.
 
-Outputs stay img2dataset's, byte for byte in layout: its WebDataset writer (our subclass
-stores the caption as `text`), its sample keys, its Parquet columns and `_stats.json` keys.
+Outputs stay img2dataset's: its tar members and Parquet columns (writer.py, the caption stored
+as `text`), its sample keys and its `_stats.json` keys; the driver and, for JPEGs, the
+executors never import img2dataset.
 """
 
 from __future__ import annotations
@@ -38,48 +39,21 @@ import heapq
 import io
 import math
 import os
-import tarfile
 import time
 
 import fsspec
 import pyarrow as pa
-from img2dataset.downloader import compute_key, is_disallowed
-from img2dataset.logger import CappedCounter
-from img2dataset.writer import WebDatasetSampleWriter
 
 from wit_builder import storage
 from wit_builder.download import robots
 from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
 from wit_builder.download.resize import BoundedResizer
 from wit_builder.download.safety import URL_DEADLINE
+from wit_builder.download.writer import SampleWriter
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 PROGRESS_SECONDS = 2.0  # how often a running shard reports its counts to the driver
 _POOLS: dict = {}  # pid -> the resize pool of this executor process
-
-
-class SampleWriter(WebDatasetSampleWriter):
-    """img2dataset's webdataset writer with `caption` renamed `text` in the json and Parquet,
-    writing plain ustar headers.
-
-    webdataset's TarWriter means to write ustar (it computes `tarfile.USTAR_FORMAT` but never
-    hands it to `tarfile.open`), so tarfile's default, PAX, applies: the writer's float mtime
-    then costs every member an extended header of its own (1 KB: 3 KB a sample, a tenth of a
-    shard of Flickr-sized photos) and about 30 us of Python. The members and their bytes are
-    the same.
-    """
-
-    def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema,
-                 encode_format):
-        i = schema.get_field_index("caption")
-        schema = schema.set(i, pa.field("text", schema.field(i).type))
-        super().__init__(shard_id, output_folder, save_caption, oom_shard_count, schema,
-                         encode_format)
-        self.tarwriter.tarstream.format = tarfile.USTAR_FORMAT
-
-    def write(self, img_str, key, caption, meta):
-        meta = {("text" if k == "caption" else k): v for k, v in meta.items()}
-        super().write(img_str, key, caption, meta)
 
 
 class Host:
@@ -105,8 +79,17 @@ class Shard:
         self._tries: dict = {}  # url -> attempts that failed and were retried
 
     def opted_out(self, headers) -> bool:
-        return bool(self.directives) and is_disallowed(_Headers(headers), self.token,
-                                                       self.directives)
+        """Whether an `X-Robots-Tag` of the answer forbids us (`noai`, `noimageai`), for all
+        robots or for our token, as img2dataset reads it."""
+        if not self.directives:
+            return False
+        for value in headers.getall("X-Robots-Tag", ()):
+            parts = value.split(":", 1)  # "noai" for every robot, "wit-builder: noai" for us
+            named = parts[0].strip().lower() if len(parts) == 2 else ""
+            if (not named or named == self.token) and any(
+                    d.strip().lower() in self.directives for d in parts[-1].split(",")):
+                return True
+        return False
 
     async def run(self, items, in_flight: int, done) -> None:
         """Fetch `items` [(index, url)], at most `in_flight` at once, hosts in turn."""
@@ -232,16 +215,6 @@ class Shard:
             raise
 
 
-class _Headers:
-    """aiohttp's headers under the name img2dataset's `is_disallowed` reads (`get_all`)."""
-
-    def __init__(self, headers):
-        self.headers = headers
-
-    def get_all(self, name, default=None):
-        return self.headers.getall(name, default)
-
-
 def _loop_time(deadline: float) -> float:
     """A time.monotonic() moment on the running loop's clock."""
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
@@ -319,13 +292,13 @@ async def _download_shard(section, out_dir: str, column_list: list, shard_row: t
     policy = Policy.from_config(section)
     writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
     digits = math.ceil(math.log10(section.samples_per_shard))
-    status = CappedCounter()
+    status = collections.Counter()  # error messages are few by design (fetch.error_text)
     counts = collections.Counter()
     progress = _ProgressFile(out_dir, shard_id)
 
     def done(index: int, result) -> None:
         data, resized, error = result
-        key = compute_key(index, shard_id, digits, storage.SHARD_DIGITS)
+        key = f"{shard_id * 10 ** digits + index:0{digits + storage.SHARD_DIGITS}d}"
         meta = {**dict(zip(column_list, rows[index])), "key": key, "status": None,
                 "error_message": error, "width": None, "height": None,
                 "original_width": None, "original_height": None, "sha256": None}
@@ -341,7 +314,7 @@ async def _download_shard(section, out_dir: str, column_list: list, shard_row: t
                             original_width=original_width, original_height=original_height,
                             sha256=hashlib.sha256(data).hexdigest())
         counts[meta["status"]] += 1
-        status.increment(error if error is not None else "success")
+        status[error if error is not None else "success"] += 1
         writer.write(image, key, rows[index][caption_at], meta)
         progress.update(counts, status)
 
@@ -363,7 +336,7 @@ async def _download_shard(section, out_dir: str, column_list: list, shard_row: t
         "count": len(rows), "successes": counts["success"],
         "failed_to_download": counts["failed_to_download"],
         "failed_to_resize": counts["failed_to_resize"], "duration": end_time - start_time,
-        "start_time": start_time, "end_time": end_time, "status_dict": status.dump(),
+        "start_time": start_time, "end_time": end_time, "status_dict": dict(status),
         "host_backoffs": engine.backoffs})
     progress.remove()
     fs.rm(shard_path)

@@ -23,21 +23,21 @@ img2dataset does:
   buffer their DCT coefficients at full size inside libjpeg (about 2 bytes per pixel and
   component before chroma subsampling), baseline ones do not.
 
-Everything else (other formats, CMYK JPEGs, damaged JPEGs, resize_mode "no", blurring,
-re-encoding switches) goes to img2dataset's own code unchanged, so those outputs are
-byte-identical to img2dataset's too.
+Everything else (other formats, CMYK JPEGs, damaged JPEGs, resize_mode "no", blurring)
+goes to img2dataset's own Resizer unchanged, so those outputs are byte-identical to
+img2dataset's too. That Resizer is built on first need: importing img2dataset pulls in torch,
+wandb and pandas (about 4 s in each new executor process), which the JPEGs of a usual shard
+never need.
 """
 
 from __future__ import annotations
 
-import albumentations as A
 import cv2
 import numpy as np
 import simplejpeg
-from img2dataset.resizer import Resizer, ResizeMode, SuppressStdoutStderr
 
-_SHORTEST = (ResizeMode.keep_ratio, ResizeMode.center_crop)
-_LONGEST = (ResizeMode.border, ResizeMode.keep_ratio_largest)
+_SHORTEST = ("keep_ratio", "center_crop")
+_LONGEST = ("border", "keep_ratio_largest")
 # TurboJPEG's colorspace of a JPEG -> what cv2's IMREAD_UNCHANGED decodes it to
 _CHANNELS = {"YCbCr": "BGR", "Gray": "GRAY"}
 _REDUCED = {  # (colorspace, factor) -> cv2 flag; orientation ignored, as IMREAD_UNCHANGED does
@@ -61,21 +61,42 @@ def jpeg_header(data: bytes) -> tuple[int, int, str] | None:
 def reduction(width: int, height: int, image_size: int, resize_mode) -> int:
     """The largest JPEG decode factor (8, 4, 2) that keeps the side `resize_mode` measures at
     least `image_size` pixels (libjpeg rounds reduced sides up); 1 when none does."""
+    mode = getattr(resize_mode, "name", resize_mode)  # img2dataset's ResizeMode, or its name
     for factor in (8, 4, 2):
         w, h = -(-width // factor), -(-height // factor)
-        if resize_mode in _SHORTEST and min(w, h) >= image_size:
+        if mode in _SHORTEST and min(w, h) >= image_size:
             return factor
-        if resize_mode in _LONGEST and max(w, h) >= image_size:
+        if mode in _LONGEST and max(w, h) >= image_size:
             return factor
     return 1
 
 
-class BoundedResizer(Resizer):
-    """img2dataset's Resizer whose JPEG decodes are cheaper (see the module's docstring)."""
+class BoundedResizer:
+    """img2dataset's Resizer contract (`__call__(img_stream, blurring_bbox_list)` -> (image,
+    width, height, original width, original height, error)) with cheaper JPEG decodes (see the
+    module's docstring), at img2dataset's defaults for what it does not set."""
+
+    def __init__(self, image_size, resize_mode, resize_only_if_bigger, encode_quality=95,
+                 encode_format="jpg"):
+        self.image_size, self.resize_mode = image_size, resize_mode
+        self.resize_only_if_bigger = resize_only_if_bigger
+        self.encode_quality, self.encode_format = encode_quality, encode_format
+        self.encode_params = [int(cv2.IMWRITE_JPEG_QUALITY), encode_quality]
+        self._fallback = None
+
+    def fallback(self, img_stream, blurring_bbox_list):
+        """img2dataset's own Resizer, built on first use."""
+        if self._fallback is None:
+            from img2dataset.resizer import Resizer
+
+            self._fallback = Resizer(self.image_size, self.resize_mode,
+                                     self.resize_only_if_bigger, encode_quality=self.encode_quality,
+                                     encode_format=self.encode_format)
+        return self._fallback(img_stream, blurring_bbox_list)
 
     def _jpeg(self, img_stream, blurring_bbox_list):
         """(data, width, height, colorspace) of a JPEG this class decodes, or None."""
-        if (blurring_bbox_list is not None or self.disable_all_reencoding or self.skip_reencode
+        if (blurring_bbox_list is not None or self.encode_format != "jpg"
                 or self.resize_mode not in _SHORTEST + _LONGEST):
             return None
         img_stream.seek(0)
@@ -89,7 +110,7 @@ class BoundedResizer(Resizer):
     def __call__(self, img_stream, blurring_bbox_list=None):
         jpeg = self._jpeg(img_stream, blurring_bbox_list)
         if jpeg is None:
-            return super().__call__(img_stream, blurring_bbox_list)
+            return self.fallback(img_stream, blurring_bbox_list)
         data, width, height, colorspace = jpeg
         factor = reduction(width, height, self.image_size, self.resize_mode)
         try:
@@ -98,13 +119,12 @@ class BoundedResizer(Resizer):
                 try:
                     img = simplejpeg.decode_jpeg(data, _CHANNELS[colorspace])
                 except ValueError:  # damaged, or libjpeg warned: img2dataset's path decides
-                    return super().__call__(img_stream, blurring_bbox_list)
+                    return self.fallback(img_stream, blurring_bbox_list)
                 if colorspace == "Gray":
                     img = img[:, :, 0]  # cv2 gives a grey image as one plane
             else:
-                with SuppressStdoutStderr():
-                    img = cv2.imdecode(np.frombuffer(data, np.uint8),
-                                       _REDUCED[colorspace, factor] | cv2.IMREAD_IGNORE_ORIENTATION)
+                img = cv2.imdecode(np.frombuffer(data, np.uint8),
+                                   _REDUCED[colorspace, factor] | cv2.IMREAD_IGNORE_ORIENTATION)
                 if img is None:
                     raise ValueError("Image decoding error")
             return self._finish(img, width, height)
@@ -112,24 +132,24 @@ class BoundedResizer(Resizer):
             return None, None, None, None, None, str(err)
 
     def _finish(self, img, original_width: int, original_height: int):
-        """img2dataset's checks, resize, crop or pad and encoding, on the true size."""
-        if min(original_height, original_width) < self.min_image_size:
-            return None, None, None, None, None, "image too small"
-        if original_height * original_width > self.max_image_area:
-            return None, None, None, None, None, "image area too large"
-        if max(original_height, original_width) / min(original_height, original_width) > self.max_aspect_ratio:
-            return None, None, None, None, None, "aspect ratio too large"
+        """img2dataset's resize, crop or pad and encoding, on the true size (its size checks
+        are off by default, as here)."""
         side = min if self.resize_mode in _SHORTEST else max
         downscale = side(original_width, original_height) > self.image_size
         if downscale or not self.resize_only_if_bigger:
             # the size albumentations' SmallestMaxSize / LongestMaxSize gives the full image
             scale = self.image_size / side(original_height, original_width)
             size = (max(1, round(original_width * scale)), max(1, round(original_height * scale)))
-            interpolation = self.downscale_interpolation if downscale else self.upscale_interpolation
+            # img2dataset's defaults: "area" to shrink, "lanczos" to enlarge
+            interpolation = cv2.INTER_AREA if downscale else cv2.INTER_LANCZOS4
             img = cv2.resize(img, size, interpolation=interpolation)
-            if self.resize_mode == ResizeMode.center_crop:
+            if self.resize_mode == "center_crop":
+                import albumentations as A  # img2dataset's crop
+
                 img = A.CenterCrop(height=self.image_size, width=self.image_size)(image=img)["image"]
-            elif self.resize_mode == ResizeMode.border:
+            elif self.resize_mode == "border":
+                import albumentations as A  # img2dataset's pad
+
                 img = A.PadIfNeeded(min_height=self.image_size, min_width=self.image_size,
                                     border_mode=cv2.BORDER_CONSTANT, value=[255, 255, 255],
                                     p=1.0)(image=img)["image"]

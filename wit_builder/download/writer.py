@@ -1,0 +1,73 @@
+"""A download shard's files, as img2dataset's WebDatasetSampleWriter writes them, without
+importing img2dataset: NNNNN.tar (KEY.jpg, KEY.json, KEY.txt for each image) and NNNNN.parquet
+(one row per attempted URL, failures included).
+
+img2dataset's writer goes through webdataset's TarWriter, whose import pulls in torch (about 4
+s in each new executor process, before its first image). The members, their order (sorted by
+extension), names, bytes, owner ("bigdata") and mode (0444) are the same; the headers are plain
+ustar (webdataset means to write ustar but hands tarfile its default, PAX, which costs every
+member an extended header for its float mtime). The Parquet file has img2dataset's schema and is
+written in row groups of 100, as its BufferedParquetWriter does. The caption is stored under our
+column name `text` in KEY.json and the Parquet (KEY.txt is the same text).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wit_builder import storage
+
+PARQUET_ROWS = 100  # rows per row group, as img2dataset's BufferedParquetWriter
+
+
+class SampleWriter:
+    """img2dataset's `sample_writer_class` contract: write(image, key, caption, meta), close()."""
+
+    def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema,
+                 encode_format):
+        i = schema.get_field_index("caption")
+        self.schema = schema.set(i, pa.field("text", schema.field(i).type))
+        self.save_caption, self.encode_format = save_caption, encode_format
+        name = f"{output_folder.rstrip('/')}/{storage.shard_name(shard_id, oom_shard_count)}"
+        self.tar_file = storage.open_file(f"{name}.tar", "wb")
+        self.tar = tarfile.open(fileobj=self.tar_file, mode="w|", format=tarfile.USTAR_FORMAT)
+        self.parquet_file = storage.open_file(f"{name}.parquet", "wb")
+        self.parquet = pq.ParquetWriter(self.parquet_file, self.schema)
+        self.rows: list[dict] = []
+
+    def write(self, img_str, key, caption, meta):
+        meta = {("text" if k == "caption" else k): v for k, v in meta.items()}
+        if img_str is not None:
+            members = {self.encode_format: img_str, "json": json.dumps(meta, indent=4)}
+            if self.save_caption:
+                members["txt"] = str(caption) if caption is not None else ""
+            for extension in sorted(members):
+                self._add(f"{key}.{extension}", members[extension])
+        self.rows.append(meta)
+        if len(self.rows) >= PARQUET_ROWS:
+            self._flush()
+
+    def _add(self, name: str, value) -> None:
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), time.time(), 0o444
+        info.uname = info.gname = "bigdata"
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def _flush(self) -> None:
+        if self.rows:
+            self.parquet.write_table(pa.Table.from_pylist(self.rows, self.schema))
+            self.rows = []
+
+    def close(self):
+        self._flush()
+        self.parquet.close()
+        self.parquet_file.close()
+        self.tar.close()
+        self.tar_file.close()
