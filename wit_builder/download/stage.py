@@ -56,7 +56,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
-        with Progress(out_dir, prepared["shards"], cfg.spark.progress_seconds):
+        with Progress(out_dir, prepared["shards"], prepared["rows"],
+                      cfg.spark.progress_seconds):
             shards.download(spark, input_dir, out_dir, section, done_shards=_finished(out_dir))
     missing = sorted(set(range(prepared["shards"])) - _finished(out_dir))
     if missing:
