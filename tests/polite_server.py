@@ -2,12 +2,14 @@
 counts what a crawler does to it: connections open at once, when each request started, and
 what it answered. For the politeness tests of the download engine.
 
-Each host serves `/photo.jpg?i=N` (one real photo, after `delay` seconds), `/robots.txt` (the
+Each host serves `/photo.jpg?i=N` (one real photo, after `delay` seconds; with `&kind=trickle` one
+byte every 0.2 s forever, with `&kind=reset` a connection reset instead), `/robots.txt` (the
 host's `robots` text, or 404), `redirects` (path -> Location, a 302), and answers the first `busy` requests with 429 and
 `Retry-After: retry_after`.
 """
 
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,6 +64,18 @@ class _Handler(BaseHTTPRequestHandler):
         if busy:
             self._send(429, b"slow down", "text/plain", {"Retry-After": str(site.retry_after)})
             return
+        if "kind=reset" in self.path:  # RST instead of an answer
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        if "kind=trickle" in self.path:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n"
+                             b"Content-Length: 100000\r\n\r\n")
+            for _ in range(100000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
         time.sleep(site.delay)
         self._send(200, site.photo, "image/jpeg")
 

@@ -119,3 +119,27 @@ def test_a_scan_bomb_among_photos_ends_within_the_deadline(tmp_path, shared_data
     assert stats["successes"] == 10
     assert {rows[u]["error_message"] for u in urls[10:]} == {"too_many_scans: JPEG"}
 
+
+
+def test_3000_urls_with_trickling_and_resetting_servers(spark, tmp_path, photo, sites):
+    """The download stage on 3,000 URLs over 10 hosts, 5% of them trickling one byte every
+    0.2 s and 5% resetting the connection: it ends within the deadlines, every URL counted."""
+    from wit_builder import pipeline
+
+    server = sites(*[Site(photo) for _ in range(10)])
+    urls = [u for i in range(10) for u in server.urls(i, 300)]
+    kinds = ["trickle" if i % 20 == 0 else "reset" if i % 20 == 1 else "" for i in range(3000)]
+    urls = [f"{u}&kind={k}" if k else u for u, k in zip(urls, kinds)]
+    candidates = tmp_path / "candidates.parquet"
+    pq.write_table(pa.table({"url": urls, "text": [f"photo {i}" for i in range(3000)]}),
+                   candidates)
+    cfg = load_config(None, ["download.allow_networks=127.0.0.0/8", "download.timeout=5",
+                             "download.total_timeout=3", "download.samples_per_shard=1000"])
+    started = time.monotonic()
+    manifest = pipeline.execute("download", spark, cfg, [str(candidates)],
+                                str(tmp_path / "out")).manifest
+    # each host: 15 trickles of 3 s on 8 connections, per shard, besides the photos
+    assert time.monotonic() - started < 60
+    assert manifest["rows_in"] == 3000
+    assert manifest["rows_out"] == 2700
+    assert manifest["drops"] == {"timeout": 150, "connection_error": 150}
