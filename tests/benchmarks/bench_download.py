@@ -1,144 +1,147 @@
-"""Download + shard throughput (images/s): our download stage vs plain img2dataset.
+"""Download throughput and CPU per image: our download stage against img2dataset (at 32 and 128
+threads) and against our previous engine (one thread per URL, a connection per image), on the
+servers of the shared peer tool (../shared/tools/peer_img2dataset.py: the Flickr8k photos, one
+site per 127.0.0.N, TLS, lognormal latency, 2% 404s), alternating the tools over rounds.
 
-Both fetch the same URLs (the real flickr8k_dev photos, served by a local HTTP server on
-127.0.0.1) with the same resize settings, shard size and threads, through img2dataset's pyspark
-distributor on one local[2] SparkSession, alternating A B B A in one run. Two comparisons:
-- stage: our whole `download` stage (prepare the candidates, download, count) vs
-  `img2dataset.download(...)` (its reader, logger process, download);
-- engine: only the download of the same prepared Parquet: our safe fetcher inside img2dataset
-  vs img2dataset's urllib fetcher (what the network-safety checks cost).
+Each tool runs in a subprocess of its own on `local[2]` with 2 processes; the CPU it used (with
+its JVM and Python workers: RUSAGE_CHILDREN) is measured per 1,000 images, the server's apart.
+img2dataset's seconds are its `download(...)` call (its Spark session made before, as the peer
+tool does); ours are the stage's seconds from its manifest (session start included).
 
-    NO_ALBUMENTATIONS_UPDATE=1 .venv/bin/python tests/benchmarks/bench_download.py [--quick]
+    .venv/bin/python tests/benchmarks/bench_download.py --n 3000 [--plain] [--rounds 3]
+        [--old-tree DIR]   # a checkout of the previous engine (e.g. git worktree of 58524fa)
 """
 
 import argparse
+import glob
 import json
 import os
-import platform
-import shutil
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-PHOTOS = REPO.parent / "shared" / "data" / "images" / "flickr8k_dev"
-SETTINGS = dict(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
-                encode_quality=95, threads=16)
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(SHARED / "tools"))
+import peer_img2dataset as peer  # noqa: E402 - the shared tool's server and certificate
+
+IMG2DATASET = r"""
+import json, os, sys, time
+os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+os.environ["PYSPARK_PYTHON"] = sys.executable
+from pyspark.sql import SparkSession
+from img2dataset import download
+urls, out, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+t = time.time()
+download(url_list=urls, input_format="parquet", url_col="url", caption_col="caption",
+         output_format="webdataset", output_folder=out, processes_count=2, thread_count=threads,
+         image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
+         number_sample_per_shard=1000, distributor="pyspark", timeout=10, retries=0)
+print(json.dumps({"seconds": time.time() - t}))
+"""
 
 
-def plain_img2dataset(url_list, out, per_shard):
-    import img2dataset
-
-    img2dataset.download(
-        url_list=str(url_list), input_format="parquet", url_col="url", caption_col="text",
-        output_format="webdataset", output_folder=str(out), distributor="pyspark",
-        processes_count=2, thread_count=SETTINGS["threads"], number_sample_per_shard=per_shard,
-        image_size=SETTINGS["image_size"], resize_mode=SETTINGS["resize_mode"],
-        resize_only_if_bigger=SETTINGS["resize_only_if_bigger"],
-        encode_quality=SETTINGS["encode_quality"], compute_hash="sha256", extract_exif=False,
-        incremental_mode="incremental", disallowed_header_directives=["noai", "noimageai"],
-        timeout=10)
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def successes(folder) -> int:
-    return sum(json.loads(p.read_text())["successes"] for p in Path(folder).glob("*_stats.json"))
+def run_img2dataset(urls, work, threads):
+    out = tempfile.mkdtemp(dir=work)
+    cpu = children_cpu()
+    r = subprocess.run([sys.executable, "-c", IMG2DATASET, urls, out, str(threads)],
+                       capture_output=True, text=True, check=True)
+    seconds = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    ok = sum(json.load(open(p))["successes"] for p in glob.glob(f"{out}/*_stats.json"))
+    return {"seconds": seconds, "ok": ok, "cpu": children_cpu() - cpu}
+
+
+def run_ours(urls, work, tree=None, threads=None):
+    out = tempfile.mkdtemp(dir=work)
+    env = dict(os.environ)
+    if tree:  # an older checkout, imported before the installed package (workers inherit it)
+        env["PYTHONPATH"] = str(tree)
+    cpu = children_cpu()
+    subprocess.run([sys.executable, "-c", "from wit_builder.cli import main; main()",
+                    "download", "--input", urls, "--out", out, "--master", "local[2]",
+                    "--set", "download.allow_networks=127.0.0.0/24",
+                    "--set", "download.processes=2", "--set", "download.samples_per_shard=1000",
+                    "--set", "download.image_size=256",
+                    *(["--set", f"download.threads={threads}"] if threads else [])],
+                   capture_output=True, text=True, check=True, env=env)
+    manifest = json.load(open(f"{out}/download/manifest.json"))
+    return {"seconds": manifest["seconds"], "ok": manifest["rows_out"],
+            "cpu": children_cpu() - cpu}
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="300 images, one round")
-    parser.add_argument("--engine-only", action="store_true",
-                        help="only the engine comparison (the safety checks' cost), 2 rounds")
-    args = parser.parse_args()
-
-    import img2dataset
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import pyspark
-
-    from image_server import ImageServer
-    from wit_builder import pipeline
-    from wit_builder.config import load_config
-    from wit_builder.download import shards
-    from wit_builder.spark import get_spark
-
-    files = sorted((PHOTOS / "train").glob("*.jpg")) + sorted((PHOTOS / "val").glob("*.jpg"))
-    files = files[:300] if args.quick else files
-    per_shard = max(1, len(files) // 4)
-    server = ImageServer({"/p/": PHOTOS}).start()
-    work = Path(tempfile.mkdtemp(prefix="bench_download_"))
-    cands = work / "candidates.parquet"
-    pq.write_table(pa.table({"url": [server.url(f"/p/{f.parent.name}/{f.name}") for f in files],
-                             "text": [f"a photo {f.stem}" for f in files]}), cands)
-    os.environ.setdefault("WIT_DRIVER_MEMORY", "1g")
-    spark = get_spark(master="local[2]", app_name="bench-download")
-    cfg = load_config(None, [f"download.{k}={v}" for k, v in SETTINGS.items()] + [
-        "download.allow_networks=127.0.0.0/8", f"download.samples_per_shard={per_shard}"])
-
-    def ours_stage(out):
-        pipeline.execute("download", spark, cfg, [str(cands)], str(out), log=lambda _m: None)
-        return out / "download"
-
-    def plain_stage(out):
-        plain_img2dataset(cands, out, per_shard)
-        return out
-
-    prepared = work / "prepared"  # our prepared input, for the engine-only comparison
-    ours_stage(prepared)
-    input_dir = prepared / "download" / "_input"
-
-    def ours_engine(out):
-        out.mkdir()
-        shards.download(spark, str(input_dir), str(out), cfg.download, done_shards=set())
-        return out
-
-    def plain_engine(out):
-        plain_img2dataset(input_dir, out, per_shard)
-        return out
-
-    variants = {"ours_stage": ours_stage, "img2dataset_stage": plain_stage,
-                "ours_engine": ours_engine, "img2dataset_engine": plain_engine}
-    order = ["ours_stage", "img2dataset_stage", "img2dataset_engine", "ours_engine"]
-    if args.engine_only:
-        order = ["img2dataset_engine", "ours_engine"]
-        variants = {name: variants[name] for name in order}
-    rounds = 1 if args.quick and not args.engine_only else 2
-    rates = {name: [] for name in variants}
-    images = {}
-    for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            out = work / f"{name}-{r}"
-            started = time.perf_counter()
-            folder = variants[name](out)
-            seconds = time.perf_counter() - started
-            images[name] = successes(folder)
-            rates[name].append(images[name] / seconds)
-            shutil.rmtree(out, ignore_errors=True)
-    server.stop()
-    spark.stop()
-    shutil.rmtree(work, ignore_errors=True)
-
-    best = {name: round(statistics.median(v), 1) for name, v in rates.items()}
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--plain", action="store_true", help="one plain http host, no latency")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--old-tree", default=None)
+    a = ap.parse_args()
+    load_before = os.getloadavg()
+    hosts, latency, tls = (1, 0, False) if a.plain else (20, 200, True)
+    work = tempfile.mkdtemp()
+    root = SHARED / "data/images/flickr8k_dev/train"
+    names = sorted(f.name for f in root.glob("*.jpg"))
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    certs = tempfile.mkdtemp() if tls else ""
+    if tls:
+        peer.make_cert(certs, hosts)
+    server = subprocess.Popen([sys.executable, "-c", peer.SERVER, str(port), str(root),
+                               str(latency), str(hosts), certs])
+    tools = {"img2dataset_t32": lambda u: run_img2dataset(u, work, 32),
+             "img2dataset_t128": lambda u: run_img2dataset(u, work, 128),
+             "ours": lambda u: run_ours(u, work, threads=32 if a.plain else None)}
+    if a.old_tree:
+        tools["ours_previous_engine"] = lambda u: run_ours(
+            u, work, a.old_tree, threads=32 if a.plain else 128)
+    try:
+        time.sleep(1.5)
+        import pandas as pd
+        scheme = "https" if tls else "http"
+        urls = [f"{scheme}://127.0.0.{1 + i % hosts}:{port}/{names[i % len(names)]}?i={i}"
+                for i in range(a.n)]
+        url_file = f"{work}/urls.parquet"
+        pd.DataFrame({"url": urls, "caption": [f"photo {i}" for i in range(a.n)]}).to_parquet(url_file)
+        runs = {name: [] for name in tools}
+        for r in range(a.rounds):
+            order = list(tools) if r % 2 == 0 else list(reversed(tools))
+            for name in order:
+                runs[name].append(tools[name](url_file))
+                print(json.dumps({"round": r, "tool": name, **runs[name][-1]}), flush=True)
+    finally:
+        server.terminate()
+    rate = {name: [x["ok"] / x["seconds"] for x in xs] for name, xs in runs.items()}
+    best_peer = max(("img2dataset_t32", "img2dataset_t128"),
+                    key=lambda name: statistics.median(rate[name]))
+    ratios = [o / p for o, p in zip(rate["ours"], rate[best_peer])]
     print(json.dumps({
-        "benchmark": "download",
-        "urls": len(files), "images_ok": images, "samples_per_shard": per_shard,
-        "settings": SETTINGS, "rounds": rounds,
-        "images_per_s": best,
-        "images_per_s_each_round": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "ratio_stage": (round(best["ours_stage"] / best["img2dataset_stage"], 3)
-                        if "ours_stage" in best else None),
-        "ratio_engine": round(best["ours_engine"] / best["img2dataset_engine"], 3),
-        "target": ">= 0.9",
-        "load_average_1min_at_end": os.getloadavg()[0],
-        "spark_master": "local[2]", "cores": os.cpu_count(), "machine": platform.machine(),
-        "versions": {"python": platform.python_version(), "img2dataset": img2dataset.__version__
-                     if hasattr(img2dataset, "__version__") else "1.47",
-                     "pyspark": pyspark.__version__},
-    }, indent=2))
+        "n": a.n, "mode": "plain loopback, 1 host" if a.plain else
+        "20 hosts, TLS, 200 ms lognormal latency, 2% 404",
+        "load_average_before_after": [load_before, os.getloadavg()], "rounds": a.rounds,
+        "images_per_s_median": {k: round(statistics.median(v), 1) for k, v in rate.items()},
+        "cpu_s_per_1000_images_median": {
+            k: round(statistics.median(1000 * x["cpu"] / max(1, x["ok"]) for x in xs), 2)
+            for k, xs in runs.items()},
+        "img2dataset_best": best_peer,
+        "ratio_vs_img2dataset_best_per_round": [round(x, 2) for x in ratios],
+        "ratio_vs_img2dataset_best_median": round(statistics.median(ratios), 2),
+        **({"ratio_vs_previous_engine_median": round(statistics.median(
+            o / p for o, p in zip(rate["ours"], rate["ours_previous_engine"])), 2)}
+           if a.old_tree else {}),
+    }, indent=1))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,6 @@ class Shard:
         self.policy, self.section, self.fetcher, self.process = policy, section, fetcher, process
         self.token, self.directives = token, directives
         self.backoffs = 0
-        self._tries: dict = {}  # url -> attempts that failed and were retried
 
     def opted_out(self, headers) -> bool:
         """Whether an `X-Robots-Tag` of the answer forbids us (`noai`, `noimageai`), for all
@@ -101,7 +100,8 @@ class Shard:
         for host in ready:
             host.waiting = True
         timers: list = []  # (time, tie, host)
-        running: dict = {}  # task -> host
+        running: dict = {}  # task -> (host, index, url, deadline)
+        retried: collections.Counter = collections.Counter()  # index -> further attempts made
         tie = 0
 
         def requeue(host: Host) -> None:
@@ -148,8 +148,10 @@ class Shard:
                 host, index, url, deadline = running.pop(task)
                 host.active -= 1
                 host.robots_pending = False
-                outcome, retry = task.result()
-                if retry:
+                outcome, transient = task.result()
+                if (transient and retried[index] < self.policy.retries
+                        and time.monotonic() < deadline):
+                    retried[index] += 1
                     host.urls.appendleft((index, url, deadline))
                 else:
                     done(index, outcome)
@@ -159,7 +161,8 @@ class Shard:
         return self.policy.connections_per_host or 1 << 30
 
     async def one(self, url, deadline: float, host: Host):
-        """((data, result, error), retry?) for one attempt at `url` within `deadline`."""
+        """((data, result, error), whether the failure is worth another attempt) for one
+        attempt at `url` within `deadline`."""
         URL_DEADLINE.set(deadline)  # this task's context: the resolver ends before it
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
@@ -178,15 +181,7 @@ class Shard:
             error = error_text(exc, time.monotonic() >= deadline)
             if isinstance(exc, HttpRefused) and exc.retry_after is not None:
                 self._back_off(host, exc.retry_after)
-            again = (transient(error) and self._attempts_left(url)
-                     and time.monotonic() < deadline)
-            return (None, None, error), again
-
-    def _attempts_left(self, url) -> bool:
-        """Whether `url` may be tried again (`retries` further attempts per URL)."""
-        tried = self._tries.get(url, 0) + 1
-        self._tries[url] = tried
-        return tried <= self.policy.retries
+            return (None, None, error), transient(error)
 
     def _back_off(self, host: Host, seconds: float) -> None:
         pause = min(seconds, self.section.max_crawl_delay)

@@ -96,8 +96,9 @@ class ByteBudget:
             self.used += n
 
     def give(self, n: int) -> None:
-        self.used -= n
-        asyncio.get_running_loop().create_task(self._notify())
+        if n:
+            self.used -= n
+            asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
         async with self._freed:
