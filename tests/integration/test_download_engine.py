@@ -3,6 +3,7 @@ connections per host, Crawl-delay, Retry-After, a redirect on a kept-alive conne
 scan bomb among real photos. No Spark: engine.download_shard is what each Spark task runs."""
 
 import json
+import socket
 import time
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ import pytest
 from image_bombs import scan_bomb
 from polite_server import PoliteServer, Site
 from wit_builder.config import load_config
-from wit_builder.download import engine
+from wit_builder.download import engine, safety
 from wit_builder.download.shards import COLUMN_LIST
 
 
@@ -143,3 +144,25 @@ def test_3000_urls_with_trickling_and_resetting_servers(spark, tmp_path, photo, 
     assert manifest["rows_in"] == 3000
     assert manifest["rows_out"] == 2700
     assert manifest["drops"] == {"timeout": 150, "connection_error": 150}
+
+
+def test_slow_dns_does_not_starve_quick_names(tmp_path, photo, sites, monkeypatch):
+    """Issue 23 #10: 100 names whose lookups hang hold no thread that 50 quick names need."""
+    server = sites(Site(photo))
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host.startswith("slow-"):
+            time.sleep(4)
+            raise socket.gaierror("too late")
+        if host.startswith("quick-"):
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(safety, "_RESOLVERS", {})  # a pool of its own (64 threads starved)
+    slow = [f"http://slow-{i}.test:{server.port}/photo.jpg" for i in range(100)]
+    quick = [f"http://quick-{i}.test:{server.port}/photo.jpg?i={i}" for i in range(50)]
+    stats, rows = _shard(tmp_path, slow + quick, "download.timeout=1",
+                         "download.total_timeout=2")
+    assert stats["successes"] == 50
+    assert {rows[u]["error_message"] for u in slow} == {"timeout: dns"}

@@ -21,9 +21,9 @@ from wit_builder.download.safety import Refused
 MAX_BYTES = 512 * 1024  # RFC 9309: crawlers must read at least 500 KiB
 _ALLOW_ALL = Protego.parse("")
 _DENY_ALL = Protego.parse("User-agent: *\nDisallow: /")
-# Our own refusals of the robots.txt URL itself, before any request: the image URLs of that
-# host are refused with the same reason, so there is nothing to ask.
-_NOT_ASKED = ("blocked_address", "bad_scheme", "bad_url", "dns_error")
+# Refusals of the robots.txt URL itself, before any request reached the host: the image URL
+# fails with the same error (nothing is cached; the host's next URL asks again).
+_NOT_ASKED = ("blocked_address", "bad_scheme", "bad_url", "dns_error", "timeout: dns")
 
 _RULES: dict = {}  # (scheme, host, port) -> Protego, per executor process
 
@@ -58,8 +58,8 @@ async def _fetch_rules(url: str, fetcher) -> Protego:
     except Refused as exc:
         if exc.reason.startswith("http_4"):
             return _ALLOW_ALL
-        if exc.reason in _NOT_ASKED and getattr(exc, "hop", 0) == 0:
-            return _ALLOW_ALL
+        if getattr(exc, "hop", 0) == 0 and (exc.reason in _NOT_ASKED or str(exc) in _NOT_ASKED):
+            raise
         return _DENY_ALL  # 5xx, timeout, too large, redirect loop or a forbidden redirect
     except Exception:  # noqa: BLE001 - unreachable: RFC 9309 says assume disallowed
         return _DENY_ALL

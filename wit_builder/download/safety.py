@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import ipaddress
 import os
 import socket
@@ -150,14 +149,34 @@ def address_problem(address: str, allowed: tuple = ()) -> str | None:
 
 
 _RESOLVERS: dict = {}  # pid -> thread pool (a forked worker needs threads of its own)
+# getaddrinfo cannot be stopped: a lookup given up on keeps its thread until the system resolver
+# answers (its own timeouts and retries: up to a minute). So the pool is wide (threads are made
+# only when needed), and a name whose lookup is still running is not looked up again (PENDING):
+# slow names hold one thread each, and lookups of quick names never queue behind them.
+LOOKUP_THREADS = 512
+_PENDING: dict = {}  # (host, port) -> the running lookup's future
 
 
 def _resolver() -> ThreadPoolExecutor:
     """getaddrinfo has no timeout of its own: lookups run here so that a fetch can stop waiting."""
     pid = os.getpid()
     if pid not in _RESOLVERS:
-        _RESOLVERS[pid] = ThreadPoolExecutor(max_workers=64, thread_name_prefix="resolve")
+        _RESOLVERS[pid] = ThreadPoolExecutor(max_workers=LOOKUP_THREADS,
+                                             thread_name_prefix="resolve")
     return _RESOLVERS[pid]
+
+
+def _lookup(host: str, port: int):
+    """A future of getaddrinfo's answer for (host, port), shared with a lookup still running."""
+    key = (host, port)
+    future = _PENDING.get(key)
+    if future is None or future.done():
+        future = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
+                                    proto=socket.IPPROTO_TCP)
+        _PENDING[key] = future
+        future.add_done_callback(lambda done: _PENDING.pop(key, None)
+                                 if _PENDING.get(key) is done else None)
+    return future
 
 
 def _literal(host: str, port: int) -> list | None:
@@ -184,10 +203,8 @@ def resolve_checked(host: str, port: int, allowed: tuple = (),
     """
     infos = _literal(host, port)
     if infos is None:
-        lookup = _resolver().submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM,
-                                    proto=socket.IPPROTO_TCP)
         try:
-            infos = lookup.result(timeout)
+            infos = _lookup(host, port).result(timeout)
         except FutureTimeout:
             raise Refused("timeout", "dns") from None
         except (socket.gaierror, UnicodeError, OSError) as exc:
@@ -230,18 +247,17 @@ class CheckedResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0, family=socket.AF_INET) -> list[dict]:
         infos = _literal(host, port)
         if infos is None:
-            loop = asyncio.get_running_loop()
-            lookup = loop.run_in_executor(_resolver(), functools.partial(
-                socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP))
+            lookup = asyncio.wrap_future(_lookup(host, port))
             timeout = self.timeout
             if URL_DEADLINE.get() is not None:  # end just before the URL's own deadline, so
                 # that a lookup that used up the URL's time is named for what it was
                 left = URL_DEADLINE.get() - time.monotonic() - 0.02
                 timeout = max(0.0, left if timeout is None else min(timeout, left))
+            await asyncio.wait({lookup}, timeout=timeout)  # no cancel: others may share it
+            if not lookup.done():
+                raise Refused("timeout", "dns")
             try:
-                infos = await asyncio.wait_for(lookup, timeout)
-            except asyncio.TimeoutError:
-                raise Refused("timeout", "dns") from None
+                infos = lookup.result()
             except (socket.gaierror, UnicodeError, OSError) as exc:
                 raise Refused("dns_error", type(exc).__name__) from None
         return [{"hostname": host, "host": sockaddr[0], "port": sockaddr[1], "family": fam,
