@@ -1,6 +1,6 @@
 """The download engine on one shard, against loopback sites that count what it does to them:
 connections per host, Crawl-delay, Retry-After, a redirect on a kept-alive connection, and a
-scan bomb among real photos. No Spark: engine.download_shard is what each Spark task runs."""
+scan bomb among real photos. No Spark: engine.download_shards is what each Spark task runs."""
 
 import json
 import socket
@@ -32,7 +32,7 @@ def _shard(tmp_path, urls, *settings):
         writer.write_table(table)
     out = tmp_path / "out"
     out.mkdir()
-    engine.download_shard(section, str(out), COLUMN_LIST, (0, str(feather)))
+    engine.download_shards(section, str(out), COLUMN_LIST, [(0, str(feather))])
     stats = json.loads((out / "00000_stats.json").read_text())
     rows = pq.read_table(out / "00000.parquet").to_pylist()
     assert stats["count"] == len(urls) == len(rows)  # every URL accounted for
@@ -166,3 +166,29 @@ def test_slow_dns_does_not_starve_quick_names(tmp_path, photo, sites, monkeypatc
                          "download.total_timeout=2")
     assert stats["successes"] == 50
     assert {rows[u]["error_message"] for u in slow} == {"timeout: dns"}
+
+
+def test_a_task_runs_its_shards_back_to_back(tmp_path, photo, sites):
+    """The next shard starts while the slowest answer of the one before is still coming, and
+    an empty shard in between is finished too."""
+    server = sites(Site(photo), Site(photo, delay=2.0))
+    section = load_config(None, ["download.allow_networks=127.0.0.0/8",
+                                 "download.samples_per_shard=10"]).download
+    out = tmp_path / "out"
+    out.mkdir()
+    shards = []
+    for shard_id, urls in enumerate([server.urls(0, 9) + server.urls(1, 1), [],
+                                     server.urls(0, 10)]):
+        columns = {c: pa.array([None] * len(urls), pa.string()) for c in COLUMN_LIST}
+        columns.update(url=pa.array(urls, pa.string()), caption=pa.array(urls, pa.string()),
+                       entry_ids=pa.array([None] * len(urls), pa.list_(pa.int32())),
+                       entries=pa.array([None] * len(urls), pa.list_(pa.string())))
+        table = pa.table(columns)
+        feather = str(tmp_path / f"{shard_id}.feather")
+        with pa.ipc.new_file(feather, table.schema) as writer:
+            writer.write_table(table)
+        shards.append((shard_id, feather))
+    engine.download_shards(section, str(out), COLUMN_LIST, shards)
+    stats = [json.loads((out / f"0000{i}_stats.json").read_text()) for i in range(3)]
+    assert [s["successes"] for s in stats] == [10, 0, 10] and stats[1]["count"] == 0
+    assert stats[2]["start_time"] < stats[0]["end_time"]  # overlapped the slow answer

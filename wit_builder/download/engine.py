@@ -41,7 +41,6 @@ import math
 import os
 import time
 
-import fsspec
 import pyarrow as pa
 
 from wit_builder import storage
@@ -75,7 +74,6 @@ class Shard:
                  directives):
         self.policy, self.section, self.fetcher, self.process = policy, section, fetcher, process
         self.token, self.directives = token, directives
-        self.backoffs = 0
 
     def opted_out(self, headers) -> bool:
         """Whether an `X-Robots-Tag` of the answer forbids us (`noai`, `noimageai`), for all
@@ -90,18 +88,20 @@ class Shard:
                 return True
         return False
 
-    async def run(self, items, in_flight: int, done) -> None:
-        """Fetch `items` [(index, url)], at most `in_flight` at once, hosts in turn."""
+    async def run(self, batches, in_flight: int, done) -> None:
+        """Fetch the (key, url) items of each batch in `batches` (an iterator), at most
+        `in_flight` at once, hosts in turn; `done(key, outcome, host backoffs)` for each.
+
+        The next batch joins once every URL of the earlier ones has started, so a task's next
+        shard starts while the slowest answers of the last one are still coming."""
         hosts: dict = {}
-        for index, url in items:
-            hosts.setdefault(robots.host_of(url)[1] if isinstance(url, str) else None,
-                             Host()).urls.append((index, url, None))
-        ready = collections.deque(hosts.values())
-        for host in ready:
-            host.waiting = True
+        ready: collections.deque = collections.deque()
         timers: list = []  # (time, tie, host)
-        running: dict = {}  # task -> (host, index, url, deadline)
-        retried: collections.Counter = collections.Counter()  # index -> further attempts made
+        running: dict = {}  # task -> (host, key, url, deadline)
+        retried: collections.Counter = collections.Counter()  # key -> further attempts made
+        backoffs: collections.Counter = collections.Counter()  # key -> Retry-After pauses
+        queued = 0  # URLs not started yet
+        batches = iter(batches)
         tie = 0
 
         def requeue(host: Host) -> None:
@@ -117,7 +117,19 @@ class Shard:
             else:
                 ready.append(host)
 
-        while ready or timers or running:
+        more = True
+        while True:
+            while more and not queued:  # the next batch with URLs (a shard may have none)
+                batch = next(batches, None)
+                more = batch is not None
+                for key, url in batch or ():
+                    name = robots.host_of(url)[1] if isinstance(url, str) else None
+                    host = hosts.setdefault(name, Host())
+                    host.urls.append((key, url, None))
+                    queued += 1
+                    requeue(host)
+            if not (queued or running):
+                return
             now = time.monotonic()
             while timers and timers[0][0] <= now:
                 ready.append(heapq.heappop(timers)[2])
@@ -127,7 +139,8 @@ class Shard:
                 if host.next_start > now:
                     requeue(host)
                     continue
-                index, url, deadline = host.urls.popleft()
+                key, url, deadline = host.urls.popleft()
+                queued -= 1
                 if deadline is None:
                     deadline = now + self.policy.total_timeout
                     if self.policy.honor_robots_txt and isinstance(url, str):
@@ -136,7 +149,7 @@ class Shard:
                 if host.delay:
                     host.next_start = now + host.delay
                 task = asyncio.ensure_future(self.one(url, deadline, host))
-                running[task] = (host, index, url, deadline)
+                running[task] = (host, key, url, deadline)
                 requeue(host)
             if not running:
                 await asyncio.sleep(max(0.0, timers[0][0] - time.monotonic()) if timers else 0)
@@ -145,48 +158,48 @@ class Shard:
             finished, _ = await asyncio.wait(running, timeout=wait,
                                              return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
-                host, index, url, deadline = running.pop(task)
+                host, key, url, deadline = running.pop(task)
                 host.active -= 1
                 host.robots_pending = False
-                outcome, transient = task.result()
-                if (transient and retried[index] < self.policy.retries
+                outcome, transient, backed_off = task.result()
+                backoffs[key] += backed_off
+                if (transient and retried[key] < self.policy.retries
                         and time.monotonic() < deadline):
-                    retried[index] += 1
-                    host.urls.appendleft((index, url, deadline))
+                    retried[key] += 1
+                    host.urls.appendleft((key, url, deadline))
+                    queued += 1
                 else:
-                    done(index, outcome)
+                    retried.pop(key, None)
+                    done(key, outcome, backoffs.pop(key))
                 requeue(host)
 
     def _per_host(self) -> int:
         return self.policy.connections_per_host or 1 << 30
 
     async def one(self, url, deadline: float, host: Host):
-        """((data, result, error), whether the failure is worth another attempt) for one
-        attempt at `url` within `deadline`."""
+        """((data, result, error), whether the failure is worth another attempt, whether the
+        host was told to pause) for one attempt at `url` within `deadline`."""
         URL_DEADLINE.set(deadline)  # this task's context: the resolver ends before it
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 if self.policy.honor_robots_txt and isinstance(url, str):
                     refusal = await self._robots(url, host)
                     if refusal:
-                        return (None, None, refusal), False
+                        return (None, None, refusal), False, False
                 data = await self.fetcher.fetch(url, self.opted_out)
                 try:
-                    return await self._processed(data), False
+                    return await self._processed(data), False, False
                 finally:
                     self.fetcher.budget.give(len(data))
         except BaseException as exc:  # noqa: BLE001 - one bad URL must never fail the shard
             if isinstance(exc, asyncio.CancelledError) and time.monotonic() < deadline:
                 raise  # the shard itself is being cancelled
             error = error_text(exc, time.monotonic() >= deadline)
-            if isinstance(exc, HttpRefused) and exc.retry_after is not None:
-                self._back_off(host, exc.retry_after)
-            return (None, None, error), transient(error)
-
-    def _back_off(self, host: Host, seconds: float) -> None:
-        pause = min(seconds, self.section.max_crawl_delay)
-        host.next_start = max(host.next_start, time.monotonic() + pause)
-        self.backoffs += 1
+            backed_off = isinstance(exc, HttpRefused) and exc.retry_after is not None
+            if backed_off:
+                pause = min(exc.retry_after, self.section.max_crawl_delay)
+                host.next_start = max(host.next_start, time.monotonic() + pause)
+            return (None, None, error), transient(error), backed_off
 
     async def _robots(self, url: str, host: Host) -> str | None:
         rules = await robots.rules(url, self.fetcher)
@@ -247,7 +260,7 @@ async def one_url(url, policy: Policy, token, directives) -> tuple[bytes | None,
                   token or policy.robots_token, directives)
     outcome = []
     try:
-        await shard.run([(0, url)], 1, lambda index, result: outcome.append(result))
+        await shard.run([[(0, url)]], 1, lambda key, result, _backoffs: outcome.append(result))
     finally:
         await fetcher.close()
     data, _, error = outcome[0]
@@ -261,40 +274,68 @@ class _OneUrl:
     max_crawl_delay = 10.0
 
 
-def download_shard(section, out_dir: str, column_list: list, shard: tuple) -> bool:
-    """Download one shard `(shard id, feather path)` (shards.py made it) in this executor."""
-    asyncio.run(_download_shard(section, out_dir, column_list, shard))
-    return True
+def download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
+    """Download the shards `[(shard id, feather path)]` (shards.py made them) in this executor,
+    one after the other on one loop, each starting once every URL of the one before it has."""
+    asyncio.run(_download_shards(section, out_dir, column_list, shards))
 
 
-async def _download_shard(section, out_dir: str, column_list: list, shard_row: tuple) -> None:
-    shard_id, shard_file = shard_row
-    start_time = time.time()
-    fs, shard_path = fsspec.core.url_to_fs(shard_file)
-    with fs.open(shard_path, "rb") as f:
-        table = pa.ipc.open_file(f).read_all()
-    schema = table.schema
-    for name, kind in (("key", pa.string()), ("status", pa.string()),
-                       ("error_message", pa.string()), ("width", pa.int32()),
-                       ("height", pa.int32()), ("original_width", pa.int32()),
-                       ("original_height", pa.int32()), ("sha256", pa.string())):
-        schema = schema.append(pa.field(name, kind))
-    columns = table.select(column_list).to_pydict()
-    rows = list(zip(*(columns[c] for c in column_list)))
-    del columns, table
-    url_at, caption_at = column_list.index("url"), column_list.index("caption")
-
+async def _download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
     policy = Policy.from_config(section)
-    writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
-    digits = math.ceil(math.log10(section.samples_per_shard))
-    status = collections.Counter()  # error messages are few by design (fetch.error_text)
-    counts = collections.Counter()
-    progress = _ProgressFile(out_dir, shard_id)
+    fetcher = Fetcher(policy, in_flight=_in_flight(section),
+                      budget_bytes=section.max_bytes_in_flight)
+    engine = Shard(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
+                   policy.robots_token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
 
-    def done(index: int, result) -> None:
+    def batches():
+        for shard_id, feather in shards:
+            output = ShardOutput(section, out_dir, column_list, shard_id, feather)
+            yield [((output, i), url) for i, url in enumerate(output.urls())]
+
+    def done(key, outcome, backoffs) -> None:
+        output, index = key
+        output.record(index, outcome, backoffs)
+
+    try:
+        await engine.run(batches(), _in_flight(section), done)
+    finally:
+        await fetcher.close()
+
+
+class ShardOutput:
+    """One shard's rows in, and its files out: the tar and Parquet (writer.py), then
+    `_stats.json` once every row is recorded; the running counts for the progress line."""
+
+    def __init__(self, section, out_dir: str, column_list: list, shard_id: int, feather: str):
+        self.out_dir, self.column_list, self.shard_id = out_dir, column_list, shard_id
+        self.feather = feather
+        self.start_time = time.time()
+        with storage.open_file(feather, "rb") as f:
+            table = pa.ipc.open_file(f).read_all()
+        schema = table.schema
+        for name, kind in (("key", pa.string()), ("status", pa.string()),
+                           ("error_message", pa.string()), ("width", pa.int32()),
+                           ("height", pa.int32()), ("original_width", pa.int32()),
+                           ("original_height", pa.int32()), ("sha256", pa.string())):
+            schema = schema.append(pa.field(name, kind))
+        columns = table.select(column_list).to_pydict()
+        self.rows = list(zip(*(columns[c] for c in column_list)))
+        self.writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
+        self.digits = math.ceil(math.log10(section.samples_per_shard))
+        self.status = collections.Counter()  # error messages are few by design (error_text)
+        self.counts = collections.Counter()
+        self.backoffs = 0
+        self.progress = _ProgressFile(out_dir, shard_id)
+        if not self.rows:
+            self.finish()
+
+    def urls(self) -> list:
+        return [row[self.column_list.index("url")] for row in self.rows]
+
+    def record(self, index: int, result, backoffs: int) -> None:
         data, resized, error = result
-        key = f"{shard_id * 10 ** digits + index:0{digits + storage.SHARD_DIGITS}d}"
-        meta = {**dict(zip(column_list, rows[index])), "key": key, "status": None,
+        key = f"{self.shard_id * 10 ** self.digits + index:0{self.digits + storage.SHARD_DIGITS}d}"
+        meta = {**dict(zip(self.column_list, self.rows[index])), "key": key, "status": None,
                 "error_message": error, "width": None, "height": None,
                 "original_width": None, "original_height": None, "sha256": None}
         image = None
@@ -308,33 +349,29 @@ async def _download_shard(section, out_dir: str, column_list: list, shard_row: t
                 meta.update(status="success", width=width, height=height,
                             original_width=original_width, original_height=original_height,
                             sha256=hashlib.sha256(data).hexdigest())
-        counts[meta["status"]] += 1
-        status[error if error is not None else "success"] += 1
-        writer.write(image, key, rows[index][caption_at], meta)
-        progress.update(counts, status)
+        self.counts[meta["status"]] += 1
+        self.status[error if error is not None else "success"] += 1
+        self.backoffs += backoffs
+        self.writer.write(image, key, self.rows[index][self.column_list.index("caption")], meta)
+        self.progress.update(self.counts, self.status)
+        if sum(self.counts.values()) == len(self.rows):
+            self.finish()
 
-    fetcher = Fetcher(policy, in_flight=_in_flight(section),
-                      budget_bytes=section.max_bytes_in_flight)
-    token = policy.robots_token
-    engine = Shard(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
-                   token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
-    try:
-        await engine.run([(i, row[url_at]) for i, row in enumerate(rows)], _in_flight(section),
-                         done)
-    finally:
-        await fetcher.close()
-    writer.close()
-    end_time = time.time()
-    # img2dataset's `_stats.json` keys, and `host_backoffs` (readers ignore keys they do not
-    # know); written last and atomically: a shard is finished when this file parses
-    storage.write_json_atomic(f"{out_dir.rstrip('/')}/{storage.shard_name(shard_id)}_stats.json", {
-        "count": len(rows), "successes": counts["success"],
-        "failed_to_download": counts["failed_to_download"],
-        "failed_to_resize": counts["failed_to_resize"], "duration": end_time - start_time,
-        "start_time": start_time, "end_time": end_time, "status_dict": dict(status),
-        "host_backoffs": engine.backoffs})
-    progress.remove()
-    fs.rm(shard_path)
+    def finish(self) -> None:
+        self.writer.close()
+        end_time = time.time()
+        # img2dataset's `_stats.json` keys, and `host_backoffs` (readers ignore keys they do
+        # not know); written last and atomically: a shard is finished when this file parses
+        storage.write_json_atomic(
+            f"{self.out_dir.rstrip('/')}/{storage.shard_name(self.shard_id)}_stats.json", {
+                "count": len(self.rows), "successes": self.counts["success"],
+                "failed_to_download": self.counts["failed_to_download"],
+                "failed_to_resize": self.counts["failed_to_resize"],
+                "duration": end_time - self.start_time, "start_time": self.start_time,
+                "end_time": end_time, "status_dict": dict(self.status),
+                "host_backoffs": self.backoffs})
+        self.progress.remove()
+        storage.remove(self.feather)
 
 
 def _in_flight(section) -> int:

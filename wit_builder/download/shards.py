@@ -27,7 +27,7 @@ EXTRA_COLUMNS = ["uid", *CARRIED]
 # What img2dataset's Reader gives its Downloader for a Parquet input with a caption column.
 COLUMN_LIST = [*EXTRA_COLUMNS, "caption", "url"]
 SHARDS_PER_JOB = 1000  # img2dataset's subjob_size: one Spark job runs at most this many shards
-SHARD_RETRIES = 1  # a failed shard (an exception in its task's loop) runs once more
+SHARD_RETRIES = 1  # a failed shard (an exception in its task) runs once more
 
 
 def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
@@ -36,7 +36,7 @@ def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
     tmp = out_dir.rstrip("/") + "/_tmp"
     fs, tmp_path = storage.filesystem(tmp)
     fs.makedirs(tmp_path, exist_ok=True)
-    run = functools.partial(_run_shard, section, out_dir)
+    run = functools.partial(_run_shards, section, out_dir)
     try:
         batch: list = []
         for shard in _shard_files(input_dir, tmp, section.samples_per_shard, done_shards,
@@ -75,16 +75,30 @@ def _write_shard(rows: pa.Table, path: str) -> str:
 
 
 def _run_batch(spark, run, shards: list) -> None:
-    """Run the shards, one task each; the failed ones once more (as img2dataset's retrier)."""
+    """Run the shards, dealt to as many tasks as Spark has cores (each task downloads its
+    shards one after the other, the next starting while the last answers of the one before
+    come in: a shard's slowest URLs no longer idle its process); shards a failed task left
+    unfinished run once more (as img2dataset's retrier)."""
     for _ in range(SHARD_RETRIES + 1):
         if not shards:
             return
-        results = spark.sparkContext.parallelize(shards, len(shards)).map(run).collect()
-        shards = [shard for shard, ok in zip(shards, results) if not ok]
+        tasks = min(len(shards), spark.sparkContext.defaultParallelism)
+        groups = [shards[i::tasks] for i in range(tasks)]
+        failed = spark.sparkContext.parallelize(groups, tasks).map(run).collect()
+        shards = [shard for group in failed for shard in group]
     # what is still missing is reported by the stage (shards without `_stats.json`)
 
 
-def _run_shard(section, out_dir: str, shard) -> bool:
-    from wit_builder.download import engine  # img2dataset: imported in the executors only
+def _run_shards(section, out_dir: str, shards: list) -> list:
+    """Download `shards` in this task; those left unfinished (the task failed), for a retry."""
+    from wit_builder.download import engine  # in the executors only
 
-    return engine.download_shard(section, out_dir, COLUMN_LIST, shard)
+    try:
+        engine.download_shards(section, out_dir, COLUMN_LIST, shards)
+        return []
+    except Exception:  # noqa: BLE001 - reported by the stage if the retry fails too
+        import traceback
+
+        traceback.print_exc()
+        return [s for s in shards if not storage.exists(
+            f"{out_dir.rstrip('/')}/{storage.shard_name(s[0])}_stats.json")]
