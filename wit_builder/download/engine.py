@@ -88,12 +88,13 @@ class Shard:
                 return True
         return False
 
-    async def run(self, batches, in_flight: int, done) -> None:
+    async def run(self, batches, in_flight: int, done, lookahead: int = 0) -> None:
         """Fetch the (key, url) items of each batch in `batches` (an iterator), at most
         `in_flight` at once, hosts in turn; `done(key, outcome, host backoffs)` for each.
 
-        The next batch joins once every URL of the earlier ones has started, so a task's next
-        shard starts while the slowest answers of the last one are still coming."""
+        The next batch joins while fewer than `lookahead` URLs wait to start, so a task's next
+        shard is under way while the slowest answers of the last one are still coming; each
+        host takes its URLs in order, so the earlier shard still finishes first."""
         hosts: dict = {}
         ready: collections.deque = collections.deque()
         timers: list = []  # (time, tie, host)
@@ -119,7 +120,7 @@ class Shard:
 
         more = True
         while True:
-            while more and not queued:  # the next batch with URLs (a shard may have none)
+            while more and queued <= lookahead:  # (a shard may have no URLs)
                 batch = next(batches, None)
                 more = batch is not None
                 for key, url in batch or ():
@@ -276,7 +277,7 @@ class _OneUrl:
 
 def download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
     """Download the shards `[(shard id, feather path)]` (shards.py made them) in this executor,
-    one after the other on one loop, each starting once every URL of the one before it has."""
+    one after the other on one loop, each under way before the one before it ends."""
     asyncio.run(_download_shards(section, out_dir, column_list, shards))
 
 
@@ -297,7 +298,7 @@ async def _download_shards(section, out_dir: str, column_list: list, shards: lis
         output.record(index, outcome, backoffs)
 
     try:
-        await engine.run(batches(), _in_flight(section), done)
+        await engine.run(batches(), _in_flight(section), done, section.samples_per_shard)
     finally:
         await fetcher.close()
 
