@@ -192,3 +192,24 @@ def test_a_task_runs_its_shards_back_to_back(tmp_path, photo, sites):
     stats = [json.loads((out / f"0000{i}_stats.json").read_text()) for i in range(3)]
     assert [s["successes"] for s in stats] == [10, 0, 10] and stats[1]["count"] == 0
     assert stats[2]["start_time"] < stats[0]["end_time"]  # overlapped the slow answer
+
+
+def test_a_local_download_runs_its_tasks_as_processes_without_a_jvm(tmp_path, photo, sites):
+    """With a local master the CLI deals the shards to local processes: the stage starts no
+    Spark session, and gives what the Spark path gives (test_download.py)."""
+    from wit_builder.cli import main
+
+    server = sites(Site(photo), Site(photo))
+    urls = server.urls(0, 15) + server.urls(1, 15)
+    candidates = tmp_path / "candidates.parquet"
+    pq.write_table(pa.table({"url": urls, "text": [f"photo {i}" for i in range(30)]}),
+                   candidates)
+    out = tmp_path / "out"
+    assert main(["download", "--input", str(candidates), "--out", str(out), "--master",
+                 "local[2]", "--set", "download.allow_networks=127.0.0.0/8",
+                 "--set", "download.samples_per_shard=10"]) in (0, None)
+    manifest = json.loads((out / "download" / "manifest.json").read_text())
+    assert manifest["rows_out"] == 30 and manifest["shards"] == 3
+    assert manifest["spark_jobs"] == 0
+    assert sorted(p.name for p in (out / "download").glob("*_stats.json")) == [
+        "00000_stats.json", "00001_stats.json", "00002_stats.json"]

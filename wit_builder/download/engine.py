@@ -56,10 +56,10 @@ _POOLS: dict = {}  # pid -> the resize pool of this executor process
 
 
 class Host:
-    """One host's queue and manners in this shard."""
+    """One host's queue and manners in this task."""
 
     def __init__(self):
-        self.urls: collections.deque = collections.deque()  # (index, url, deadline or None)
+        self.urls: collections.deque = collections.deque()  # (key, url, deadline or None)
         self.active = 0
         self.next_start = 0.0  # monotonic: Crawl-delay and Retry-After push it on
         self.delay = 0.0
@@ -67,8 +67,8 @@ class Host:
         self.robots_pending = False
 
 
-class Shard:
-    """The URLs of one shard, fetched and processed; `done(index, result)` gets each outcome."""
+class Scheduler:
+    """URLs fetched politely and processed on the pool, their outcomes handed to `done`."""
 
     def __init__(self, policy: Policy, section, fetcher: Fetcher, process, token: str,
                  directives):
@@ -257,7 +257,7 @@ def _checker_and_resizer(policy: Policy, resizer):
 async def one_url(url, policy: Policy, token, directives) -> tuple[bytes | None, str | None]:
     """(image bytes, None) or (None, error) for one URL through the engine's per-URL path."""
     fetcher = Fetcher(policy, in_flight=4, budget_bytes=policy.max_bytes)
-    shard = Shard(policy, _OneUrl, fetcher, lambda data: (data, None, image_error(data, policy)),
+    shard = Scheduler(policy, _OneUrl, fetcher, lambda data: (data, None, image_error(data, policy)),
                   token or policy.robots_token, directives)
     outcome = []
     try:
@@ -285,7 +285,7 @@ async def _download_shards(section, out_dir: str, column_list: list, shards: lis
     policy = Policy.from_config(section)
     fetcher = Fetcher(policy, in_flight=_in_flight(section),
                       budget_bytes=section.max_bytes_in_flight)
-    engine = Shard(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
+    engine = Scheduler(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
                    policy.robots_token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
 
     def batches():
