@@ -91,7 +91,8 @@ def run_img2dataset(urls, work, threads):
 def run_ours(urls, work, tree=None, threads=None):
     out = tempfile.mkdtemp(dir=work)
     env = dict(os.environ)
-    if tree:  # an older checkout, imported before the installed package (workers inherit it)
+    if tree:  # an older checkout, imported before the installed package (workers inherit it;
+        # `-c` puts the working folder first on the path, so that is the checkout too)
         env["PYTHONPATH"] = str(tree)
     _, cpu = tree_cpu([sys.executable, "-c", "from wit_builder.cli import main; main()",
                     "download", "--input", urls, "--out", out, "--master", "local[2]",
@@ -99,7 +100,7 @@ def run_ours(urls, work, tree=None, threads=None):
                     "--set", "download.processes=2", "--set", "download.samples_per_shard=1000",
                     "--set", "download.image_size=256",
                     *(["--set", f"download.threads={threads}"] if threads else [])],
-                      env=env)
+                      env=env, cwd=tree or REPO)
     manifest = json.load(open(f"{out}/download/manifest.json"))
     return {"seconds": manifest["seconds"], "ok": manifest["rows_out"], "cpu": cpu}
 

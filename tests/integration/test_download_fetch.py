@@ -261,8 +261,20 @@ def test_robots_txt_answers_as_rfc_9309_says(site, connections, status, allowed)
 
 def test_robots_txt_redirects_are_checked_like_images(site, connections):
     site.route("/robots.txt", status=302, headers={"Location": "http://169.254.169.254/robots.txt"})
-    _get(site.url("/" + site.photo), _policy(honor_robots_txt=True))
+    error = _get(site.url("/" + site.photo), _policy(honor_robots_txt=True))[1]
     assert all(address.startswith("127.") for address in connections)
+    # RFC 9309: a robots.txt we cannot reach means "disallowed" (issue 23 #13), not allow-all
+    assert error == "robots_txt: disallowed"
+    assert site.hits("/" + site.photo) == 0
+
+
+def test_robots_txt_runs_inside_the_urls_deadline(site, connections):
+    """Issue 23 #13: a robots.txt that trickles cannot stretch the URL past total_timeout."""
+    site.route("/robots.txt", raw=_trickle_body)
+    error, took = _timed(site.url("/" + site.photo), timeout=5.0, total_timeout=1.5,
+                         honor_robots_txt=True)
+    assert error == "timeout: total" and took < 1.5 + MARGIN
+    assert site.hits("/" + site.photo) == 0
 
 
 def test_the_download_config_turns_robots_txt_on_by_default():

@@ -120,7 +120,7 @@ class Fetcher:
     def __init__(self, policy: Policy, in_flight: int = 100, budget_bytes: int = 1 << 30):
         self.policy = policy
         self.budget = ByteBudget(budget_bytes)
-        resolver = CheckedResolver(policy.allowed, policy.timeout)
+        resolver = CheckedResolver(policy.allowed, policy.timeout, QuickAckSocket)
         connector = aiohttp.TCPConnector(
             resolver=resolver, socket_factory=resolver.socket_for, ssl=_tls(),
             limit=in_flight, limit_per_host=policy.connections_per_host,
@@ -180,6 +180,33 @@ class Fetcher:
         except BaseException:
             self.budget.give(len(body))
             raise
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class QuickAckSocket(socket.socket):
+    """A socket that acknowledges what it receives at once (Linux's TCP_QUICKACK, re-armed on
+    every read: the kernel drops back to delayed ACKs on its own).
+
+    On a kept-alive connection the kernel delays our ACKs (request-response traffic), and a
+    server that writes a response in pieces behind Nagle's algorithm (headers, then the body;
+    Python's http.server, many application servers) holds its last small piece until that ACK
+    comes: 40 ms per image. Measured on the peer tool's server, one connection: 22 images/s,
+    and 550 with this; 8 connections: 173 and 666. Elsewhere a plain socket.
+    """
+
+    def recv(self, *args):
+        data = super().recv(*args)
+        if _QUICKACK:
+            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return data
+
+    def recv_into(self, *args):
+        n = super().recv_into(*args)
+        if _QUICKACK:
+            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return n
 
 
 def _tls() -> ssl.SSLContext:

@@ -240,9 +240,11 @@ class CheckedResolver(AbstractResolver):
     rebinding), and `socket_for` checks the address of every socket just before it connects.
     A refusal raises Refused, which aiohttp passes through unwrapped."""
 
-    def __init__(self, allowed: tuple = (), timeout: float | None = None):
+    def __init__(self, allowed: tuple = (), timeout: float | None = None,
+                 socket_class=socket.socket):
         self.allowed = allowed
         self.timeout = timeout
+        self.socket_class = socket_class
 
     async def resolve(self, host: str, port: int = 0, family=socket.AF_INET) -> list[dict]:
         infos = _literal(host, port)
@@ -273,7 +275,7 @@ class CheckedResolver(AbstractResolver):
         problem = address_problem(sockaddr[0], self.allowed)
         if problem:
             raise Refused("blocked_address", problem)
-        return socket.socket(family, kind, proto)
+        return self.socket_class(family, kind, proto)
 
 
 # Inputs read without an address check: object stores (through their own endpoints) and files.
