@@ -1,12 +1,18 @@
 """The image checks of the fetcher and the drop-reason mapping: no network, no Spark."""
 
 import io
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from wit_builder.images import ImageRefused, check_image
 from wit_builder.download.stage import reason
+from wit_builder.images import ImageRefused, check_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from image_bombs import scan_bomb  # noqa: E402
 
 
 def _encode(img, fmt, **kwargs) -> bytes:
@@ -76,3 +82,18 @@ def test_alpha_counts_for_what_the_resizer_spends_on_it():
     assert _refusal(palette, limit) == "too_many_pixels"
     # the review's 236 kB all-zero 9000x9000 PNG (81 Mpx): refused by the default bound
     assert _refusal(_encode(Image.new("1", (9000, 9000)), "PNG"), limit) == "too_many_pixels"
+
+
+def test_jpeg_scans_are_counted_before_any_decode():
+    """Issue 23 #1: a progressive-JPEG scan bomb is refused from its markers, at once; an
+    ordinary progressive JPEG (10 scans) passes."""
+    for end_marker in (True, False):  # without its end marker it used to be decoded to check
+        bomb = scan_bomb(4000, 4000, 3000, end_marker=end_marker)
+        started = time.monotonic()
+        with pytest.raises(ImageRefused) as info:
+            check_image(bomb, 40_000_000)
+        assert info.value.reason == "too_many_scans"
+        assert time.monotonic() - started < 0.5  # decoding it costs ~30 s
+    progressive = _encode(Image.effect_noise((320, 200), 40).convert("RGB"), "JPEG",
+                          progressive=True)
+    check_image(progressive, 320 * 200)
