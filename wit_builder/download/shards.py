@@ -19,7 +19,9 @@ from __future__ import annotations
 import functools
 import math
 import multiprocessing
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,9 +37,28 @@ SHARDS_PER_JOB = 1000  # img2dataset's subjob_size: one Spark job runs at most t
 SHARD_RETRIES = 1  # a failed shard (an exception in its task) runs once more
 
 
+@contextmanager
+def local_workers(spark):
+    """The local processes shard tasks run in (a local master whose session has not started),
+    or None: Spark runs them. Forked here, before the driver starts threads of its own (the
+    progress line), so that each worker inherits the engine's imports instead of importing
+    them and the command line again as a spawned one does (1 to 2 s before its first image);
+    spawned when threads already run."""
+    if not _local_without_jvm(spark):
+        yield None
+        return
+    from wit_builder.download import engine  # noqa: F401 - imported once, for the forks
+
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    with ProcessPoolExecutor(_cores(spark), mp_context=multiprocessing.get_context(method)) as pool:
+        pool.submit(int).result()  # the workers start now
+        yield pool
+
+
 def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
-             start_shard_id: int = 0) -> None:
-    """Download the prepared Parquet files in `input_dir` into shards of `out_dir`."""
+             start_shard_id: int = 0, pool=None) -> None:
+    """Download the prepared Parquet files in `input_dir` into shards of `out_dir`, in the
+    processes of `pool` (local_workers) or in Spark's tasks."""
     tmp = out_dir.rstrip("/") + "/_tmp"
     fs, tmp_path = storage.filesystem(tmp)
     fs.makedirs(tmp_path, exist_ok=True)
@@ -48,10 +69,10 @@ def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
                                   start_shard_id):
             batch.append(shard)
             if len(batch) == SHARDS_PER_JOB:
-                _run_batch(spark, run, batch)
+                _run_batch(spark, run, batch, pool)
                 batch = []
         if batch:
-            _run_batch(spark, run, batch)
+            _run_batch(spark, run, batch, pool)
     finally:
         if fs.exists(tmp_path):
             fs.rm(tmp_path, recursive=True)
@@ -79,7 +100,7 @@ def _write_shard(rows: pa.Table, path: str) -> str:
     return path
 
 
-def _run_batch(spark, run, shards: list) -> None:
+def _run_batch(spark, run, shards: list, pool) -> None:
     """Run the shards, dealt to as many tasks as Spark has cores (each task downloads its
     shards one after the other, the next starting while the last answers of the one before
     come in: a shard's slowest URLs no longer idle its process); shards a failed task left
@@ -89,10 +110,8 @@ def _run_batch(spark, run, shards: list) -> None:
             return
         tasks = min(len(shards), _cores(spark))
         groups = [shards[i::tasks] for i in range(tasks)]
-        if _local_without_jvm(spark):
-            context = multiprocessing.get_context("spawn")  # the driver has threads: no fork
-            with ProcessPoolExecutor(tasks, mp_context=context) as pool:
-                failed = list(pool.map(run, groups))
+        if pool is not None:
+            failed = list(pool.map(run, groups))
         else:
             failed = spark.sparkContext.parallelize(groups, tasks).map(run).collect()
         shards = [shard for group in failed for shard in group]

@@ -56,9 +56,10 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
-        with Progress(out_dir, prepared["shards"], prepared["rows"],
-                      cfg.spark.progress_seconds):
-            shards.download(spark, input_dir, out_dir, section, done_shards=_finished(out_dir))
+        with shards.local_workers(spark) as pool, Progress(
+                out_dir, prepared["shards"], prepared["rows"], cfg.spark.progress_seconds):
+            shards.download(spark, input_dir, out_dir, section, done_shards=_finished(out_dir),
+                            pool=pool)
     missing = sorted(set(range(prepared["shards"])) - _finished(out_dir))
     if missing:
         raise UserError(f"download: {len(missing)} shard(s) did not finish (first: "
@@ -120,7 +121,9 @@ def _retry_failed(spark, out_dir: str, section) -> None:
         return
     write_input(failed, n, section.samples_per_shard, retry_dir)
     print(f"download: retrying {n:,} failed URLs into shards from {storage.shard_name(start)}")
-    shards.download(spark, retry_dir, out_dir, section, done_shards=set(), start_shard_id=start)
+    with shards.local_workers(spark) as pool:
+        shards.download(spark, retry_dir, out_dir, section, done_shards=set(),
+                        start_shard_id=start, pool=pool)
 
 
 def reason(status: str | None, message: str | None) -> str:
