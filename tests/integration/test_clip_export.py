@@ -21,7 +21,7 @@ from wit_builder.cli import main  # noqa: E402
 from wit_builder.clip.checkpoint import load_for_eval  # noqa: E402
 from wit_builder.clip.config import TrainConfig  # noqa: E402
 from wit_builder.clip.train import train  # noqa: E402
-from wit_builder.clip.transforms import center_crop, normalize, open_rgb  # noqa: E402
+from wit_builder.clip.transforms import center_crop, eval_pixels, normalize  # noqa: E402
 
 # Runs in a fresh interpreter that refuses to import wit_builder: only transformers reads the folder.
 HF_SIDE = r'''
@@ -79,23 +79,18 @@ def test_export_writes_a_folder_transformers_loads_alone_with_the_same_embedding
     model, tokenizer, _ = load_for_eval(exported["checkpoint"], torch.device("cpu"))
     size = model.cfg.image_size
 
-    # The val photos decoded once (our decoder) and stored losslessly, so both sides read the same pixels.
+    # The val photos' own JPEG bytes on both sides: transformers' users open them with PIL at full size.
     val = exported["val"]
     captions = read_captions(val)
     photos = sorted(captions)[:48]
-    png_dir = root / "png"
-    png_dir.mkdir()
-    pngs = []
-    for name in photos:
-        pngs.append(str(png_dir / f"{Path(name).stem}.png"))
-        open_rgb((val / name).read_bytes(), size).save(pngs[-1])
+    jpegs = [str(val / name) for name in photos]
     caption_list = [c for name in photos for c in captions[name]]
     cifar_dir = shared_data / "images" / "cifar10_test"
     rows = [line.split("\t") for line in (cifar_dir / "labels.tsv").read_text().splitlines()[1:]][::10]
     classes = sorted({lab.strip() for _, lab in rows})
     templates = json.loads((shared_data / "eval" / "cifar10_templates.json").read_text())["templates"]
     job = root / "job.json"
-    job.write_text(json.dumps({"photos": pngs, "captions": caption_list, "classes": classes,
+    job.write_text(json.dumps({"photos": jpegs, "captions": caption_list, "classes": classes,
                                "templates": templates, "cifar": [str(cifar_dir / p) for p, _ in rows]}))
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
@@ -107,7 +102,7 @@ def test_export_writes_a_folder_transformers_loads_alone_with_the_same_embedding
     hf = torch.load(root / "hf.pt", weights_only=True)
 
     with torch.no_grad():
-        ours_pixels = normalize(torch.stack([center_crop(open_rgb(Path(p).read_bytes(), size), size) for p in pngs]))
+        ours_pixels = normalize(torch.stack([eval_pixels(Path(p).read_bytes(), size) for p in jpegs]))
         assert (hf["pixels"] - ours_pixels).abs().max() < 1e-5  # CLIPProcessor prepares images as we do
         image = model.encode_image(ours_pixels)
         ids = tokenizer(caption_list)

@@ -11,7 +11,7 @@ from PIL import Image
 from wit_builder.clip.model import CLIP, clip_loss, config_from_dict, load_config, model_names
 from wit_builder.clip.tokenizer import EOT, SOT, TextTokenizer, load_clip_bpe, train_bpe
 from wit_builder.clip.train import make_optimizer, TrainConfig, warmup_cosine
-from wit_builder.clip.transforms import center_crop, normalize, open_rgb, random_resized_crop
+from wit_builder.clip.transforms import center_crop, eval_pixels, normalize, open_rgb, random_resized_crop
 from wit_builder.errors import UserError
 
 CAPTIONS = ["a dog runs on the grass .", "two children play in the water .",
@@ -126,6 +126,28 @@ def test_open_rgb_converts_and_normalize_standardises():
     import io
     buf = io.BytesIO()
     Image.new("L", (64, 48), 128).save(buf, "PNG")
-    assert open_rgb(buf.getvalue(), 32).mode == "RGB"
+    assert open_rgb(buf.getvalue()).mode == "RGB"
     x = normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
     assert x[0, 0, 0, 0].item() == pytest.approx((1 - 0.48145466) / 0.26862954, rel=1e-5)
+
+
+# tiny's image size and ViT-B-32's; the photos are ~200 px, so a reduced (draft) JPEG decode
+# changed them at 32 and 64: up to 141 and 156 levels of 255 (mean 4.9 and 3.0)
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_eval_pixels_are_the_exported_processors_on_real_jpegs(shared_data, tmp_path, size):
+    """score with a checkpoint and score with its export must see the same pixels: our eval
+    transform against export's CLIPImageProcessor (PIL backend, as score loads it) on real JPEG
+    bytes opened with PIL at full size, as transformers' users open them. 1e-5 after
+    normalisation is float rounding only (one level of 255 is ~0.015)."""
+    pytest.importorskip("transformers")
+    from transformers import AutoImageProcessor
+
+    from wit_builder.clip.export import hf_image_processor
+
+    photos = sorted((shared_data / "images" / "flickr8k_dev" / "val").glob("*.jpg"))[:16]
+    hf_image_processor(size).save_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")  # what score loads
+    theirs = processor(images=[Image.open(p).convert("RGB") for p in photos],
+                       return_tensors="pt")["pixel_values"]
+    ours = normalize(torch.stack([eval_pixels(p.read_bytes(), size) for p in photos]))
+    assert len(photos) == 16 and (theirs - ours).abs().max() < 1e-5

@@ -28,7 +28,7 @@ import braceexpand
 import torch
 from webdataset.filters import shuffle
 
-from wit_builder.clip.transforms import center_crop, open_rgb, random_resized_crop
+from wit_builder.clip.transforms import eval_pixels, open_rgb, random_resized_crop
 from wit_builder.errors import UserError
 from wit_builder.finalize.tars import read_samples as read_tar_samples
 from wit_builder.images import ImageRefused, open_checked
@@ -126,7 +126,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         images, captions = [], []
         for sample in shuffle(self.shuffle_buffer, self.shuffle_buffer // 2, rng=rng)(samples):
             try:
-                image = random_resized_crop(open_rgb(_image_bytes(sample), self.image_size),
+                image = random_resized_crop(open_rgb(_image_bytes(sample)),
                                             self.image_size, rng, scale=self.crop_scale)
             except Exception:  # PIL raises many types on corrupt files
                 skips.skip("corrupt_image", f"{sample['__url__']}:{sample['__key__']}")
@@ -230,7 +230,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i):
         try:
             with open(self.paths[i], "rb") as f:
-                return center_crop(open_rgb(f.read(), self.image_size), self.image_size), True
+                return eval_pixels(f.read(), self.image_size), True
         except Exception:  # missing or corrupt: reported as a count by the evaluator
             return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), False
 
@@ -241,6 +241,6 @@ def iter_shard_classification(urls: list[str], image_size: int) -> Iterator[tupl
     for sample in read_samples(iter(urls), skips):
         data, cls = _image_bytes(sample), sample.get("cls")
         try:
-            yield center_crop(open_rgb(data, image_size), image_size), int(cls)
+            yield eval_pixels(data, image_size), int(cls)
         except Exception:  # no image, no class or undecodable: counted by the evaluator
             yield None

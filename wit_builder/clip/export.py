@@ -5,8 +5,11 @@
 The folder holds `config.json` and `model.safetensors` (`CLIPModel`), the tokenizer
 (`tokenizer.json`, `tokenizer_config.json`: `CLIPTokenizer`/`AutoTokenizer`) and
 `preprocessor_config.json` (`CLIPImageProcessor`: shorter side to the image size, bicubic,
-centre crop, CLIP's mean and std, as our eval transform). Our model maps one to one onto
-`CLIPModel`; only the fused q/k/v projection is split in three and the projections transposed.
+centre crop, CLIP's mean and std, as our eval transform on an image decoded at full size: the
+same pixels from the same JPEG bytes, tested; transformers picks its torchvision backend where
+torchvision is installed, whose resize is not PIL's, unless loaded with `backend="pil"`, as
+score does). Our model maps one to one onto `CLIPModel`; only the fused q/k/v projection is
+split in three and the projections transposed.
 Export checks itself: the saved model is reloaded and its embeddings compared to ours, and the
 saved tokenizer must give our ids on probe captions.
 """

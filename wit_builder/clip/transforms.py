@@ -17,11 +17,18 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def open_rgb(data: bytes, size: int) -> Image.Image:
-    """Decode an image; JPEGs decode at a reduced scale (DCT scaling) when still >= `size`.
-    An image over images' bounds (pixels, JPEG scans) is refused before decoding
-    (images.ImageRefused), as PIL's errors refuse a corrupt one."""
-    return images.decode(data, "RGB", draft=(size, size))
+def open_rgb(data: bytes) -> Image.Image:
+    """Decode an image at full size, as `Image.open(f).convert("RGB")` does before Hugging Face's
+    `CLIPImageProcessor`: a reduced JPEG decode (PIL's `draft`) is faster but gives other pixels,
+    so a checkpoint and its export would score the same photo differently. An image over images'
+    bounds (pixels, JPEG scans) is refused before decoding (images.ImageRefused), as PIL's errors
+    refuse a corrupt one."""
+    return images.decode(data, "RGB")
+
+
+def eval_pixels(data: bytes, size: int) -> torch.Tensor:
+    """The model input of eval and score (uint8): the decoded image, centre-cropped."""
+    return center_crop(open_rgb(data), size)
 
 
 def random_resized_crop(image: Image.Image, size: int, rng: random.Random,

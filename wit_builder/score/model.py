@@ -13,7 +13,6 @@ import tempfile
 
 from wit_builder import storage
 from wit_builder.errors import UserError
-from wit_builder.images import decode
 
 _CACHE: dict = {}
 
@@ -115,9 +114,9 @@ class OurScorer(_Scorer):
         self.size = self.model.cfg.image_size
 
     def pixels(self, data):
-        from wit_builder.clip.transforms import center_crop, open_rgb
+        from wit_builder.clip.transforms import eval_pixels
 
-        return center_crop(open_rgb(data, self.size), self.size)
+        return eval_pixels(data, self.size)
 
     def encode_images(self, uint8):
         from wit_builder.clip.transforms import normalize
@@ -145,7 +144,9 @@ class HFScorer(_Scorer):
         self.max_length = self.model.config.text_config.max_position_embeddings
 
     def pixels(self, data):
-        image = decode(data, "RGB")  # over images' bounds: refused before decoding
+        from wit_builder.clip.transforms import open_rgb
+
+        image = open_rgb(data)  # the one decode of train, eval and score (within images' bounds)
         return self.processor(images=[image], return_tensors="pt")["pixel_values"][0]
 
     def encode_images(self, pixels):
