@@ -267,35 +267,53 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
 def _coerce(key: str, value, f: dataclasses.Field, from_cli: bool):
-    """Convert `value` (TOML value or override string) to the field's type, or fail naming `key`."""
+    """Convert `value` (TOML value or override string) to the field's type, or fail naming `key`.
+    A list's elements must be of its default's element type (`_element_kind`)."""
     kind = typing.get_type_hints(_section_class(key.split(".")[0]))[f.name]
-    from_cli = from_cli and kind is not str
     try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if from_cli and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool):
-                raise ValueError
-            return int(value.replace("_", "")) if from_cli else int(value) if isinstance(value, int) else _bad()
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value) if from_cli or isinstance(value, (int, float)) else _bad()
         if kind is list:
             if from_cli:
-                return [item.strip() for item in value.split(",") if item.strip()]
-            return list(value) if isinstance(value, list) else _bad()
+                items = [item.strip() for item in value.split(",") if item.strip()]
+            else:
+                items = value if isinstance(value, list) else _bad()
+            return [_convert(_element_kind(f), item, from_cli) for item in items]
         if kind is dict:
             return dict(value) if isinstance(value, dict) else _bad()
-        return value if isinstance(value, str) else _bad()
+        return _convert(kind, value, from_cli)
     except (ValueError, TypeError):
-        name = getattr(kind, "__name__", str(kind))
-        hint = " (comma-separated on the command line)" if kind is list else ""
+        if kind is list:
+            name, hint = f"list of {_element_kind(f).__name__}", " (comma-separated on the command line)"
+        else:
+            name, hint = getattr(kind, "__name__", str(kind)), ""
         raise UserError(f"config key {key}: {value!r} is not a valid {name}{hint}") from None
+
+
+def _element_kind(f: dataclasses.Field) -> type:
+    """A list setting's element type: its default's. An empty default holds strings: every
+    list setting without a default lists paths, domains, networks or texts."""
+    default = f.default_factory()
+    return type(default[0]) if default else str
+
+
+def _convert(kind: type, value, from_cli: bool):
+    """One bool, int, float or str value (a string from the command line is parsed as `kind`);
+    ValueError when it is not one."""
+    from_cli = from_cli and kind is not str
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if from_cli and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(value.replace("_", "")) if from_cli else int(value) if isinstance(value, int) else _bad()
+    if kind is float:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value) if from_cli or isinstance(value, (int, float)) else _bad()
+    return value if isinstance(value, str) else _bad()
 
 
 def _bad():
@@ -332,18 +350,15 @@ def describe(key: str) -> str:
 
 def _cli_value(key: str, value: str):
     """A --set value read as a TOML value (["en", "de"], 5, true, "text"); what is not TOML
-    stays a string (paths, URLs), and a plain string for a list field is split on commas."""
+    stays a string (paths, URLs; a plain string for a list field is split on commas later)."""
     name = _field(key).name
     kind = typing.get_type_hints(_section_class(key.split(".")[0]))[name]
     if kind is str:
         return value
     try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
+        return tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
-        parsed = value
-    if kind is list and isinstance(parsed, str):
-        return [item.strip() for item in parsed.split(",") if item.strip()]
-    return parsed
+        return value
 
 
 def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
@@ -394,6 +409,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 _set(cfg, f"{section_name}.{key}", value)
     for item in overrides or []:
         key, sep, value = item.partition("=")
+        if not sep and key.startswith("spark.extra_conf."):  # from --conf (cli._conf_overrides)
+            raise UserError(f"--conf {key[len('spark.extra_conf.'):]}: write --conf spark.KEY=VALUE")
         if not sep:
             raise UserError(f"--set {item!r}: write section.key=value")
         key, value = key.strip(), value.strip()

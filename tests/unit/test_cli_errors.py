@@ -112,3 +112,58 @@ def test_reads_outside_the_stage_inputs_connect_to_no_internal_address(internal_
                   "--queries", f"http://{v4}:{port}/queries.json"]):
         err = _one_error_line(capsys, _code(argv))
         assert "refusing" in err and "loopback" in err, argv
+
+
+def test_conf_without_a_value_names_conf(tmp_path, capsys):
+    err = _one_error_line(capsys, _code(["extract", "--input", str(tmp_path), "--out",
+                                        str(tmp_path / "OUT"), "--conf", "spark.ui.enabled"]))
+    assert "--conf spark.ui.enabled" in err and "KEY=VALUE" in err and "--set" not in err
+
+
+# --- issue 25: a file not in the format given for it ------------------------------------------
+
+@pytest.mark.parametrize("given, fmt", [("candidates/alt_text_pairs.jsonl", "parquet"),
+                                        ("candidates/img2dataset_10k.parquet", "jsonl"),
+                                        ("candidates/img2dataset_10k.parquet", "csv"),
+                                        ("candidates/alt_text_pairs.jsonl", "warc"),
+                                        ("candidates/img2dataset_10k.parquet", "wat"),
+                                        ("crawl/warc/cc_whirlwind.warc.gz", "jsonl")])
+def test_a_file_not_in_the_given_format_is_one_error(shared_data, tmp_path, capsys, given, fmt):
+    """A JSONL file given `--format parquet` ended with exit 0 and one `corrupt_record` drop."""
+    err = _one_error_line(capsys, _code(["extract", "--input", str(shared_data / given),
+                                        "--format", fmt, "--out", str(tmp_path / "OUT")]))
+    assert f"{given.split('/')[-1]} is not a {fmt} file" in err and "--format" in err
+
+
+def _cut_copy(src, dst, keep: float = 0.5):
+    data = src.read_bytes()
+    dst.write_bytes(data[:int(len(data) * keep)])
+
+
+def test_a_wrong_file_among_good_ones_is_an_error_a_damaged_one_a_drop(shared_data, tmp_path, capsys):
+    """The check before the run reads the first file; the tasks find the others."""
+    real = shared_data / "candidates"
+    good, mixed = tmp_path / "good", tmp_path / "mixed"
+    for folder in (good, mixed):
+        folder.mkdir()
+        (folder / "a.jsonl").write_bytes((real / "alt_text_pairs.jsonl").read_bytes())
+        _cut_copy(real / "alt_text_pairs.jsonl", folder / "b.jsonl")  # a line cut: damaged
+    (mixed / "c.jsonl").write_bytes((real / "img2dataset_10k.parquet").read_bytes())
+    argv = ["extract", "--set", "extract.page_url_column=page_url", "--out"]
+
+    assert _code(argv + [str(tmp_path / "OUT1"), "--input", str(good)]) == 0
+    manifest = json.loads((tmp_path / "OUT1" / "extract" / "manifest.json").read_text())
+    assert manifest["drops"]["corrupt_record"] == 1 and manifest["files"] == 2
+    capsys.readouterr()
+    err = _one_error_line(capsys, _code(argv + [str(tmp_path / "OUT2"), "--input", str(mixed)]))
+    assert "1 input file(s) are not in their format" in err
+
+
+def test_a_damaged_parquet_file_among_good_ones_is_a_counted_drop(shared_data, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.parquet").write_bytes((shared_data / "candidates/img2dataset_10k.parquet").read_bytes())
+    _cut_copy(shared_data / "candidates/img2dataset_10k.parquet", folder / "b.parquet")  # PAR1, no footer
+    assert _code(["extract", "--input", str(folder), "--out", str(tmp_path / "OUT")]) == 0
+    manifest = json.loads((tmp_path / "OUT" / "extract" / "manifest.json").read_text())
+    assert manifest["drops"]["corrupt_record"] == 1 and manifest["records_read"] >= 10_000

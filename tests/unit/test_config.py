@@ -59,12 +59,19 @@ def test_set_values_are_toml_values():
     assert cfg.download.timeout == 2.5 and cfg.download.retry_failed is True
     assert cfg.balance.t == 1000 and cfg.match.queries == "/data/q.json"
     assert cfg.download.allow_networks == ["127.0.0.0/8", "10.0.0.0/8"]
+    # a list's elements are read as its default's: numbers for AdamW's betas
+    assert load_config(None, ["train.betas=0.8, 0.99"]).train.betas == [0.8, 0.99]
+    assert load_config(None, ["train.betas=[1, 0.98]"]).train.betas == [1.0, 0.98]
 
 
 @pytest.mark.parametrize("override, words", [
     ("balance.t=[1, 2]", ["balance.t", "not a valid int"]),
     ("download.retry_failed=maybe", ["download.retry_failed", "not a valid bool"]),
     ("filter.languages={a = 1}", ["filter.languages", "not a valid list"]),
+    ("filter.languages=[1, 2]", ["filter.languages", "not a valid list of str"]),
+    ("download.allow_networks=[true]", ["download.allow_networks", "not a valid list of str"]),
+    ('train.betas=[0.9, "x"]', ["train.betas", "not a valid list of float"]),
+    ("train.betas=0.9,high", ["train.betas", "not a valid list of float"]),
 ])
 def test_set_values_of_the_wrong_type_are_refused(override, words):
     with pytest.raises(UserError) as err:
@@ -72,11 +79,21 @@ def test_set_values_of_the_wrong_type_are_refused(override, words):
     assert all(word in str(err.value) for word in words)
 
 
+def test_list_elements_in_a_config_file_are_checked(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[filter]\nlanguages = [1]\n")
+    with pytest.raises(UserError, match="filter.languages: .* not a valid list of str"):
+        load_config(path)
+
+
 def test_spark_settings_pass_through():
     cfg = load_config(None, ["spark.extra_conf.spark.executor.memory=8g"])
     assert cfg.spark.extra_conf == {"spark.executor.memory": "8g"}
     with pytest.raises(UserError, match="spark.KEY=VALUE"):
         load_config(None, ["spark.extra_conf.executor.memory=8g"])
+    # --conf without a value: the error names --conf, not --set
+    with pytest.raises(UserError, match=r"^--conf spark.ui.enabled: write --conf spark.KEY=VALUE$"):
+        load_config(None, ["spark.extra_conf.spark.ui.enabled"])
 
 
 def test_run_until_takes_its_choices_from_the_registry():

@@ -11,7 +11,7 @@ from warcio.warcwriter import WARCWriter
 
 from wit_builder.extract import stage as extract
 from wit_builder.extract import html, tabular, warc, wat
-from wit_builder.extract.records import CORRUPT, Image, Page, Row, Skip, Table
+from wit_builder.extract.records import CORRUPT, WRONG_FORMAT, Image, Page, Row, Skip, Table
 from wit_builder.errors import UserError
 from crawl_helpers import write_warc
 
@@ -219,17 +219,40 @@ def test_parquet_case_insensitive_and_missing_columns(shared_data, tmp_path):
     assert _rows(tmp_path / "bad.parquet", "parquet") == [CORRUPT]
 
 
-def test_has_columns_checks_the_header_only(shared_data, tmp_path):
+def test_problem_reads_the_first_bytes_and_the_header_only(shared_data, tmp_path):
     parquet = shared_data / "candidates/img2dataset_10k.parquet"
-    assert tabular.has_columns(lambda: open(parquet, "rb"), str(parquet), "parquet", COLUMNS)
-    assert not tabular.has_columns(lambda: open(parquet, "rb"), str(parquet), "parquet",
-                                   tabular.Columns("image", "caption", ""))
+    jsonl = shared_data / "candidates/alt_text_pairs.jsonl"
+
+    def problem(path, fmt, columns=COLUMNS):
+        return tabular.problem(lambda: open(path, "rb"), str(path), fmt, columns)
+
+    assert problem(parquet, "parquet") is None
+    assert problem(parquet, "parquet", tabular.Columns("image", "caption", "")) == tabular.MISSING
     (tmp_path / "a.tsv.gz").write_bytes(gzip.compress(b"Image\tCaption\nx\ty\n"))
-    assert tabular.has_columns(lambda: open(tmp_path / "a.tsv.gz", "rb"), "a.tsv.gz", "tsv",
-                               tabular.Columns("image", "caption", ""))
-    (tmp_path / "bad.parquet").write_bytes(b"not parquet")  # left to the task to count
-    assert tabular.has_columns(lambda: open(tmp_path / "bad.parquet", "rb"), "bad.parquet",
-                               "parquet", COLUMNS)
+    assert problem(tmp_path / "a.tsv.gz", "tsv", tabular.Columns("image", "caption", "")) is None
+    # another format altogether: the user's mistake
+    assert problem(jsonl, "parquet") == problem(parquet, "jsonl") == WRONG_FORMAT
+    assert problem(parquet, "csv") == problem(parquet, "tsv") == WRONG_FORMAT
+    (tmp_path / "array.jsonl").write_text('[{"url": "u", "text": "t"}]\n')
+    assert problem(tmp_path / "array.jsonl", "jsonl") == WRONG_FORMAT
+    # damaged or empty files of the right format: left to the task to count
+    (tmp_path / "bad.parquet").write_bytes(parquet.read_bytes()[:100_000])
+    (tmp_path / "bad.jsonl").write_bytes(b'\xef\xbb\xbf {"url": "u", "te\n{"url"')
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    assert problem(tmp_path / "bad.parquet", "parquet") is None
+    assert problem(tmp_path / "bad.jsonl", "jsonl") is None
+    assert problem(tmp_path / "empty.parquet", "parquet") is None
+    assert _rows(tmp_path / "bad.parquet", "parquet") == [CORRUPT]
+    assert _rows(jsonl, "parquet") == [WRONG_FORMAT]
+
+
+def test_real_warc_and_wat_files_damaged_ones_too_start_as_warc_and_lists_do_not(shared_data):
+    archives = sorted((shared_data / "crawl/warc").iterdir()) + [
+        shared_data / "crawl/commoncrawl/whirlwind.warc.wat.gz"]
+    assert len(archives) > 10 and any("truncated" in p.name for p in archives)
+    assert all(warc.in_format(extract._archive_head(str(p))) for p in archives)
+    for listing in ("alt_text_pairs.jsonl", "img2dataset_10k.parquet"):
+        assert not warc.in_format(extract._archive_head(str(shared_data / "candidates" / listing)))
 
 
 # --- planning -----------------------------------------------------------------------------------

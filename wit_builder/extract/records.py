@@ -48,6 +48,11 @@ class Skip(NamedTuple):
     reason: str
 
 
+# A file that is not in the format given for it at all (a JSONL list given --format parquet):
+# the user's mistake, which extract turns into an error, not a drop.
+WRONG_FORMAT = Skip("wrong_format")
+
+
 class Corrupt(NamedTuple):
     """A record that could not be read whole (truncated, bad gzip, bad JSON): a counted drop."""
     reason: str = "corrupt_record"

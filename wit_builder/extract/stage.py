@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +37,7 @@ from wit_builder import storage
 from wit_builder.download import safety
 from wit_builder.extract import html, tabular, urls, warc, wat
 from wit_builder.extract.plan import InputFile, plan
-from wit_builder.extract.records import Corrupt, Page, Row, Skip, Table
+from wit_builder.extract.records import WRONG_FORMAT, Corrupt, Page, Row, Skip, Table
 from wit_builder.errors import UserError
 from wit_builder.stages import StageResult
 
@@ -71,11 +72,27 @@ class Options:
                    safety.parse_networks(cfg.download.allow_networks))
 
 
+_ARCHIVES = ("warc", "wat")
+
+
+def _archive_head(path: str) -> bytes:
+    """A WARC or WAT file's first bytes, decompressed when gzipped; b"" when they do not
+    decompress (damage: the reader counts it)."""
+    with storage.open_file(path) as raw:
+        try:
+            return storage.gunzipped(raw).read(64)
+        except (EOFError, OSError, zlib.error):  # gzip.BadGzipFile is an OSError
+            return b""
+
+
 def _items(f: InputFile, opts: Options) -> Iterator:
     """The reader items of one file."""
     if f.format in tabular.FORMATS:
         yield from tabular.read(lambda: storage.open_file(f.path), f.path, f.format, opts.columns,
                                 opts.batch_rows, opts.max_record_bytes)
+        return
+    if f.format in _ARCHIVES and not warc.in_format(_archive_head(f.path)):
+        yield WRONG_FORMAT
         return
     with storage.open_file(f.path) as fileobj:
         if f.format == "warc":
@@ -329,6 +346,25 @@ def _missing_columns(n_files: int, section) -> UserError:
                      f"{section.url_column!r}/{section.text_column!r} (set --url-column/--text-column)")
 
 
+def _file_problem(f: InputFile, opts: Options) -> Skip | None:
+    """What makes a whole file unreadable, from its first bytes and header (tabular.problem;
+    warc.in_format), checked on the driver to fail before Spark starts. A file not there or
+    refused this time is left to its task to count."""
+    try:
+        if f.format in tabular.FORMATS:
+            return tabular.problem(lambda: storage.open_file(f.path), f.path, f.format, opts.columns)
+        if f.format in _ARCHIVES and not warc.in_format(_archive_head(f.path)):
+            return WRONG_FORMAT
+    except (FileNotFoundError, safety.Refused):
+        pass
+    return None
+
+
+def _wrong_format(what: str) -> UserError:
+    return UserError(f"{what} (the format --format gives, or the name when --format is auto): "
+                     "give --format the format the files are in")
+
+
 # The plan the last check made, for the run that follows it: the commands check their inputs
 # before Spark starts (seconds), and listing them again would mean a second listing of an S3
 # prefix and every warning twice. A run takes it once; a run without a check plans itself.
@@ -349,12 +385,14 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
     opts = Options.from_config(cfg)
     files = plan(inputs, section.format, section.listing_prefix, opts.networks,
                  section.listing_local_files)
-    first_table = next((f for f in files if f.format in tabular.FORMATS), None)
+    first_of_each_format = {f.format: f for f in reversed(files)}.values()
     with storage.networks(opts.networks):
-        if first_table and not tabular.has_columns(lambda: storage.open_file(first_table.path),
-                                                   first_table.path, first_table.format,
-                                                   opts.columns):
-            raise _missing_columns(1, section)
+        for f in first_of_each_format:
+            problem = _file_problem(f, opts)
+            if problem == tabular.MISSING:
+                raise _missing_columns(1, section)
+            if problem == WRONG_FORMAT:
+                raise _wrong_format(f"{f.path} is not a {f.format} file")
     _CHECKED[_plan_key(cfg, inputs)] = files
     return files
 
@@ -395,6 +433,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
     skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
     if skipped.get("missing_columns"):
         raise _missing_columns(skipped["missing_columns"], section)
+    if skipped.get("wrong_format"):
+        raise _wrong_format(f"{skipped['wrong_format']} input file(s) are not in their format")
     rows_out = tally.get("rows_out", 0)
     if not rows_out:  # the next stage reads a schema even when there are no rows
         with storage.open_file(storage.join(out_dir, "part-00000-000.parquet"), "wb") as f:

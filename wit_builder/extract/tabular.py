@@ -3,8 +3,9 @@
 Files are read in batches and handed on as Arrow columns (`records.Table`, at most `batch_rows`
 rows each): pyarrow for parquet/csv/tsv, orjson line by line for jsonl. Column names match
 exactly, else case-insensitively (img2dataset lists often say `URL`, `TEXT`). A file without the
-url or text column yields one `Skip("missing_columns")`, which extract turns into a user error.
-Malformed lines and undecodable bytes are counted drops, never a failed file.
+url or text column yields one `Skip("missing_columns")`, and a file that is not in its declared
+format at all (a JSONL file given as Parquet) one `Skip("wrong_format")`: extract turns both into
+a user error. Malformed lines, damaged files and undecodable bytes are counted drops.
 
 Values become strings the way the per-row reader of the past did (tests/tabular_reference.py;
 tests/unit/test_extract_tabular.py shows both agree on the real candidate lists): strings as
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from wit_builder.extract.records import CORRUPT, TOO_LONG, Skip, Table
+from wit_builder.extract.records import CORRUPT, TOO_LONG, WRONG_FORMAT, Skip, Table
 from wit_builder.extract.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
@@ -268,32 +269,73 @@ def _opener(open_raw: Callable[[], io.IOBase], path: str):
     return open_stream
 
 
-def has_columns(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns) -> bool:
-    """Whether a parquet/csv/tsv file has the url and text columns (jsonl rows may vary: their
-    missing fields are per-row drops). Read on the driver to fail fast on a wrong column name."""
+_HEAD_BYTES = 4096
+_BOM = b"\xef\xbb\xbf"
+
+
+def in_format(head: bytes, fmt: str) -> bool:
+    """Whether a file's first bytes (decompressed) can begin a `fmt` file: Parquet's magic
+    number; text without NUL bytes for csv, tsv and jsonl, and a JSON object first for jsonl.
+
+    Damage does not change a file's first bytes (a truncated Parquet file still starts with
+    PAR1), so a damaged file passes and its bad records are counted drops; a file in another
+    format (JSONL given as Parquet, Parquet as JSONL) is the user's mistake, not the data's. An
+    empty file passes (it holds no records)."""
+    if not head:
+        return True
+    if fmt == "parquet":
+        return head.startswith(b"PAR1")
+    if b"\0" in head:
+        return False
+    return fmt != "jsonl" or head.removeprefix(_BOM).lstrip()[:1] in (b"{", b"")
+
+
+def _head(open_stream) -> bytes:
+    """A file's first bytes, decompressed; those before the damage in a damaged gzip stream
+    (read piecewise: one read that meets the damage loses what it decompressed)."""
+    head = b""
+    with open_stream() as f:
+        read = getattr(f, "read1", f.read)
+        try:
+            while len(head) < _HEAD_BYTES and (chunk := read(_HEAD_BYTES - len(head))):
+                head += chunk
+        except _DAMAGE:
+            pass  # the reader counts the damage
+    return head
+
+
+def problem(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns) -> Skip | None:
+    """What makes a whole tabular file unreadable, from its first bytes and header alone:
+    `WRONG_FORMAT`, `MISSING` (no url or text column; jsonl rows may vary, their missing fields
+    are per-row drops), or None. Read on the driver to fail fast."""
     open_stream = _opener(open_raw, path)
     try:
+        if not in_format(_head(open_stream), fmt):
+            return WRONG_FORMAT
         if fmt == "parquet":
             with open_stream() as f:
                 names = pq.ParquetFile(f).schema_arrow.names
         elif fmt in ("csv", "tsv"):
             names = _header(open_stream, "\t" if fmt == "tsv" else ",")
         else:
-            return True
+            return None
     except _DAMAGE:
-        return True  # a damaged file: its task counts it as a corrupt record
-    return match_columns(names, wanted) is not None
+        return None  # a damaged file: its task counts it as a corrupt record
+    return MISSING if match_columns(names, wanted) is None else None
 
 
 def read(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns,
          batch_rows: int, max_line: int) -> Iterator:
     """Items of one tabular file: `Table`s of at most `batch_rows` records (raw values as Arrow
     strings), `CORRUPT` for a malformed record (and one for a damaged file tail), `TOO_LONG` for
-    a JSONL line of more than `max_line` bytes, `MISSING` when the columns are not there. (CSV
-    and TSV rows are bounded by pyarrow's read block: a longer row is a damaged file tail.)"""
+    a JSONL line of more than `max_line` bytes, `MISSING` when the columns are not there,
+    `WRONG_FORMAT` when the file is not a `fmt` file at all (`in_format`). (CSV and TSV rows are
+    bounded by pyarrow's read block: a longer row is a damaged file tail.)"""
     open_stream = _opener(open_raw, path)
     try:
-        if fmt == "parquet":
+        if not in_format(_head(open_stream), fmt):
+            yield WRONG_FORMAT
+        elif fmt == "parquet":
             yield from _parquet(open_stream, wanted, batch_rows)
         elif fmt == "jsonl":
             yield from _jsonl(open_stream, wanted, batch_rows, max_line)

@@ -164,6 +164,14 @@ def _select_html_response(record) -> str | None:
     return None
 
 
+def in_format(head: bytes) -> bool:
+    """Whether a file's first bytes (decompressed) can begin a WARC file (a WAT is one): the
+    first record's version line, or an ARC file's header. Damage further on does not change
+    them (its records are counted drops); another format (a JSONL list given --format warc) is
+    the user's mistake. An empty file holds no records."""
+    return not head or head.startswith((b"WARC/", b"filedesc://"))
+
+
 def read(fileobj, max_bytes: int, max_header: int) -> Iterator:
     """Items of one WARC file: a `Page` per HTML response (its first `max_bytes` parsed),
     `Skip`s, and `CORRUPT` or `TOO_LONG` (header lines past `max_header` bytes)."""
