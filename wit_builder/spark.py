@@ -12,6 +12,7 @@ add `--packages org.apache.hadoop:hadoop-aws:<hadoop version>`); `s3://` paths a
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from wit_builder.java import find_java
@@ -24,7 +25,9 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
 
     Spark's own defaults and the operator's confs (spark-submit --conf, spark-defaults.conf)
     stand: the web UI is on and the log level is Spark's unless `ui=False` / `log_level` say
-    otherwise (the tests and the demo turn the UI off).
+    otherwise (the tests and the demo turn the UI off), and our tuning (`_tuning`) gives way to
+    the operator's settings of the same keys. `conf` (our config's) wins over both. A new
+    session prints its web UI's address.
     """
     from pyspark.sql import SparkSession
 
@@ -43,7 +46,6 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_rows))
         .config("spark.python.worker.reuse", "true")  # keeps per-executor caches (automaton, model)
-        .config("spark.ui.showConsoleProgress", "true")
         .config("spark.sql.sources.partitionOverwriteMode", "static")
         # stages.py writes the one _SUCCESS that readers trust, after the manifest
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
@@ -55,10 +57,13 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
         builder = builder.config("spark.ui.enabled", "false")
     if master:
         builder = builder.master(master)
-    if master.startswith("local") and not _submitted():
-        builder = builder.config("spark.driver.memory", os.environ.get("WIT_DRIVER_MEMORY", "4g"))
-        # Spark's 200 shuffle partitions are sized for clusters; on one machine 2 x cores
-        builder = builder.config("spark.sql.shuffle.partitions", str(2 * _local_cores(master)))
+    operator = _operator_settings()
+    for key, value in _tuning(master).items():
+        if key not in operator:
+            builder = builder.config(key, value)
+    # ours, named for this run: wins over spark-defaults.conf as our config does
+    if master.startswith("local") and not _submitted() and os.environ.get("WIT_DRIVER_MEMORY"):
+        builder = builder.config("spark.driver.memory", os.environ["WIT_DRIVER_MEMORY"])
     endpoint = s3_endpoint_url or os.environ.get("WIT_S3_ENDPOINT_URL", "")
     if endpoint:
         # s3a for Spark's own I/O; the variable for fsspec here and in the executors' tasks
@@ -71,7 +76,46 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     spark = builder.getOrCreate()
     if log_level:
         spark.sparkContext.setLogLevel(log_level)
+    if spark.sparkContext.uiWebUrl:  # None when the UI is off
+        print(f"spark: web UI at {spark.sparkContext.uiWebUrl}", file=sys.stderr)
     return spark
+
+
+def _tuning(master: str) -> dict[str, str]:
+    """Settings we prefer where the operator has not made them (see `_operator_settings`)."""
+    tuning = {"spark.ui.showConsoleProgress": "true"}
+    if master.startswith("local") and not _submitted():  # the JVM we start is all there is
+        tuning["spark.driver.memory"] = "4g"
+        # Spark's 200 shuffle partitions are sized for clusters; on one machine 2 x cores
+        tuning["spark.sql.shuffle.partitions"] = str(2 * _local_cores(master))
+    return tuning
+
+
+def _operator_settings() -> set[str]:
+    """The Spark settings the operator made outside our config. Under spark-submit: all its
+    JVM holds (its --conf and spark-defaults.conf). Otherwise: the keys of the
+    spark-defaults.conf that the launcher we start reads ($SPARK_CONF_DIR, else
+    $SPARK_HOME/conf), and the driver memory of SPARK_DRIVER_MEMORY, which the launcher
+    takes when no conf names one."""
+    if _submitted():
+        from pyspark import SparkConf, SparkContext
+
+        SparkContext._ensure_initialized()  # connects to spark-submit's JVM
+        return {key for key, _ in SparkConf().getAll()}
+    keys = {"spark.driver.memory"} if os.environ.get("SPARK_DRIVER_MEMORY") else set()
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    if not conf_dir:
+        from pyspark.find_spark_home import _find_spark_home
+
+        conf_dir = os.path.join(_find_spark_home(), "conf")
+    try:
+        with open(os.path.join(conf_dir, "spark-defaults.conf"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:  # none (the usual case with pip's pyspark)
+        return keys
+    # Java properties: a key ends at whitespace, "=" or ":"; "#" and "!" start comments
+    return keys | {re.split(r"[\s=:]", line, maxsplit=1)[0] for line in map(str.strip, lines)
+                   if line and line[0] not in "#!"}
 
 
 def _submitted() -> bool:

@@ -167,3 +167,20 @@ def test_blocked_domains_file(tmp_path):
                     ("https://notbad.example/x.jpg", "The old man is walking his dog"),
                     ("https://bad.example/x.jpg", "The old man is walking his dog")], r)
     assert [o["drop_reason"] for o in out] == ["blocked_domain", None, "blocked_domain"]
+
+
+def test_local_dedup_sorts_nulls_first_without_a_pyarrow_warning():
+    """pyarrow 25 deprecated SortOptions' table-wide null_placement: every filter run printed a
+    FutureWarning. Null URLs still sort first and form one group, as in Spark's window."""
+    import warnings
+
+    table = pa.Table.from_pylist([
+        {"uid": "1", "url_canonical": None, "text_norm": "a", "drop_reason": None},
+        {"uid": "2", "url_canonical": None, "text_norm": "a", "drop_reason": None},
+        {"uid": "3", "url_canonical": None, "text_norm": "b", "drop_reason": None},
+        {"uid": "4", "url_canonical": "u", "text_norm": "c", "drop_reason": None}],
+        schema=pa.schema([(c, pa.string()) for c in ("uid", "url_canonical", "text_norm", "drop_reason")]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reasons = dedup.dedup_reasons_local(table, 1).column("drop_reason").to_pylist()
+    assert reasons == [None, "duplicate", "too_many_texts_per_url", None]

@@ -162,6 +162,19 @@ def dedup_reasons(df, max_texts_per_url: int, reason_col: str = "drop_reason",
     return df.withColumn(reason_col, F.coalesce(F.col(reason_col), reason)).drop("_dup")
 
 
+# pyarrow 25 moved null placement into each sort key (SortOptions' own null_placement now warns
+# on every call); older versions take only the table-wide option.
+_NULLS_PER_KEY = int(pa.__version__.split(".")[0]) >= 25
+
+
+def _ascending_nulls_first(table: pa.Table, columns: list[str]):
+    """The row order of `table` by `columns`, ascending with nulls first (Spark's ascending)."""
+    if _NULLS_PER_KEY:
+        return pc.sort_indices(table, sort_keys=[(c, "ascending", "at_start") for c in columns])
+    return pc.sort_indices(table, sort_keys=[(c, "ascending") for c in columns],
+                           null_placement="at_start")
+
+
 def dedup_reasons_local(table: pa.Table, max_texts_per_url: int, reason_col: str = "drop_reason",
                         url_col: str = "url_canonical", text_col: str = "text_norm") -> pa.Table:
     """`dedup_reasons` on an Arrow table on the driver (small inputs): the same windows, as
@@ -172,10 +185,7 @@ def dedup_reasons_local(table: pa.Table, max_texts_per_url: int, reason_col: str
     alive = pc.is_null(table.column(reason_col)).to_numpy(zero_copy_only=False)
     ties = [c for c in ("page_url", "source") if c in table.column_names]
     keyed = table.append_column("_dead", pa.array(~alive))
-    order = pc.sort_indices(keyed, sort_keys=[(url_col, "ascending"), (text_col, "ascending"),
-                                              ("_dead", "ascending"), ("uid", "ascending"),
-                                              *[(c, "ascending") for c in ties]],
-                            null_placement="at_start").to_numpy()
+    order = _ascending_nulls_first(keyed, [url_col, text_col, "_dead", "uid", *ties]).to_numpy()
 
     def same_as_previous(column, order, nulls_equal: bool) -> np.ndarray:
         """Per row of `order`: equal to the row before it in that order."""
@@ -203,8 +213,7 @@ def dedup_reasons_local(table: pa.Table, max_texts_per_url: int, reason_col: str
     reason[dup] = "duplicate"
     if max_texts_per_url:
         first_of_text = alive & ~dup & ~unknown
-        by_uid = pc.sort_indices(table, sort_keys=[(url_col, "ascending"), ("uid", "ascending")],
-                                 null_placement="at_start").to_numpy()
+        by_uid = _ascending_nulls_first(table, [url_col, "uid"]).to_numpy()
         group_start = ~same_as_previous(table.column(url_col), by_uid, nulls_equal=True)
         counts = np.cumsum(first_of_text[by_uid])
         starts = np.maximum.accumulate(np.where(group_start, np.arange(n), 0))
