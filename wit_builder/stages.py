@@ -118,7 +118,24 @@ def run_stage(stage: str, out: str, config: dict, inputs: list[str],
         storage.write_bytes_atomic(storage.join(work, SUCCESS), b"")
     log(f"{stage}: {result.rows_in:,} in -> {result.rows_out:,} out, "
         f"{sum(result.drops.values()):,} dropped ({manifest['seconds']:.1f}s) -> {final}")
+    reason, dropped = max(result.drops.items(), key=lambda kv: kv[1], default=("", 0))
+    if dropped and 2 * dropped >= result.rows_in:  # a run mostly refused for one reason: say so
+        log(f"{stage}: {dropped / result.rows_in:.0%} of the rows were dropped as {reason}"
+            + (f"; {DROP_HINTS[reason]}" if reason in DROP_HINTS else ""))
     return StageRun(stage, final, manifest, skipped=False)
+
+
+# What to change when most of a run is dropped for one reason (by drop reason).
+DROP_HINTS = {
+    "blocked_address": "their hosts resolve to private, loopback or reserved addresses; to "
+                       "fetch from such a network on purpose, allow it with "
+                       "--set 'download.allow_networks=[\"10.0.0.0/8\"]' (its CIDR)",
+    "robots_txt": "the sites' robots.txt disallow our user agent (download.user_agent)",
+    "dns_error": "their host names do not resolve here: check this machine's DNS",
+    "timeout": "the servers answer slowly: raise download.total_timeout or download.timeout",
+    "language": "the texts are not in filter.languages",
+    "no_match": "no query of the list matched the texts (match --queries)",
+}
 
 
 @contextmanager

@@ -224,3 +224,18 @@ def test_a_kept_alive_connection_does_not_wait_for_delayed_acks(tmp_path, photo,
                       "download.in_flight=1", "download.honor_robots_txt=false")
     assert stats["successes"] == 30
     assert time.monotonic() - started < 0.9  # 30 x 40 ms = 1.2 s of stalls without it
+
+
+def test_a_run_refused_for_one_reason_says_what_to_change(tmp_path, photo, sites, capsys):
+    """Issue 25: loopback URLs without allow_networks were 100% blocked_address, silently."""
+    from wit_builder.cli import main
+
+    server = sites(Site(photo))
+    candidates = tmp_path / "candidates.parquet"
+    pq.write_table(pa.table({"url": server.urls(0, 4), "text": ["a photo"] * 4}), candidates)
+    assert main(["download", "--input", str(candidates), "--out", str(tmp_path / "out"),
+                 "--master", "local[2]"]) in (0, None)
+    said = capsys.readouterr()
+    assert "100% of the rows were dropped as blocked_address" in said.out + said.err
+    assert "download.allow_networks" in said.out + said.err
+    assert server.sites[0].starts == []  # and nothing was asked of the server
