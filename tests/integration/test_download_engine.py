@@ -239,3 +239,24 @@ def test_a_run_refused_for_one_reason_says_what_to_change(tmp_path, photo, sites
     assert "100% of the rows were dropped as blocked_address" in said.out + said.err
     assert "download.allow_networks" in said.out + said.err
     assert server.sites[0].starts == []  # and nothing was asked of the server
+
+
+def test_bodies_held_stay_within_the_byte_budget(tmp_path, photo, sites, monkeypatch):
+    """Issue 26: what the servers send cannot grow the bodies held past max_bytes_in_flight
+    (one body may go past it alone); every URL still completes."""
+    from wit_builder.download import fetch
+
+    most = []
+    real_take = fetch.ByteBudget.take
+
+    async def take(self, n):
+        await real_take(self, n)
+        most.append(self.used)
+    monkeypatch.setattr(fetch.ByteBudget, "take", take)
+    server = sites(*[Site(photo, delay=0.05) for _ in range(4)])
+    budget = 3 * len(photo)
+    stats, _ = _shard(tmp_path, [u for i in range(4) for u in server.urls(i, 10)],
+                      f"download.max_bytes_in_flight={budget}", "download.in_flight=64")
+    assert stats["successes"] == 40
+    assert max(most) > budget - len(photo)  # the budget was reached: bodies waited for it
+    assert max(most) <= budget

@@ -79,11 +79,12 @@ class Policy:
 class ByteBudget:
     """Bytes of bodies held in this process (read, or waiting to be resized), at most `limit`.
 
-    A reader takes a chunk's worth before each read and gives back what the chunk did not use;
-    the engine gives a body back once it is written. When the budget is spent, readers wait
-    (the servers' TCP windows fill and they pause): memory follows the budget, not what the
-    servers send. One body may exceed the budget alone, so a single large image cannot wait
-    forever; waits end with the URL's deadline.
+    A body reserves what its Content-Length announces (a chunk when it announces nothing)
+    before its first byte is read, waiting while the budget is spent: the servers' TCP windows
+    fill and they pause, so memory follows the budget, not what they send. That is the only
+    wait: a body already holding bytes never waits for more (it grows the count, which holds
+    the next bodies back), so readers cannot all hold part of a body and wait for each other.
+    One body may exceed the budget alone. The engine gives a body's bytes back once written.
     """
 
     def __init__(self, limit: int):
@@ -94,6 +95,9 @@ class ByteBudget:
         async with self._freed:
             await self._freed.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
             self.used += n
+
+    def grow(self, n: int) -> None:
+        self.used += n
 
     def give(self, n: int) -> None:
         if n:
@@ -164,22 +168,25 @@ class Fetcher:
         raise Refused("too_many_redirects", f"more than {self.policy.max_redirects}")
 
     async def _body(self, response, max_bytes: int) -> bytes:
-        if (response.content_length or 0) > max_bytes:
+        length = response.content_length
+        if (length or 0) > max_bytes:
             raise Refused("too_large", "Content-Length")
+        held = length or CHUNK
+        await self.budget.take(held)  # before the first byte (ByteBudget)
         body = bytearray()
         try:
-            while True:
-                await self.budget.take(CHUNK)
-                chunk = await response.content.read(CHUNK)
-                self.budget.give(CHUNK - len(chunk))
-                if not chunk:
-                    return bytes(body)
+            while chunk := await response.content.read(CHUNK):
                 body += chunk
                 if len(body) > max_bytes:
                     raise Refused("too_large", "body")
+                if len(body) > held:  # longer than announced, or announced nothing
+                    self.budget.grow(len(body) - held)
+                    held = len(body)
         except BaseException:
-            self.budget.give(len(body))
+            self.budget.give(held)
             raise
+        self.budget.give(held - len(body))
+        return bytes(body)
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
