@@ -283,22 +283,22 @@ def download_shards(section, out_dir: str, column_list: list, shards: list) -> N
 
 async def _download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
     policy = Policy.from_config(section)
-    fetcher = Fetcher(policy, in_flight=_in_flight(section),
-                      budget_bytes=section.max_bytes_in_flight)
+    in_flight = section.threads or section.in_flight  # `threads`: img2dataset's name for it
+    fetcher = Fetcher(policy, in_flight=in_flight, budget_bytes=section.max_bytes_in_flight)
     engine = Scheduler(policy, section, fetcher, _checker_and_resizer(policy, _resizer(section)),
                    policy.robots_token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
 
     def batches():
         for shard_id, feather in shards:
             output = ShardOutput(section, out_dir, column_list, shard_id, feather)
-            yield [((output, i), url) for i, url in enumerate(output.urls())]
+            yield [((output, i), url) for i, url in enumerate(output.urls)]
 
     def done(key, outcome, backoffs) -> None:
         output, index = key
         output.record(index, outcome, backoffs)
 
     try:
-        await engine.run(batches(), _in_flight(section), done, section.samples_per_shard)
+        await engine.run(batches(), in_flight, done, section.samples_per_shard)
     finally:
         await fetcher.close()
 
@@ -321,6 +321,9 @@ class ShardOutput:
             schema = schema.append(pa.field(name, kind))
         columns = table.select(column_list).to_pydict()
         self.rows = list(zip(*(columns[c] for c in column_list)))
+        self.urls = columns["url"]
+        self.captions = columns["caption"]
+        self.left = len(self.rows)  # rows not recorded yet
         self.writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
         self.digits = math.ceil(math.log10(section.samples_per_shard))
         self.status = collections.Counter()  # error messages are few by design (error_text)
@@ -329,9 +332,6 @@ class ShardOutput:
         self.progress = _ProgressFile(out_dir, shard_id)
         if not self.rows:
             self.finish()
-
-    def urls(self) -> list:
-        return [row[self.column_list.index("url")] for row in self.rows]
 
     def record(self, index: int, result, backoffs: int) -> None:
         data, resized, error = result
@@ -353,9 +353,10 @@ class ShardOutput:
         self.counts[meta["status"]] += 1
         self.status[error if error is not None else "success"] += 1
         self.backoffs += backoffs
-        self.writer.write(image, key, self.rows[index][self.column_list.index("caption")], meta)
+        self.writer.write(image, key, self.captions[index], meta)
         self.progress.update(self.counts, self.status)
-        if sum(self.counts.values()) == len(self.rows):
+        self.left -= 1
+        if not self.left:
             self.finish()
 
     def finish(self) -> None:
@@ -373,10 +374,6 @@ class ShardOutput:
                 "host_backoffs": self.backoffs})
         self.progress.remove()
         storage.remove(self.feather)
-
-
-def _in_flight(section) -> int:
-    return section.threads or section.in_flight
 
 
 class _ProgressFile:
