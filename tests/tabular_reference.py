@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from wit_builder.extract.records import CORRUPT, Row
 from wit_builder.extract.tabular import _DAMAGE, MISSING, Columns, _opener, match_columns
-from wit_builder.extract.urls import scrub
+from wit_builder.urls import scrub
 
 
 def _as_text(value) -> str | None:
@@ -100,9 +100,9 @@ def _jsonl(open_stream, wanted: Columns) -> Iterator:
             yield Row(*(_as_text(_pick(obj, name)) for name in wanted))
 
 
-def read(open_raw, path: str, fmt: str, wanted: Columns, batch_rows: int) -> Iterator:
+def read(open_raw, fmt: str, wanted: Columns, batch_rows: int) -> Iterator:
     """Items of one tabular file: a `Row` per record, `CORRUPT`, `MISSING` (as before)."""
-    open_stream = _opener(open_raw, path)
+    open_stream = _opener(open_raw)
     try:
         if fmt == "parquet":
             yield from _parquet(open_stream, wanted, batch_rows)

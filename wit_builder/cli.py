@@ -1,4 +1,4 @@
-"""`wit-builder`: a subcommand per stage (from the registry in pipeline.py) and per tool.
+"""`wit-builder`: a subcommand per stage (from the registry in registry.py) and per tool.
 
 Argument parsing only; the work lives in the modules. Flags that mirror a config key become
 `section.key=value` overrides, so the command line, `--set` and the TOML file go through the
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from wit_builder import __version__, pipeline, storage
+from wit_builder import __version__, pipeline, registry, storage
 from wit_builder.config import describe, load_config
-from wit_builder.download.safety import Refused, parse_networks
+from wit_builder.safety import Refused, parse_networks
 from wit_builder.errors import UserError
 
 
@@ -102,15 +102,15 @@ def _cmd_stage(args, cfg):
 
 
 def _add_curate(sub):
-    p = _command(sub, "curate", f"{' -> '.join(pipeline.CURATE)} in one Spark session",
+    p = _command(sub, "curate", f"{' -> '.join(registry.CURATE)} in one Spark session",
                  spark=True)
     p.add_argument("--input", nargs="+", help="crawl or candidate inputs (not with --from)")
     _flag(p, "--format", "extract.format", "input format")
     _flag(p, "--queries", "match.queries", "query list")
     p.add_argument("--out", required=True, help="output root")
-    p.add_argument("--from", dest="start", choices=pipeline.CURATE,
+    p.add_argument("--from", dest="start", choices=registry.CURATE,
                    help="start at this stage, reading the previous stage's output in OUT")
-    p.add_argument("--until", choices=pipeline.CURATE, help="stop after this stage")
+    p.add_argument("--until", choices=registry.CURATE, help="stop after this stage")
     p.set_defaults(func=_cmd_curate)
 
 
@@ -122,7 +122,7 @@ def _cmd_curate(args, cfg):
 
 
 def _add_run(sub):
-    p = _command(sub, "run", f"{' -> '.join(pipeline.NAMES)} from one config", spark=True)
+    p = _command(sub, "run", f"{' -> '.join(registry.NAMES)} from one config", spark=True)
     _flag(p, "--input", "run.input", "inputs, comma-separated")
     _flag(p, "--format", "extract.format", "input format")
     _flag(p, "--queries", "match.queries", "query list")
@@ -343,11 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wit-builder",
         description="Build CLIP-style WebImageText datasets: crawl -> queries -> shards -> CLIP. "
-                    f"Stages: {' -> '.join(pipeline.NAMES)}.")
+                    f"Stages: {' -> '.join(registry.NAMES)}.")
     parser.add_argument("--version", action="version", version=f"wit-builder {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_queries(sub)
-    for stage in pipeline.STAGES:
+    for stage in registry.STAGES:
         _add_stage(sub, stage)
     for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_export, _add_run,
                 _add_demo, _add_config, _add_doctor):

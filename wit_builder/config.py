@@ -18,18 +18,12 @@ from pathlib import Path
 
 from wit_builder import images
 from wit_builder.errors import UserError
+from wit_builder.registry import NAMES
 
 
 def _choice(default, choices):
-    """A field with a fixed set of values (`choices` may be a function that lists them)."""
-    return field(default=default,
-                 metadata={"choices": choices if callable(choices) else tuple(choices)})
-
-
-def _stage_names() -> tuple:
-    from wit_builder.pipeline import NAMES  # the registry (it imports the stages: load late)
-
-    return NAMES
+    """A field with a fixed set of values."""
+    return field(default=default, metadata={"choices": tuple(choices)})
 
 
 def _at_least(default, low):
@@ -239,7 +233,7 @@ class RunConfig:
     """`wit-builder run` / pipelines/build_wit.py: which inputs, where to, how far."""
     input: list = field(default_factory=list)  # crawl or candidate inputs (local or s3://)
     out: str = ""  # output root (local or s3://); each stage writes OUT/<stage>
-    until: str = _choice("stats", _stage_names)  # last stage to run
+    until: str = _choice("stats", NAMES)  # last stage to run
     html_report: bool = True  # stats also writes OUT/stats/report.html
 
 
@@ -344,7 +338,7 @@ def describe(key: str) -> str:
     text = f"default: {_toml_value(default)}" if default not in ("", [], {}) else "default: none"
     choices = f.metadata.get("choices")
     if choices:
-        text += "; one of " + "|".join(choices() if callable(choices) else choices)
+        text += "; one of " + "|".join(choices)
     return text
 
 
@@ -374,7 +368,6 @@ def _set(cfg: Config, key: str, value, from_cli: bool = False) -> None:
     section = getattr(cfg, section_name)
     converted = _coerce(key, value, f, from_cli)
     choices = f.metadata.get("choices")
-    choices = choices() if callable(choices) else choices
     if choices and converted not in choices:
         raise UserError(f"config key {key}: {converted!r} is not allowed (one of: {', '.join(choices)})")
     low = f.metadata.get("min")

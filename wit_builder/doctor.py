@@ -55,7 +55,7 @@ def run(cfg, out: str | None = None, as_json: bool = False) -> bool:
 def _check(name: str, body) -> Item:
     """`body()` -> (detail, facts) as OK; a UserError, or a read refused for its address, is a
     FAIL with its message."""
-    from wit_builder.download.safety import Refused
+    from wit_builder.safety import Refused
 
     try:
         detail, facts = body()

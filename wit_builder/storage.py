@@ -1,7 +1,7 @@
 """Paths, local or s3://, through fsspec; atomic writes; listing and globbing.
 
 http(s) reads (inputs, listings, models, query lists) connect only to addresses that
-download/safety.py's rules pass as each connection is made (`networks` sets the allow list of a
+safety.py's rules pass as each connection is made (`networks` sets the allow list of a
 command or a task), never follow a redirect, and name one file each (no folders or globs).
 
 Atomicity: locally we write under a hidden temporary name and rename (a rename within one
@@ -67,7 +67,7 @@ async def _checked_client(allowed: tuple, **kwargs):
     next time (DNS rebinding)."""
     import aiohttp
 
-    from wit_builder.download import safety
+    from wit_builder import safety
 
     resolver = safety.CheckedResolver(allowed, safety.INPUT_DNS_TIMEOUT)
     connector = aiohttp.TCPConnector(resolver=resolver, socket_factory=resolver.socket_for)

@@ -75,8 +75,8 @@ def baseline(tars: list[str]) -> dict:
     import imagehash
     from PIL import Image
 
-    from wit_builder.finalize.hashing import image_of
-    from wit_builder.finalize.tars import read_samples
+    from wit_builder.shard.samples import image_of
+    from wit_builder.shard.tars import read_samples
 
     start = time.perf_counter()
     hashes, shas = [], []

@@ -93,7 +93,7 @@ def connections(monkeypatch):
 
     Recorded where aiohttp makes every socket it connects, after our address check
     (safety.CheckedResolver.socket_for): a refusal raises before this records anything."""
-    from wit_builder.download.safety import CheckedResolver
+    from wit_builder.safety import CheckedResolver
 
     seen = []
     real = CheckedResolver.socket_for

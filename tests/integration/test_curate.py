@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from wit_builder.cli import main
-from wit_builder import pipeline
+from wit_builder import pipeline, registry
 
 from kill_helper import run_and_kill_when
 from test_filter_stage import ENGLISH, FILENAME, GERMAN
@@ -164,12 +164,12 @@ def test_small_local_curate_starts_no_spark_session(spark, shared_data, tmp_path
     assert curate(*args, "--out", str(tmp_path / "a")) == 0
     assert made == []
     jobs = {s: json.loads((tmp_path / "a" / s / "manifest.json").read_text())["spark_jobs"]
-            for s in pipeline.CURATE}
-    assert jobs == dict.fromkeys(pipeline.CURATE, 0)
+            for s in registry.CURATE}
+    assert jobs == dict.fromkeys(registry.CURATE, 0)
 
     assert curate(*args, "--out", str(tmp_path / "b"), "--set", "spark.driver_rows=0") == 0
     assert len(made) == 1  # one session, made when match first needed it
     jobs = {s: json.loads((tmp_path / "b" / s / "manifest.json").read_text())["spark_jobs"]
-            for s in pipeline.CURATE}
-    assert jobs["extract"] == 0 and all(jobs[s] > 0 for s in pipeline.CURATE[1:])
+            for s in registry.CURATE}
+    assert jobs["extract"] == 0 and all(jobs[s] > 0 for s in registry.CURATE[1:])
     assert _stage_counts(tmp_path / "b") == _stage_counts(tmp_path / "a")

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from wit_builder import pipeline, stages
+from wit_builder import registry, stages
 from wit_builder.demo import run as demo
 from wit_builder.cli import main
 
 TRAIN_STEPS = 20  # the demo's default is 150; a few steps prove the shards feed the trainer
 # The demo's config names no scoring model, so it runs every data stage but score.
-STAGES = [stage for stage in pipeline.DATA if stage != "score"]
+STAGES = [stage for stage in registry.DATA if stage != "score"]
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,7 @@ def test_a_plain_lists_uid_column_is_not_trusted(spark, tmp_path):
     """Three different pairs sharing a user's uid stay three candidates (uids are ours); the
     user's uid is kept as user_id."""
     from wit_builder.download.prepare import prepare as _prepare
-    from wit_builder.extract.urls import uid
+    from wit_builder.urls import uid
 
     urls = [f"http://10.0.0.{i}/a.jpg" for i in range(3)]
     pq.write_table(pa.table({"uid": ["dup"] * 3, "url": urls, "text": ["a", "b", "c"]}),

@@ -16,7 +16,7 @@ import img2dataset.downloader  # noqa: F401
 import pytest
 
 from wit_builder.download.fetch import Policy, download_image
-from wit_builder.download.safety import parse_networks
+from wit_builder.safety import parse_networks
 
 DIRECTIVES = {"noai", "noimageai"}
 

@@ -9,7 +9,7 @@ import pytest
 
 from crawl_helpers import read_pages_tsv, write_warc, write_wat
 from wit_builder import cli, pipeline
-from wit_builder.extract.urls import uid
+from wit_builder.urls import uid
 from wit_builder.config import load_config
 from wit_builder.errors import UserError
 

@@ -14,7 +14,7 @@ from wit_builder import pipeline, storage
 from wit_builder.config import load_config
 from wit_builder.errors import UserError
 from wit_builder.extract.plan import plan
-from wit_builder.download.safety import parse_networks
+from wit_builder.safety import parse_networks
 
 LOOPBACK = 'download.allow_networks=["127.0.0.0/8"]'
 PAIRS = [{"url": f"http://e.com/{i}.jpg", "text": f"a photo of cat {i}"} for i in range(5)]
@@ -81,7 +81,7 @@ def rebinding(tmp_path, monkeypatch):
     a host that resolves to 203.0.113.5 (a documentation address, allowed by the tests below)
     for the address checks before a read (safety.check_input), and to 127.0.0.2 for every other
     lookup: the answer a rebinding name gives once it was checked."""
-    from wit_builder.download import safety
+    from wit_builder import safety
 
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
     requests = []

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from wit_builder import pipeline
+from wit_builder import pipeline, registry
 from wit_builder.config import load_config
 
 QUERIES = str(pipeline.__file__).rsplit("/wit_builder/", 1)[0] + "/query_lists/wit-queries-en.json.gz"
@@ -39,7 +39,7 @@ def test_driver_path_equals_spark_path(spark, extracted, stage):
                                      "spark.driver_rows=0"])
         root = out / f"{stage}-{way}"
         source = extract_dir
-        for before in pipeline.CURATE[1:pipeline.CURATE.index(stage)]:  # match (and filter)
+        for before in registry.CURATE[1:registry.CURATE.index(stage)]:  # match (and filter)
             source = pipeline.execute(before, spark, cfg, [source], str(root),
                                       log=lambda _m: None).path
         run = pipeline.execute(stage, spark, cfg, [source], str(root), log=lambda _m: None)

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from wit_builder.balance.stage import coins, keep_mask, summary, uid_hash
+from wit_builder.balance.stage import summary
+from wit_builder.coins import coins, keep_mask, uid_hash
 
 
 def _uids(n: int, salt: str = "") -> pa.Array:

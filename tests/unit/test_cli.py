@@ -38,10 +38,10 @@ def _subcommands():
 
 
 def test_stage_commands_come_from_the_registry_with_config_defaults():
-    from wit_builder import pipeline
+    from wit_builder import registry
 
     commands = _subcommands()
-    assert set(pipeline.DATA) <= set(commands)
+    assert set(registry.DATA) <= set(commands)
     balance = commands["balance"].format_help()
     assert "(default: 20000)" in balance  # read from BalanceConfig, not written in the help
     assert "one of auto|warc|wat|html" in " ".join(commands["extract"].format_help().split())

@@ -97,11 +97,11 @@ def test_spark_settings_pass_through():
 
 
 def test_run_until_takes_its_choices_from_the_registry():
-    from wit_builder import pipeline
+    from wit_builder import registry
 
-    for name in pipeline.NAMES:
+    for name in registry.NAMES:
         assert load_config(None, [f"run.until={name}"]).run.until == name
-    with pytest.raises(UserError, match="one of: " + ", ".join(pipeline.NAMES)):
+    with pytest.raises(UserError, match="one of: " + ", ".join(registry.NAMES)):
         load_config(None, ["run.until=train"])
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wit_builder import pipeline
+from wit_builder import pipeline, registry
 from wit_builder.errors import UserError
 
 
@@ -18,10 +18,10 @@ def fake_stage(out, stage, rows_in, rows_out, drops):
 
 
 def test_select_stages():
-    assert pipeline.select(pipeline.CURATE, None, None) == ["extract", "match", "filter", "balance"]
-    assert pipeline.select(pipeline.CURATE, "match", "filter") == ["match", "filter"]
+    assert pipeline.select(registry.CURATE, None, None) == ["extract", "match", "filter", "balance"]
+    assert pipeline.select(registry.CURATE, "match", "filter") == ["match", "filter"]
     with pytest.raises(UserError, match="comes after"):
-        pipeline.select(pipeline.CURATE, "balance", "extract")
+        pipeline.select(registry.CURATE, "balance", "extract")
 
 
 def test_summary_accounts_for_every_row(tmp_path, capsys):
@@ -40,7 +40,7 @@ def test_summary_accounts_for_every_row(tmp_path, capsys):
     for word in ["earlier run", "up to date", "no_match", "language", "35", "every row accounted"]:
         assert word in table
 
-    broken = pipeline.summarize(str(tmp_path), {s: "ran" for s in pipeline.CURATE})
+    broken = pipeline.summarize(str(tmp_path), {s: "ran" for s in registry.CURATE})
     assert not broken["every_row_accounted"]  # balance's 25 in != filter's 20 out
     pipeline.print_summary(broken)
     assert "NOT ACCOUNTED" in capsys.readouterr().out

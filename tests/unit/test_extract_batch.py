@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from wit_builder.extract import html, urls
+from wit_builder import urls
+from wit_builder.extract import html
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -168,7 +168,7 @@ def test_wat_layout_and_bad_json(tmp_path):
 def _rows(path, fmt, columns=COLUMNS):
     """The reader's items, its `Table`s (at most batch_rows records each) written out as `Row`s."""
     items = []
-    for item in tabular.read(lambda: open(path, "rb"), str(path), fmt, columns, batch_rows=2,
+    for item in tabular.read(lambda: open(path, "rb"), fmt, columns, batch_rows=2,
                              max_line=5_000_000):
         if isinstance(item, Table):
             assert 0 < len(item.url) <= 2
@@ -224,7 +224,7 @@ def test_problem_reads_the_first_bytes_and_the_header_only(shared_data, tmp_path
     jsonl = shared_data / "candidates/alt_text_pairs.jsonl"
 
     def problem(path, fmt, columns=COLUMNS):
-        return tabular.problem(lambda: open(path, "rb"), str(path), fmt, columns)
+        return tabular.problem(lambda: open(path, "rb"), fmt, columns)
 
     assert problem(parquet, "parquet") is None
     assert problem(parquet, "parquet", tabular.Columns("image", "caption", "")) == tabular.MISSING

@@ -45,7 +45,7 @@ def _expand(items) -> tuple[list[Row], Counter]:
 def _same_items(path: Path, fmt: str, columns: tabular.Columns, batch_rows: int = 1000):
     """Both readers' items: the same rows in the same order, the same corrupt/skip counts."""
     def items(reader):
-        return _expand(reader(lambda: open(path, "rb"), str(path), fmt, columns, batch_rows))
+        return _expand(reader(lambda: open(path, "rb"), fmt, columns, batch_rows))
     new = items(lambda *args: tabular.read(*args, max_line=5_000_000))
     old = items(tabular_reference.read)
     assert new == old
@@ -195,7 +195,7 @@ def test_parquet_column_types_and_damage(shared_data, tmp_path, monkeypatch):
 
 def test_uids_are_the_per_row_uid(shared_data, monkeypatch):
     """uid_array (Arrow-joined bytes, one blake2b each) is `uid` of each kept row."""
-    from wit_builder.extract.urls import uid, uid_array
+    from wit_builder.urls import uid, uid_array
 
     rows, _ = _extracted(shared_data / "candidates/alt_text_pairs.jsonl", "jsonl", PAGE, monkeypatch,
                          reference=False)

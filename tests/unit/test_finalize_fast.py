@@ -116,7 +116,7 @@ def test_tar_reader_reads_what_tarfile_reads(tmp_path, shared_data):
     import tarfile
 
     from shard_maker import sample, write_shards
-    from wit_builder.finalize.tars import MAX_MEMBER_BYTES, _members
+    from wit_builder.shard.tars import MAX_MEMBER_BYTES, _members
 
     def tar_files(raw):
         return [(member.name, member.read()) for member in _members(raw, MAX_MEMBER_BYTES)]
@@ -161,7 +161,7 @@ def test_tar_writer_writes_webdataset_members():
 
     from webdataset import TarWriter
 
-    from wit_builder.finalize.reshard import _TarWriter
+    from wit_builder.shard.tars import TarWriter as OurTarWriter
 
     def members(cls):
         buf = io.BytesIO()
@@ -173,4 +173,4 @@ def test_tar_writer_writes_webdataset_members():
             return len(buf.getvalue()), [(m.name, m.size, m.mode, m.uname, m.gname, m.type, sorted(m.pax_headers),
                                           tar.extractfile(m).read()) for m in tar.getmembers()]
 
-    assert members(_TarWriter) == members(TarWriter)
+    assert members(OurTarWriter) == members(TarWriter)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from shard_maker import jpeg, sample, variant, write_shards
 from wit_builder.finalize.hashing import image_facts, judge, phash_hex
-from wit_builder.finalize.tars import read_samples
+from wit_builder.shard.tars import read_samples
 from wit_builder.finalize.neardup import band_layout, band_values
 
 

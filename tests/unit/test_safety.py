@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wit_builder.download.safety import (Refused, address_problem, parse_networks,
+from wit_builder.safety import (Refused, address_problem, parse_networks,
                                          resolve_checked, split_url)
 from wit_builder.errors import UserError
 
@@ -213,7 +213,7 @@ def test_listing_entries_on_internal_hosts_are_refused(internal_listeners, tmp_p
     ("file:///data/x.warc.gz", None),
 ])
 def test_input_schemes_and_addresses(path, refused):
-    from wit_builder.download.safety import check_inputs
+    from wit_builder.safety import check_inputs
 
     if refused is None:
         check_inputs([path])

@@ -1,4 +1,4 @@
-"""The shared tar reader (finalize/tars.py) and the image decoders of finalize, stats, score and
+"""The shared tar reader (shard/tars.py) and the image decoders of finalize, stats, score and
 train on hostile inputs (issue 23 #2, #5, #14, #1): every problem is one sample's counted
 problem, never a hang, a traceback or gigabytes of memory."""
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hostile_tars import BAD_PAX, END, gzip_bomb_shard, member, pax_shard, sample  # noqa: E402
 from image_bombs import scan_bomb  # noqa: E402
 
-from wit_builder.finalize.tars import samples_of  # noqa: E402
+from wit_builder.shard.tars import samples_of  # noqa: E402
 from wit_builder.images import ImageRefused  # noqa: E402
 
 

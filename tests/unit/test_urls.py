@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from wit_builder.extract import urls
+from wit_builder import urls
 
 PAGE = "https://an.wikipedia.org/wiki/Escopete"
 

@@ -4,7 +4,7 @@ count[e] = number of pairs matching entry e; p[e] = min(1, t / count[e]). Each (
 a coin, a uniform in [0, 1) derived from a hash of (uid, entry id, seed); a pair is kept when
 any of its entries' coins is below p[e], so P(keep) = 1 - prod(1 - p[e]). The coins depend on
 nothing but the pair, so the result does not depend on partitioning, executors or reruns.
-`keep_mask` is shared with finalize's exact balance.
+The coins (coins.py) are shared with finalize's exact balance.
 
 Output: the kept rows (same columns), OUT/balance/entry_counts/ (entry_id, count_before,
 count_after, p; Parquet) and a head/tail summary in the manifest.
@@ -12,67 +12,16 @@ count_after, p; Parquet) and a head/tail summary in the manifest.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.match.matcher import ENTRY_IDS
+from wit_builder.coins import ENTRY_IDS, keep_mask
 
 BALANCED_OUT = "balanced_out"
 COUNTS_DIR = "entry_counts"
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijective 64-bit mix with good avalanche (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def uid_hash(uids: pa.Array) -> np.ndarray:
-    """uint64 per uid: the 16-hex-digit uids extract writes are read as numbers, vectorised;
-    anything else is hashed with blake2b (8 bytes) one by one."""
-    uids = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
-    uids = uids.cast(pa.large_string())
-    if uids.null_count == 0 and pc.all(pc.match_substring_regex(uids, "^[0-9a-f]{16}$")).as_py():
-        first = int(np.frombuffer(uids.buffers()[1], np.int64)[uids.offset]) if len(uids) else 0
-        digits = np.frombuffer(uids.buffers()[2], np.uint8, 16 * len(uids), first).reshape(-1, 16) \
-            if len(uids) else np.zeros((0, 16), np.uint8)
-        nibbles = np.where(digits >= ord("a"), digits - ord("a") + 10, digits - ord("0")).astype(np.uint64)
-        shifts = np.arange(60, -1, -4, dtype=np.uint64)
-        return np.bitwise_or.reduce(nibbles << shifts, axis=1)
-    return np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "big")
-                     for u in uids.to_pylist()], np.uint64)
-
-
-def coins(uid_hashes: np.ndarray, entry_ids: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform in [0, 1) for each (uid hash, entry id) pair under `seed`."""
-    with np.errstate(over="ignore"):
-        key = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _GOLDEN + entry_ids.astype(np.uint64))
-        h = _mix(uid_hashes.astype(np.uint64) ^ key)
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
-
-
-def keep_mask(uids: pa.Array, entry_ids: pa.Array, counts: np.ndarray, t: int, seed: int) -> np.ndarray:
-    """True for the rows to keep; `counts[e]` = pairs matching entry e over the WHOLE data set."""
-    uids = uids.combine_chunks() if isinstance(uids, pa.ChunkedArray) else uids
-    entry_ids = entry_ids.combine_chunks() if isinstance(entry_ids, pa.ChunkedArray) else entry_ids
-    n = len(uids)
-    lengths = pc.list_value_length(entry_ids).fill_null(0).to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(n), lengths)
-    ids = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False).astype(np.int64)
-    p = np.minimum(1.0, t / np.maximum(counts[ids], 1))
-    hit = coins(uid_hash(uids)[rows], ids, seed) < p
-    return np.bincount(rows[hit], minlength=n) > 0
-
-
 # --- the stage ----------------------------------------------------------------------------------
 
 def _entry_counts(df, name: str):

@@ -3,7 +3,7 @@
 Training streams WebDataset shards (`KEY.jpg` + `KEY.txt`, other members ignored) local or on
 s3://: each loader worker draws shards at random with replacement (resampling: no epochs, any
 number of steps), shuffles samples in a buffer, decodes and crops, and emits whole batches of
-(uint8 images, token ids). Shards are read by the shared tar reader (finalize/tars.py). Bad
+(uint8 images, token ids). Shards are read by the shared tar reader (shard/tars.py). Bad
 samples (undecodable image or one over images' bounds, no caption, unreadable shard) are
 skipped and counted, with a rate-limited warning; when a full pass over the shards yields no
 usable sample the stream ends, and the trainer stops with an error.
@@ -30,12 +30,12 @@ from webdataset.filters import shuffle
 
 from wit_builder.clip.transforms import eval_pixels, open_rgb, random_resized_crop
 from wit_builder.errors import UserError
-from wit_builder.finalize.tars import read_samples as read_tar_samples
+from wit_builder.shard.samples import IMAGE_EXTS
+from wit_builder.shard.tars import read_samples as read_tar_samples
 from wit_builder.images import ImageRefused, open_checked
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:
@@ -70,7 +70,7 @@ class SkipCounter:
 
 def _shard_samples(url: str, skips: SkipCounter) -> Iterator[dict]:
     """One shard's samples {"__key__", "__url__", "jpg": bytes, "txt": bytes, ...}, read by the
-    shared tar reader (finalize/tars.py: members bounded, damage ends the shard); a sample it
+    shared tar reader (shard/tars.py: members bounded, damage ends the shard); a sample it
     reports a problem with, and a shard that does not open, are skipped and counted."""
     try:
         # storage: the S3 endpoint and retry settings; refused credentials stop with a UserError

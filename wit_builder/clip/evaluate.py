@@ -15,6 +15,7 @@ from wit_builder.clip.checkpoint import load_for_eval
 from wit_builder.clip.data import (ImageFiles, expand_shards, iter_shard_classification,
                                    read_class_folders, read_tsv)
 from wit_builder.clip.transforms import normalize
+from wit_builder.devices import pick_device
 from wit_builder.errors import UserError
 
 DEFAULT_TEMPLATES = ["a photo of a {c}."]
@@ -64,7 +65,7 @@ class Encoder:
     """A checkpoint's model and tokenizer, turned into normalised features in batches."""
 
     def __init__(self, checkpoint: str, device: str | None = None, batch_size: int = 256, workers: int = 2):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device or "auto")
         self.model, self.tokenizer, self.step = load_for_eval(checkpoint, self.device)
         self.image_size, self.batch_size, self.workers = self.model.cfg.image_size, batch_size, workers
 

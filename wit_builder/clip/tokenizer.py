@@ -5,13 +5,13 @@ length (truncated pieces keep the end-of-text token). As in CLIP, end-of-text ha
 in the vocabulary, which is how the text tower finds it (`tokens.argmax(-1)`).
 """
 
-import gzip
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from wit_builder import storage
 from wit_builder.errors import UserError
 
 PAD, SOT, EOT = "<pad>", "<|startoftext|>", "<|endoftext|>"
@@ -74,10 +74,9 @@ def load_clip_bpe(path: str | Path) -> Tokenizer:
     Same ids as OpenAI's tokenizer: 256 bytes, the bytes with `</w>`, one id per merge, then
     start- and end-of-text (49,408 ids for the released file). CLIP's ftfy clean-up is not applied.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.read().split("\n")[1:49152 - 256 - 2 + 1]
+        with open(path, "rb") as raw:
+            lines = storage.gunzipped(raw).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
     except OSError as e:
         raise UserError(f"cannot read CLIP BPE file {path}: {e} (give bpe_simple_vocab_16e6.txt.gz)") from None
     merges = [tuple(line.split()) for line in lines if line.strip()]

@@ -32,6 +32,7 @@ from wit_builder.clip.model import CLIP, clip_loss, load_config
 from wit_builder.clip.tokenizer import TextTokenizer, train_bpe
 from wit_builder.clip.transforms import normalize
 from wit_builder.clip.validate import Validator
+from wit_builder.devices import pick_device
 from wit_builder.errors import UserError
 
 
@@ -52,19 +53,6 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: cuda when there is a GPU, else cpu; or cpu, cuda, cuda:N (checked to exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            raise UserError(f"device {name}: this machine has {count} CUDA device(s) "
-                            "(use --device cpu, or auto)")
-    return device
 
 
 def setup_distributed(device_name: str = "auto") -> tuple[int, int, torch.device]:

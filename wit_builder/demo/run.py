@@ -24,7 +24,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from wit_builder import pipeline, stages, storage
+from wit_builder import pipeline, registry, stages, storage
 from wit_builder.config import load_config
 from wit_builder.demo.corpus import write_site, write_warc
 
@@ -88,7 +88,7 @@ def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool =
         config: str | None = None, overrides: list[str] | None = None, master: str | None = None,
         force: bool = False, spark=None, log=print) -> dict:
     """The whole demo; returns the paths it wrote. `spark`: reuse a session (tests)."""
-    from wit_builder.spark import spark_from_config
+    from wit_builder.spark import lazy_from_config
 
     started = time.monotonic()
     out = Path(out).resolve()
@@ -104,8 +104,8 @@ def run(out: str | Path = "wit-demo", train_steps: int = 150, skip_train: bool =
         warc = corpus / "crawl" / "shapes.warc.gz"
         write_warc(warc, corpus / "site", base_url, pages)
         log(f"demo: {len(pages)} pages in {warc}, images served at {base_url}/img/")
-        runs = pipeline.run_chain(spark or (lambda: spark_from_config(cfg, master)), cfg,
-                                  pipeline.wanted(cfg, list(pipeline.DATA)), [str(warc.parent)], str(out),
+        runs = pipeline.run_chain(spark or lazy_from_config(cfg, master), cfg,
+                                  pipeline.wanted(cfg, list(registry.DATA)), [str(warc.parent)], str(out),
                                   force=force, log=log)
         paths.update({run.stage: run.path for run in runs})
 
@@ -153,7 +153,7 @@ def next_steps(paths: dict) -> str:
         "",
         f"demo: done in {paths['seconds']:.0f}s. Outputs under {out}:",
         "  corpus/              the generated pages, WARC and held-out eval pictures",
-        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in pipeline.DATA if stage in paths),
+        *(f"  {stage + '/':<21}{_summary(paths[stage])}" for stage in registry.DATA if stage in paths),
         f"  report.html          the stats report: open {paths['report']} in a browser",
     ]
     if "eval" in paths:

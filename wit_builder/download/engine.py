@@ -47,7 +47,7 @@ from wit_builder import storage
 from wit_builder.download import robots
 from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
 from wit_builder.download.resize import BoundedResizer
-from wit_builder.download.safety import URL_DEADLINE
+from wit_builder.safety import URL_DEADLINE
 from wit_builder.download.writer import SampleWriter
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]

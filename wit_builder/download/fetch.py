@@ -35,9 +35,9 @@ from urllib.parse import urljoin
 import aiohttp
 from yarl import URL
 
-from wit_builder.download.safety import (CheckedResolver, Refused, address_problem,
+from wit_builder.safety import (CheckedResolver, Refused, address_problem,
                                          parse_networks, split_url)
-from wit_builder.extract.urls import requote
+from wit_builder.urls import requote
 from wit_builder.images import ImageRefused, check_image
 
 REDIRECTS = (301, 302, 303, 307, 308)

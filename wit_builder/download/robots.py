@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from protego import Protego
 
-from wit_builder.download.safety import Refused
+from wit_builder.safety import Refused
 
 MAX_BYTES = 512 * 1024  # RFC 9309: crawlers must read at least 500 KiB
 _ALLOW_ALL = Protego.parse("")

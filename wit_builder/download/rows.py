@@ -58,7 +58,7 @@ def queries_for(cfg, max_id):
 
 def with_uids(batches):
     """Plain lists: uid = blake2b of url and cleaned text, as extract computes it; no URL: null."""
-    from wit_builder.extract.urls import clean_text, uid
+    from wit_builder.urls import clean_text, uid
 
     for batch in batches:
         if not batch.column("uid").null_count:  # a stage output: uids are there

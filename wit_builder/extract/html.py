@@ -16,8 +16,9 @@ from typing import Iterator
 
 from selectolax.lexbor import LexborHTMLParser
 
+from wit_builder import storage
 from wit_builder.extract.records import CORRUPT, Image, Page
-from wit_builder.extract.urls import clean_text
+from wit_builder.urls import clean_text
 
 
 # --- charset --------------------------------------------------------------------------------
@@ -190,12 +191,11 @@ def texts(image: Image, include_title: bool) -> Iterator[tuple[str, str]]:
 
 # --- saved pages (the `html` input format) ----------------------------------------------------
 
-def read_saved(fileobj, path: str, page_url: str | None, max_bytes: int) -> Iterator:
-    """The one `Page` of a saved-page file (gzipped when named *.gz; `CORRUPT` when that gzip is
-    damaged). No HTTP headers: the charset comes from the page itself."""
+def read_saved(fileobj, page_url: str | None, max_bytes: int) -> Iterator:
+    """The one `Page` of a saved-page file (gzipped when its first bytes say so; `CORRUPT` when
+    that gzip is damaged). No HTTP headers: the charset comes from the page itself."""
     try:
-        if path.lower().endswith(".gz"):
-            fileobj = gzip.GzipFile(fileobj=fileobj, mode="rb")
+        fileobj = storage.gunzipped(fileobj)
         body, images_cut = read_page(fileobj, max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error):
         yield CORRUPT

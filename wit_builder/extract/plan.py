@@ -9,8 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from wit_builder import storage
-from wit_builder.download import safety
+from wit_builder import safety, storage
 from wit_builder.errors import UserError
 from wit_builder.extract import html
 

@@ -33,9 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from wit_builder import storage
-from wit_builder.download import safety
-from wit_builder.extract import html, tabular, urls, warc, wat
+from wit_builder import safety, storage, urls
+from wit_builder.extract import html, tabular, warc, wat
 from wit_builder.extract.plan import InputFile, plan
 from wit_builder.extract.records import WRONG_FORMAT, Corrupt, Page, Row, Skip, Table
 from wit_builder.errors import UserError
@@ -88,7 +87,7 @@ def _archive_head(path: str) -> bytes:
 def _items(f: InputFile, opts: Options) -> Iterator:
     """The reader items of one file."""
     if f.format in tabular.FORMATS:
-        yield from tabular.read(lambda: storage.open_file(f.path), f.path, f.format, opts.columns,
+        yield from tabular.read(lambda: storage.open_file(f.path), f.format, opts.columns,
                                 opts.batch_rows, opts.max_record_bytes)
         return
     if f.format in _ARCHIVES and not warc.in_format(_archive_head(f.path)):
@@ -100,7 +99,7 @@ def _items(f: InputFile, opts: Options) -> Iterator:
         elif f.format == "wat":
             yield from wat.read(fileobj, opts.max_record_bytes)
         else:
-            yield from html.read_saved(fileobj, f.path, f.page_url, opts.max_page_bytes)
+            yield from html.read_saved(fileobj, f.page_url, opts.max_page_bytes)
 
 
 class _Rows:
@@ -352,7 +351,7 @@ def _file_problem(f: InputFile, opts: Options) -> Skip | None:
     refused this time is left to its task to count."""
     try:
         if f.format in tabular.FORMATS:
-            return tabular.problem(lambda: storage.open_file(f.path), f.path, f.format, opts.columns)
+            return tabular.problem(lambda: storage.open_file(f.path), f.format, opts.columns)
         if f.format in _ARCHIVES and not warc.in_format(_archive_head(f.path)):
             return WRONG_FORMAT
     except (FileNotFoundError, safety.Refused):

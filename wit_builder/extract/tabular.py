@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from wit_builder import storage
 from wit_builder.extract.records import CORRUPT, TOO_LONG, WRONG_FORMAT, Skip, Table
-from wit_builder.extract.urls import scrub
+from wit_builder.urls import scrub
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 MISSING = Skip("missing_columns")
@@ -261,11 +262,11 @@ def _jsonl(open_stream, wanted: Columns, batch_rows: int, max_line: int) -> Iter
         yield table()
 
 
-def _opener(open_raw: Callable[[], io.IOBase], path: str):
+def _opener(open_raw: Callable[[], io.IOBase]):
     @contextmanager
     def open_stream():
         with open_raw() as raw:
-            yield gzip.GzipFile(fileobj=raw, mode="rb") if path.lower().endswith(".gz") else raw
+            yield storage.gunzipped(raw)
     return open_stream
 
 
@@ -304,11 +305,11 @@ def _head(open_stream) -> bytes:
     return head
 
 
-def problem(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns) -> Skip | None:
+def problem(open_raw: Callable[[], io.IOBase], fmt: str, wanted: Columns) -> Skip | None:
     """What makes a whole tabular file unreadable, from its first bytes and header alone:
     `WRONG_FORMAT`, `MISSING` (no url or text column; jsonl rows may vary, their missing fields
     are per-row drops), or None. Read on the driver to fail fast."""
-    open_stream = _opener(open_raw, path)
+    open_stream = _opener(open_raw)
     try:
         if not in_format(_head(open_stream), fmt):
             return WRONG_FORMAT
@@ -324,14 +325,14 @@ def problem(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Colu
     return MISSING if match_columns(names, wanted) is None else None
 
 
-def read(open_raw: Callable[[], io.IOBase], path: str, fmt: str, wanted: Columns,
+def read(open_raw: Callable[[], io.IOBase], fmt: str, wanted: Columns,
          batch_rows: int, max_line: int) -> Iterator:
     """Items of one tabular file: `Table`s of at most `batch_rows` records (raw values as Arrow
     strings), `CORRUPT` for a malformed record (and one for a damaged file tail), `TOO_LONG` for
     a JSONL line of more than `max_line` bytes, `MISSING` when the columns are not there,
     `WRONG_FORMAT` when the file is not a `fmt` file at all (`in_format`). (CSV and TSV rows are
     bounded by pyarrow's read block: a longer row is a damaged file tail.)"""
-    open_stream = _opener(open_raw, path)
+    open_stream = _opener(open_raw)
     try:
         if not in_format(_head(open_stream), fmt):
             yield WRONG_FORMAT

@@ -21,7 +21,7 @@ from warcio.statusandheaders import StatusAndHeadersParserException
 
 from wit_builder.extract import html
 from wit_builder.extract.records import CORRUPT, TOO_LONG, Page, Skip
-from wit_builder.extract.urls import page_url_of
+from wit_builder.urls import page_url_of
 
 # What warcio raises on damaged bytes: bad gzip data (a bad CRC too, in a whole-file gzip),
 # garbage where a header should be, a non-numeric length, a header that lost its target URI

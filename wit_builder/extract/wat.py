@@ -37,7 +37,7 @@ import orjson
 
 from wit_builder.extract.html import Image
 from wit_builder.extract.records import CORRUPT, TOO_LONG, Page, Skip
-from wit_builder.extract.urls import page_url_of, scrub
+from wit_builder.urls import page_url_of, scrub
 from wit_builder.extract.warc import Payload, complete_records
 
 IMG_SRC = "IMG@/src"

@@ -8,16 +8,15 @@ those rows and the images are copied only once, by the reshard step.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import partial
 
 import numpy as np
 from PIL import Image as _Image
 
 from wit_builder import images, storage
-from wit_builder.finalize.tars import read_samples
+from wit_builder.shard.samples import image_of, sample_meta
+from wit_builder.shard.tars import read_samples
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _LANCZOS = _Image.Resampling.LANCZOS  # imagehash's ANTIALIAS
 EVAL_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -118,21 +117,6 @@ def image_facts_reference(data: bytes) -> tuple[int, int, int] | None:
     (width, height), gray = decoded
     bits = np.packbits(imagehash.phash(gray).hash.flatten())
     return width, height, int.from_bytes(bits.tobytes(), "big", signed=True)
-
-
-def image_of(files: dict) -> tuple[str, bytes] | tuple[None, None]:
-    for ext in IMAGE_EXTS:
-        if ext in files:
-            return ext, files[ext]
-    return None, None
-
-
-def sample_meta(files: dict) -> dict:
-    try:
-        meta = json.loads(files.get("json", b"{}"))
-    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past the limit
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def _entry_ids(meta: dict) -> list[int] | None:

@@ -15,17 +15,12 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from wit_builder import storage
-from wit_builder.finalize.hashing import image_of, phash_hex, sample_meta
-from wit_builder.finalize.tars import read_samples
+from wit_builder.finalize.hashing import phash_hex
+from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
+                                       sample_meta, write_sizes)
+from wit_builder.shard.tars import TarWriter, read_samples
 
 WRITTEN_SCHEMA = "out_shard int, name string, count long, tar_bytes long, image_bytes long"
-META_COLUMNS = [  # (name, arrow type name) of each shard Parquet column
-    ("key", "string"), ("uid", "string"), ("url", "string"), ("text", "string"),
-    ("page_url", "string"), ("entry_ids", "list<int32>"), ("lang", "string"),
-    ("width", "int32"), ("height", "int32"), ("original_width", "int32"),
-    ("original_height", "int32"), ("sha256", "string"), ("phash", "string"),
-    ("source_shard", "string"),
-]
 
 
 def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
@@ -44,75 +39,6 @@ def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
         .withColumn("out_shard", F.floor(F.col("_i") / samples_per_shard).cast("int")) \
         .withColumn("out_pos", (F.col("_i") % samples_per_shard).cast("int")).drop("_i", "offset")
     return placed, -(-total // samples_per_shard)
-
-
-def meta_row(meta: dict, files: dict, source: str) -> dict:
-    """The shard Parquet row of one sample, values coerced to the column types (bad ones: null)."""
-    if meta.get("text") is None:
-        meta = {**meta, "text": meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")}
-    row = {}
-    for name, kind in META_COLUMNS:
-        value = meta.get(name)
-        try:
-            if value is None:
-                row[name] = None
-            elif kind == "int32":
-                row[name] = _int32(value)
-            elif kind == "list<int32>":
-                row[name] = [_int32(v) for v in value]
-            else:
-                row[name] = str(value)
-        except (TypeError, ValueError, OverflowError):
-            row[name] = None
-    row["source_shard"] = source
-    return row
-
-
-def _int32(value) -> int:
-    number = int(value)
-    if not -2**31 <= number < 2**31:
-        raise ValueError(f"{number} does not fit an int32 column")
-    return number
-
-
-def parquet_schema():
-    import pyarrow as pa
-
-    return pa.schema([(n, pa.list_(pa.int32()) if t == "list<int32>" else pa.type_for_alias(t))
-                      for n, t in META_COLUMNS])
-
-
-class _TarWriter:
-    """webdataset.TarWriter's members exactly (same tarfile stream, names, sorted extensions,
-    mode 0o444, user and group "bigdata", mtime now), for samples of bytes and str values,
-    without importing webdataset (which imports torch: seconds per executor process)."""
-
-    def __init__(self, raw):
-        import tarfile
-
-        self._tarfile = tarfile
-        self._tar = tarfile.open(fileobj=raw, mode="w|")
-
-    def write(self, sample: dict) -> None:
-        import io
-        import time
-
-        key = sample["__key__"]
-        for ext in sorted(sample):
-            if ext == "__key__" or ext[0] == "_":
-                continue
-            value = sample[ext]
-            if isinstance(value, str):
-                value = value.encode("utf-8")
-            info = self._tarfile.TarInfo(key + "." + ext)
-            info.size = len(value)
-            info.mtime = time.time()
-            info.mode = 0o0444
-            info.uname = info.gname = "bigdata"
-            self._tar.addfile(info, io.BytesIO(value))
-
-    def close(self) -> None:
-        self._tar.close()
 
 
 def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: int):
@@ -139,7 +65,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
         wanted.setdefault(int(shard), {})[int(pos)] = (int(out_pos), sha256, int(phash))
     rows, image_bytes = [], 0
     with storage.open_file(base + ".tar", "wb") as raw:
-        writer = _TarWriter(raw)
+        writer = TarWriter(raw)
         try:  # closed before `raw` whatever happens (else tarfile writes to a closed file)
             for shard, planned in wanted.items():
                 left = len(planned)
@@ -169,7 +95,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
     fs, path = storage.filesystem(base + ".tar")
     written = {"out_shard": out_shard, "name": name + ".tar", "count": len(rows),
                "tar_bytes": int(fs.size(path)), "image_bytes": image_bytes}
-    storage.write_json_atomic(base + "_stats.json", {
+    storage.write_json_atomic(base + STATS_SUFFIX, {
         "shard": written["name"], "count": written["count"], "tar_bytes": written["tar_bytes"],
         "image_bytes": image_bytes, "sources": sorted({tars[s] for s in wanted})})
     return written
@@ -178,8 +104,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
 def _finish(written: list[dict], out_dir: str) -> list[dict]:
     """Sort the shards' rows and write sizes.json (open_clip's convention)."""
     written.sort(key=lambda r: r["out_shard"])
-    storage.write_json_atomic(storage.join(out_dir, "sizes.json"),
-                              {r["name"]: r["count"] for r in written})
+    write_sizes(out_dir, {r["name"]: r["count"] for r in written})
     return written
 
 

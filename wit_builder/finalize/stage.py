@@ -10,7 +10,7 @@ looking only at the samples still kept:
    (connected clusters over banded candidate pairs, neardup.py). Byte-identical images share a
    cluster, so 3 and 4 are decided in one pass with the same result as one after the other;
 5. balanced_out: exact balance to `t` per query entry on what was really fetched, with the
-   balance stage's own coin (wit_builder.balance.stage.keep_mask).
+   balance stage's own coin (wit_builder.coins.keep_mask).
 
 The kept samples are resharded (reshard.py); every dropped sample's uid, reason, source shard
 and key go to `drops/part-00000.parquet` (the report shows some of them). Decisions run on
@@ -65,7 +65,7 @@ def _duplicates(rows: DataFrame) -> DataFrame:
 def _balance_task(batches, counts, t: int, seed: int):
     import pyarrow as pa
 
-    from wit_builder.balance.stage import keep_mask
+    from wit_builder.coins import keep_mask
 
     for batch in batches:
         keep = keep_mask(batch.column("uid"), batch.column("entry_ids"), counts.value, t, seed)
@@ -177,7 +177,7 @@ def decide(samples: pa.Table, eval_hashes: np.ndarray | None, hamming_distance: 
            t: int, seed: int) -> tuple[list, pa.Table | None]:
     """Every sample's drop reason (None = kept), in the row order of `samples` (sample_schema
     rows), and the entry counts table (or None): steps 1-5 of this module, on the driver."""
-    from wit_builder.balance.stage import keep_mask
+    from wit_builder.coins import keep_mask
 
     reason = np.array(samples.column("drop_reason").to_pylist(), dtype=object)
     phash = samples.column("phash").fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -30,12 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder.coins import ENTRY_IDS
+
 
 WRAPPED = (",", ".", ";", ":", "?", "!", "`")
 SPACED = ("\t", "\n", "\r")
 _WRAPPED_RE = "([" + re.escape("".join(WRAPPED)) + "])"
 _SPACED_RE = "[" + "".join(SPACED) + "]"
-ENTRY_IDS = "entry_ids"
 NO_MATCH = "no_match"
 
 

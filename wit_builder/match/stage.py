@@ -8,7 +8,8 @@ import pyarrow as pa
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.errors import UserError
-from wit_builder.match.matcher import ENTRY_IDS, annotate, get_matcher
+from wit_builder.coins import ENTRY_IDS
+from wit_builder.match.matcher import annotate, get_matcher
 from wit_builder.queries.listfile import fingerprint, load_queries
 
 

@@ -12,6 +12,7 @@ import os
 import tempfile
 
 from wit_builder import storage
+from wit_builder.devices import pick_device
 from wit_builder.errors import UserError
 
 _CACHE: dict = {}
@@ -46,14 +47,6 @@ def _local(path: str) -> str:
     target = os.path.join(tempfile.mkdtemp(prefix="wit-score-"), os.path.basename(p.rstrip("/")))
     fs.get(p, target, recursive=is_hf_folder(path))
     return target
-
-
-def pick_device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def scorer(model: str, device: str = "auto", batch_size: int = 256, threads: int = 0):

@@ -23,7 +23,7 @@ paths (`../x`, absolute, repeated) never reach an output shard.
 
 Counts: rows_in = samples in the input shards; drops = `low_clip_score`, `undecodable_image`
 for images the model could not read, and the tar reader's `oversized_member` and
-`corrupt_shard` (finalize/tars.py). The manifest holds the threshold, score quantiles and a
+`corrupt_shard` (shard/tars.py). The manifest holds the threshold, score quantiles and a
 histogram, and the lowest and highest scored pairs (for the report).
 """
 
@@ -35,9 +35,9 @@ from collections import Counter
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.finalize.hashing import image_of, sample_meta
-from wit_builder.finalize.reshard import meta_row, parquet_schema
-from wit_builder.finalize.tars import read_samples
+from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
+                                       sample_meta, write_sizes)
+from wit_builder.shard.tars import read_samples
 from wit_builder.errors import UserError
 from wit_builder.score import model as score_model
 
@@ -165,7 +165,7 @@ def _write_shard(index: int, tar: str, out_dir: str, threshold: float) -> dict:
             ("key", pa.string()), ("uid", pa.string()), ("reason", pa.string()),
             ("clip_score", pa.float32()), ("text", pa.string()), ("source_shard", pa.string())]))))
     dropped = dict(Counter(d["reason"] for d in drops))
-    storage.write_json_atomic(base + "_stats.json", {
+    storage.write_json_atomic(base + STATS_SUFFIX, {
         "shard": name + ".tar", "count": len(kept), "source": tar, "threshold": threshold,
         "dropped": dropped})
     return {"name": name + ".tar", "count": len(kept), "dropped": dropped}
@@ -254,7 +254,7 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
     written = sc.parallelize(list(enumerate(tars)), len(tars)).map(
         lambda it: _write_shard(it[0], it[1], out_dir, threshold)).collect()
     written.sort(key=lambda r: r["name"])
-    storage.write_json_atomic(storage.join(out_dir, "sizes.json"), {r["name"]: r["count"] for r in written})
+    write_sizes(out_dir, {r["name"]: r["count"] for r in written})
     drops = dict(sum((Counter(r["dropped"]) for r in written), Counter()))
     return stages.StageResult(rows_in=rows_in, rows_out=sum(r["count"] for r in written), drops=drops,
                               extra={"clip_score": summary(valid, threshold, out_dir),

@@ -16,10 +16,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import stages, storage
-from wit_builder.finalize.tars import read_samples
+from wit_builder.shard.samples import SIZES, STATS_SUFFIX
+from wit_builder.shard.tars import read_samples
 from wit_builder.stats.entries import add_entry_names, entry_count_stats, numpy_of
 from wit_builder.stats.samples import add_samples
 from wit_builder.errors import UserError
+from wit_builder.registry import NAMES
 
 MAX_CHARS = 1000  # caption lengths are counted exactly up to here; longer ones land in the last bin
 SIZE_STEP, MAX_SIZE = 16, 4096  # image sides in 16-pixel bins up to 4096 px
@@ -80,8 +82,6 @@ def _stage_dirs(root: str) -> list[str]:
         files = _listing(storage.join(root, name))
         if stages.MANIFEST in files or any(n.endswith(".tar") for n in files):
             found.append(name)
-    from wit_builder.pipeline import NAMES
-
     rank = {s: i for i, s in enumerate(NAMES)}
     return sorted(found, key=lambda n: (rank.get(n, len(rank)), n))
 
@@ -213,7 +213,7 @@ def _read_shard_stats(path: str, listing: dict) -> tuple[dict[str, dict], list[s
     img2dataset writes `_stats.json` last but in place, so a cut one is a shard killed while
     being finished: unfinished, as download's resume treats it (it redoes the shard)."""
     parsed, unfinished = {}, []
-    for name in sorted(n for n in listing if n.endswith("_stats.json")):
+    for name in sorted(n for n in listing if n.endswith(STATS_SUFFIX)):
         try:
             s = storage.read_json(storage.join(path, name))
         except ValueError:
@@ -240,7 +240,7 @@ def _shard_stats(path: str, listing: dict, tars: list[str], shard_stats: dict[st
         if "successes" in s:
             download.update({k: s.get(k, 0) for k in ("count", "successes", "failed_to_download",
                                                       "failed_to_resize")})
-    sizes = storage.read_json(storage.join(path, "sizes.json")) if "sizes.json" in listing else None
+    sizes = storage.read_json(storage.join(path, SIZES)) if SIZES in listing else None
     samples = sizes or per_stats or {t: count_tar_samples(storage.join(path, t)) for t in tars}
     out = {"count": len(tars), "samples": int(sum(samples.get(t, 0) for t in tars)),
            "per_shard": {t: {"samples": int(samples.get(t, 0)), "bytes": listing[t]} for t in tars},
@@ -257,7 +257,7 @@ def _shard_stats(path: str, listing: dict, tars: list[str], shard_stats: dict[st
 
 def count_tar_samples(path: str) -> int:
     """Whole samples in a WebDataset tar, from its headers alone (the shared reader,
-    finalize/tars.py, skipping every member's bytes); a damaged tar counts up to the damage."""
+    shard/tars.py, skipping every member's bytes); a damaged tar counts up to the damage."""
     return sum(problem != "corrupt_shard"
                for _, _, problem in read_samples(path, wanted=lambda *_: False))
 

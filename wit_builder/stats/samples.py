@@ -20,8 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import images, storage
-from wit_builder.finalize.hashing import image_of, sample_meta
-from wit_builder.finalize.tars import read_samples
+from wit_builder.shard.samples import image_of, sample_meta
+from wit_builder.shard.tars import read_samples
 
 THUMB_SIDE = 128  # sample thumbnails: longest side in pixels, JPEG
 SAMPLE_SHARDS = 4  # random samples are read from at most this many tars
@@ -146,7 +146,7 @@ def _by_key(pair: dict, pos: int, key: str) -> bool:
 
 def _read_tar(path: str, want, count: int):
     """Yield (position, key, {ext: bytes}) of the samples of a WebDataset tar for which
-    `want(position, key)` holds, streaming it (the shared reader, finalize/tars.py) and stopping
+    `want(position, key)` holds, streaming it (the shared reader, shard/tars.py) and stopping
     after `count` of them; other samples' bytes are skipped, never kept, and a sample the reader
     reports a problem with is left out."""
     if count == 0:
