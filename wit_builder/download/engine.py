@@ -98,7 +98,8 @@ class Scheduler:
         hosts: dict = {}
         ready: collections.deque = collections.deque()
         timers: list = []  # (time, tie, host)
-        running: dict = {}  # task -> (host, key, url, deadline)
+        running: dict = {}  # fetch task -> (host, key, url, deadline)
+        processing: dict = {}  # task on the pool -> key: its host's slot is free again
         retried: collections.Counter = collections.Counter()  # key -> further attempts made
         backoffs: collections.Counter = collections.Counter()  # key -> Retry-After pauses
         queued = 0  # URLs not started yet
@@ -129,7 +130,7 @@ class Scheduler:
                     host.urls.append((key, url, None))
                     queued += 1
                     requeue(host)
-            if not (queued or running):
+            if not (queued or running or processing):
                 return
             now = time.monotonic()
             while timers and timers[0][0] <= now:
@@ -152,55 +153,78 @@ class Scheduler:
                 task = asyncio.ensure_future(self.one(url, deadline, host))
                 running[task] = (host, key, url, deadline)
                 requeue(host)
-            if not running:
+            if not (running or processing):
                 await asyncio.sleep(max(0.0, timers[0][0] - time.monotonic()) if timers else 0)
                 continue
             wait = max(0.0, timers[0][0] - time.monotonic()) if timers else None
-            finished, _ = await asyncio.wait(running, timeout=wait,
+            finished, _ = await asyncio.wait(running.keys() | processing.keys(), timeout=wait,
                                              return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
+                if task in processing:
+                    key = processing.pop(task)
+                    done(key, task.result(), backoffs.pop(key))
+                    continue
                 host, key, url, deadline = running.pop(task)
                 host.active -= 1
                 host.robots_pending = False
-                outcome, transient, backed_off = task.result()
+                data, error, is_transient, backed_off = task.result()
                 backoffs[key] += backed_off
-                if (transient and retried[key] < self.policy.retries
-                        and time.monotonic() < deadline):
+                retried_now = (is_transient and retried[key] < self.policy.retries
+                               and time.monotonic() < deadline)
+                if error is None:
+                    retried.pop(key, None)
+                    processing[asyncio.ensure_future(self.processed(data, deadline))] = key
+                elif retried_now:
                     retried[key] += 1
                     host.urls.appendleft((key, url, deadline))
                     queued += 1
                 else:
                     retried.pop(key, None)
-                    done(key, outcome, backoffs.pop(key))
+                    done(key, (None, None, error), backoffs.pop(key))
                 requeue(host)
 
     def _per_host(self) -> int:
         return self.policy.connections_per_host or 1 << 30
 
     async def one(self, url, deadline: float, host: Host):
-        """((data, result, error), whether the failure is worth another attempt, whether the
-        host was told to pause) for one attempt at `url` within `deadline`."""
+        """(body, None, False, False), or (None, error, whether the failure is worth another
+        attempt, whether the host was told to pause), for one attempt at `url` within
+        `deadline`. The host's slot is free once the body is in: the checks and resize run
+        after it (processed), so the next request to the host never waits for the CPU."""
         URL_DEADLINE.set(deadline)  # this task's context: the resolver ends before it
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 if self.policy.honor_robots_txt and isinstance(url, str):
                     refusal = await self._robots(url, host)
                     if refusal:
-                        return (None, None, refusal), False, False
-                data = await self.fetcher.fetch(url, self.opted_out)
-                try:
-                    return await self._processed(data), False, False
-                finally:
-                    self.fetcher.budget.give(len(data))
+                        return None, refusal, False, False
+                return await self.fetcher.fetch(url, self.opted_out), None, False, False
         except BaseException as exc:  # noqa: BLE001 - one bad URL must never fail the shard
-            if isinstance(exc, asyncio.CancelledError) and time.monotonic() < deadline:
-                raise  # the shard itself is being cancelled
-            error = error_text(exc, time.monotonic() >= deadline)
+            error = self._failure(exc, deadline)
             backed_off = isinstance(exc, HttpRefused) and exc.retry_after is not None
             if backed_off:
                 pause = min(exc.retry_after, self.section.max_crawl_delay)
                 host.next_start = max(host.next_start, time.monotonic() + pause)
-            return (None, None, error), transient(error), backed_off
+            return None, error, transient(error), backed_off
+
+    async def processed(self, data: bytes, deadline: float):
+        """(data, resize result, error) once the pool has checked and resized `data`, within
+        the URL's deadline; the body's bytes go back to the budget."""
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await self._processed(data)
+        except BaseException as exc:  # noqa: BLE001 - one bad image must never fail the shard
+            return None, None, self._failure(exc, deadline)
+        finally:
+            self.fetcher.budget.give(len(data))
+
+    @staticmethod
+    def _failure(exc: BaseException, deadline: float) -> str:
+        """The error text of `exc`; a cancellation before the deadline is the shard's own and
+        goes on."""
+        if isinstance(exc, asyncio.CancelledError) and time.monotonic() < deadline:
+            raise exc
+        return error_text(exc, time.monotonic() >= deadline)
 
     async def _robots(self, url: str, host: Host) -> str | None:
         rules = await robots.rules(url, self.fetcher)
