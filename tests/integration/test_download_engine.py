@@ -4,6 +4,7 @@ scan bomb among real photos. No Spark: engine.download_shards is what each Spark
 
 import json
 import socket
+import tarfile
 import time
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from image_bombs import scan_bomb
 from polite_server import PoliteServer, Site
 from wit_builder.config import load_config
 from wit_builder.download import engine, safety
-from wit_builder.download.shards import COLUMN_LIST
+from wit_builder.download.shards import COLUMN_LIST, Piece
 
 
 def _shard(tmp_path, urls, *settings):
@@ -32,7 +33,8 @@ def _shard(tmp_path, urls, *settings):
         writer.write_table(table)
     out = tmp_path / "out"
     out.mkdir()
-    engine.download_shards(section, str(out), COLUMN_LIST, [(0, str(feather))])
+    engine.download_shards(section, str(out), COLUMN_LIST,
+                           [Piece(0, str(feather), 0, len(urls), str(out))])
     stats = json.loads((out / "00000_stats.json").read_text())
     rows = pq.read_table(out / "00000.parquet").to_pylist()
     assert stats["count"] == len(urls) == len(rows)  # every URL accounted for
@@ -187,7 +189,7 @@ def test_a_task_runs_its_shards_back_to_back(tmp_path, photo, sites):
         feather = str(tmp_path / f"{shard_id}.feather")
         with pa.ipc.new_file(feather, table.schema) as writer:
             writer.write_table(table)
-        shards.append((shard_id, feather))
+        shards.append(Piece(shard_id, feather, 0, len(urls), str(out)))
     engine.download_shards(section, str(out), COLUMN_LIST, shards)
     stats = [json.loads((out / f"0000{i}_stats.json").read_text()) for i in range(3)]
     assert [s["successes"] for s in stats] == [10, 0, 10] and stats[1]["count"] == 0
@@ -213,6 +215,19 @@ def test_a_local_download_runs_its_tasks_as_processes_without_a_jvm(tmp_path, ph
     assert manifest["spark_jobs"] == 0
     assert sorted(p.name for p in (out / "download").glob("*_stats.json")) == [
         "00000_stats.json", "00001_stats.json", "00002_stats.json"]
+    # 3 shards on 2 processes: 15 rows each, shard 1 downloaded in two parts and joined
+    for shard in range(3):
+        stem = out / "download" / f"0000{shard}"
+        keys = {f"{10 * shard + i:06d}" for i in range(10)}
+        with tarfile.open(f"{stem}.tar") as tar:
+            names = tar.getnames()
+        assert sorted(names) == sorted(f"{k}.{e}" for k in keys for e in ("jpg", "json", "txt"))
+        rows = pq.read_table(f"{stem}.parquet").to_pylist()
+        assert {r["key"] for r in rows} == keys and {r["status"] for r in rows} == {"success"}
+        stats = json.loads(stem.with_name(stem.name + "_stats.json").read_text())
+        assert stats["count"] == stats["successes"] == 10
+        assert sum(stats["status_dict"].values()) == 10
+    assert not (out / "download" / "_tmp").exists()
 
 
 def test_a_kept_alive_connection_does_not_wait_for_delayed_acks(tmp_path, photo, sites):

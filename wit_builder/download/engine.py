@@ -47,8 +47,8 @@ from wit_builder import storage
 from wit_builder.download import robots
 from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
 from wit_builder.download.resize import BoundedResizer
+from wit_builder.download.writer import SampleWriter, write_stats
 from wit_builder.safety import URL_DEADLINE
-from wit_builder.download.writer import SampleWriter
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
 PROGRESS_SECONDS = 2.0  # how often a running shard reports its counts to the driver
@@ -299,13 +299,14 @@ class _OneUrl:
     max_crawl_delay = 10.0
 
 
-def download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
-    """Download the shards `[(shard id, feather path)]` (shards.py made them) in this executor,
-    one after the other on one loop, each under way before the one before it ends."""
-    asyncio.run(_download_shards(section, out_dir, column_list, shards))
+def download_shards(section, out_dir: str, column_list: list, pieces: list) -> None:
+    """Download the shards' pieces (shards.Piece: rows of a shard's feather file, shards.py
+    made them) in this executor, one after the other on one loop, each under way before the
+    one before it ends."""
+    asyncio.run(_download_shards(section, out_dir, column_list, pieces))
 
 
-async def _download_shards(section, out_dir: str, column_list: list, shards: list) -> None:
+async def _download_shards(section, out_dir: str, column_list: list, pieces: list) -> None:
     policy = Policy.from_config(section)
     in_flight = section.threads or section.in_flight  # `threads`: img2dataset's name for it
     fetcher = Fetcher(policy, in_flight=in_flight, budget_bytes=section.max_bytes_in_flight)
@@ -313,8 +314,8 @@ async def _download_shards(section, out_dir: str, column_list: list, shards: lis
                    policy.robots_token, ROBOTS_DIRECTIVES if section.honor_robots_tag else None)
 
     def batches():
-        for shard_id, feather in shards:
-            output = ShardOutput(section, out_dir, column_list, shard_id, feather)
+        for piece in pieces:
+            output = ShardOutput(section, out_dir, column_list, piece)
             yield [((output, i), url) for i, url in enumerate(output.urls)]
 
     def done(key, outcome, backoffs) -> None:
@@ -328,14 +329,14 @@ async def _download_shards(section, out_dir: str, column_list: list, shards: lis
 
 
 class ShardOutput:
-    """One shard's rows in, and its files out: the tar and Parquet (writer.py), then
-    `_stats.json` once every row is recorded; the running counts for the progress line."""
+    """One shard's rows in (or a piece of them), and its files out: the tar and Parquet
+    (writer.py), then `_stats.json` once every row is recorded; the running counts for the
+    progress line."""
 
-    def __init__(self, section, out_dir: str, column_list: list, shard_id: int, feather: str):
-        self.out_dir, self.column_list, self.shard_id = out_dir, column_list, shard_id
-        self.feather = feather
+    def __init__(self, section, out_dir: str, column_list: list, piece):
+        self.column_list, self.piece = column_list, piece
         self.start_time = time.time()
-        with storage.open_file(feather, "rb") as f:
+        with storage.open_file(piece.feather, "rb") as f:
             table = pa.ipc.open_file(f).read_all()
         schema = table.schema
         for name, kind in (("key", pa.string()), ("status", pa.string()),
@@ -343,23 +344,25 @@ class ShardOutput:
                            ("height", pa.int32()), ("original_width", pa.int32()),
                            ("original_height", pa.int32()), ("sha256", pa.string())):
             schema = schema.append(pa.field(name, kind))
-        columns = table.select(column_list).to_pydict()
+        columns = table.slice(piece.start, piece.stop - piece.start).select(column_list).to_pydict()
         self.rows = list(zip(*(columns[c] for c in column_list)))
         self.urls = columns["url"]
         self.captions = columns["caption"]
         self.left = len(self.rows)  # rows not recorded yet
-        self.writer = SampleWriter(shard_id, out_dir, True, storage.SHARD_DIGITS, schema, "jpg")
+        self.writer = SampleWriter(piece.shard_id, piece.folder, True, storage.SHARD_DIGITS,
+                                   schema, "jpg")
         self.digits = math.ceil(math.log10(section.samples_per_shard))
         self.status = collections.Counter()  # error messages are few by design (error_text)
         self.counts = collections.Counter()
         self.backoffs = 0
-        self.progress = _ProgressFile(out_dir, shard_id)
+        self.progress = _ProgressFile(out_dir, f"{piece.shard_id}-{piece.start}")
         if not self.rows:
             self.finish()
 
     def record(self, index: int, result, backoffs: int) -> None:
         data, resized, error = result
-        key = f"{self.shard_id * 10 ** self.digits + index:0{self.digits + storage.SHARD_DIGITS}d}"
+        number = self.piece.shard_id * 10 ** self.digits + self.piece.start + index
+        key = f"{number:0{self.digits + storage.SHARD_DIGITS}d}"
         meta = {**dict(zip(self.column_list, self.rows[index])), "key": key, "status": None,
                 "error_message": error, "width": None, "height": None,
                 "original_width": None, "original_height": None, "sha256": None}
@@ -385,27 +388,23 @@ class ShardOutput:
 
     def finish(self) -> None:
         self.writer.close()
-        end_time = time.time()
-        # img2dataset's `_stats.json` keys, and `host_backoffs` (readers ignore keys they do
-        # not know); written last and atomically: a shard is finished when this file parses
-        storage.write_json_atomic(
-            f"{self.out_dir.rstrip('/')}/{storage.shard_name(self.shard_id)}_stats.json", {
-                "count": len(self.rows), "successes": self.counts["success"],
-                "failed_to_download": self.counts["failed_to_download"],
-                "failed_to_resize": self.counts["failed_to_resize"],
-                "duration": end_time - self.start_time, "start_time": self.start_time,
-                "end_time": end_time, "status_dict": dict(self.status),
-                "host_backoffs": self.backoffs})
+        write_stats(f"{self.piece.folder.rstrip('/')}/{storage.shard_name(self.piece.shard_id)}",
+                    {"count": len(self.rows), "successes": self.counts["success"],
+                     "failed_to_download": self.counts["failed_to_download"],
+                     "failed_to_resize": self.counts["failed_to_resize"],
+                     "host_backoffs": self.backoffs},
+                    dict(self.status), self.start_time, time.time())
         self.progress.remove()
-        storage.remove(self.feather)
+        if self.piece.whole:
+            storage.remove(self.piece.feather)  # a part's: the driver's clean-up removes it
 
 
 class _ProgressFile:
-    """A running shard's counts in `OUT/download/_tmp/progress/ID.json`, rewritten every
+    """A running piece's counts in `OUT/download/_tmp/progress/ID-START.json`, rewritten every
     PROGRESS_SECONDS, for the driver's progress line (progress.py)."""
 
-    def __init__(self, out_dir: str, shard_id: int):
-        self.path = f"{out_dir.rstrip('/')}/_tmp/progress/{shard_id}.json"
+    def __init__(self, out_dir: str, name: str):
+        self.path = f"{out_dir.rstrip('/')}/_tmp/progress/{name}.json"
         self.last = 0.0
 
     def update(self, counts, status) -> None:

@@ -1,7 +1,8 @@
 """A progress line for the download stage while Spark runs the shards.
 
-Each finished shard leaves NNNNN_stats.json; each running shard rewrites its counts so far into
-`_tmp/progress/ID.json` every few seconds (engine.py). A driver thread reads both every
+Each finished shard leaves NNNNN_stats.json; each running shard (or piece of one) rewrites its
+counts so far into `_tmp/progress/ID-START.json` every few seconds (engine.py), and a finished
+part of a split shard waits in `_tmp/parts/K/` for the driver to join it. A driver thread reads both every
 `interval` seconds and prints: shards done/total, images/s, success rate, the top error reasons
 so far and an ETA, from the first interval on (not only once a shard has finished). Reading
 only files is what makes it work on a cluster too (the shards land in the output folder, local
@@ -56,19 +57,17 @@ class Progress(ProgressLine):
         """`download: 2/40 shards, 1,234 images/s, 87.5% ok, top errors: ..., ETA 3m10s`."""
         self._read_new()
         new = [s for name, s in self.seen.items() if name not in self.seen_before]
-        running = list(self._read("_tmp/progress/*.json", None).values())
+        running = [*self._read("_tmp/progress/*.json", None).values(),
+                   *self._read("_tmp/parts/*/*_stats.json", None).values()]
         done = len(self.seen)
         count = sum(s.get("count", 0) for s in new + running)
         ok = sum(s.get("successes", 0) for s in new + running)
         elapsed = max(time.monotonic() - self.started, 1e-9)
         errors: Counter = Counter()
-        for s in new:
-            for message, n in (s.get("status_dict") or {}).items():
+        for s in new + running:  # a running piece's "errors", a finished one's "status_dict"
+            for message, n in (s.get("status_dict") or s.get("errors") or {}).items():
                 if message != "success":
                     errors[message.split(":", 1)[0]] += n
-        for s in running:
-            for message, n in (s.get("errors") or {}).items():
-                errors[message.split(":", 1)[0]] += n
         parts = [f"download: {done}/{self.total} shards", f"{count / elapsed:,.0f} images/s"]
         if count:
             parts.append(f"{100 * ok / count:.1f}% ok")

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from wit_builder import storage
 
 PARQUET_ROWS = 100  # rows per row group, as img2dataset's BufferedParquetWriter
+COUNTS = ["count", "successes", "failed_to_download", "failed_to_resize"]
 
 
 class SampleWriter:
@@ -71,3 +72,42 @@ class SampleWriter:
         self.parquet_file.close()
         self.tar.close()
         self.tar_file.close()
+
+
+def join(folders: list, out_dir: str, shard_id: int) -> None:
+    """One shard from its parts (each written by a SampleWriter into its own folder, with its
+    `_stats.json`): the tar members and Parquet rows of each part in turn, the counts summed,
+    `_stats.json` written last as for any shard; then the parts are removed."""
+    name = storage.shard_name(shard_id)
+    stats = [storage.read_json(f"{folder.rstrip('/')}/{name}_stats.json") for folder in folders]
+    base = f"{out_dir.rstrip('/')}/{name}"
+    with storage.open_file(f"{base}.tar", "wb") as tar_file, \
+            tarfile.open(fileobj=tar_file, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for folder in folders:
+            with storage.open_file(f"{folder.rstrip('/')}/{name}.tar", "rb") as part_file, \
+                    tarfile.open(fileobj=part_file, mode="r|") as part:
+                for member in part:
+                    tar.addfile(member, part.extractfile(member))
+    tables = []
+    for folder in folders:
+        with storage.open_file(f"{folder.rstrip('/')}/{name}.parquet", "rb") as handle:
+            tables.append(pq.read_table(handle))
+    with storage.open_file(f"{base}.parquet", "wb") as handle:
+        pq.write_table(pa.concat_tables(tables), handle, row_group_size=PARQUET_ROWS)
+    status: dict = {}
+    for s in stats:
+        for message, n in s["status_dict"].items():
+            status[message] = status.get(message, 0) + n
+    write_stats(base, {k: sum(s[k] for s in stats) for k in [*COUNTS, "host_backoffs"]}, status,
+                min(s["start_time"] for s in stats), max(s["end_time"] for s in stats))
+    for folder in folders:
+        for suffix in (".tar", ".parquet", "_stats.json"):
+            storage.remove(f"{folder.rstrip('/')}/{name}{suffix}")
+
+
+def write_stats(base: str, counts: dict, status: dict, start: float, end: float) -> None:
+    """`BASE_stats.json`: img2dataset's keys, and `host_backoffs` (readers ignore keys they do
+    not know); written last and atomically: a shard is finished when this file parses."""
+    storage.write_json_atomic(f"{base}_stats.json", {
+        **{k: counts[k] for k in COUNTS}, "duration": end - start, "start_time": start,
+        "end_time": end, "status_dict": status, "host_backoffs": counts["host_backoffs"]})
