@@ -68,7 +68,8 @@ def exported(shared_data, tmp_path_factory) -> dict:
     train(TrainConfig(shards=shards, out=str(run), model="tiny", steps=40, batch_size=32, lr=1e-3, warmup=5,
                       workers=1, shuffle_buffer=200, save_every=40, log_every=20, tokenizer_captions=4000))
     assert main(["export", "--checkpoint", str(run / "LATEST.pt"), "--out", str(root / "hf")]) == 0
-    return {"root": root, "checkpoint": run / "LATEST.pt", "folder": root / "hf", "val": split / "val"}
+    return {"root": root, "checkpoint": run / "LATEST.pt", "folder": root / "hf", "val": split / "val",
+            "shards": shards}
 
 
 def test_export_writes_a_folder_transformers_loads_alone_with_the_same_embeddings(exported, shared_data):
@@ -122,3 +123,18 @@ def test_export_writes_a_folder_transformers_loads_alone_with_the_same_embedding
         ours_pred = (model.encode_image(cifar) @ classifier.T).argmax(1)
     assert len(rows) == 200 and torch.equal(ours_pred, hf["zeroshot"])
     assert len(set(ours_pred.tolist())) > 1
+
+
+def test_the_folder_is_readable_by_others_and_has_a_model_card(exported):
+    """Hugging Face folders carry a README.md model card; every file keeps the mode new files
+    get (safetensors wrote its file 0600: other users of a shared folder could not read it)."""
+    folder = exported["folder"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in folder.iterdir()} == {
+        path.name: oct(0o666 & ~umask) for path in folder.iterdir()}
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n")
+    assert "`tiny`" in card and "trained for 40 steps" in card
+    assert f"- `{exported['shards']}`" in card  # the data it was trained on
+    assert "| `batch_size` | `32` |" in card and "| `lr` | `0.001` |" in card

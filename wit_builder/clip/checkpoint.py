@@ -97,12 +97,16 @@ def load(path: str) -> dict:
 
 
 def load_for_eval(path: str, device: torch.device) -> tuple[CLIP, TextTokenizer, int]:
-    state = load(path)
-    cfg = config_from_dict(state["model_config"], source=str(path))
+    return model_of(load(path), str(path), device)
+
+
+def model_of(state: dict, source: str, device: torch.device) -> tuple[CLIP, TextTokenizer, int]:
+    """(model, tokenizer, step) of a loaded checkpoint, `source` naming it in errors."""
+    cfg = config_from_dict(state["model_config"], source=source)
     model = CLIP(cfg)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as e:  # missing, extra or misshapen weights
-        raise UserError(f"{path}: its weights do not fit its model config ({str(e)[:200]})") from None
+        raise UserError(f"{source}: its weights do not fit its model config ({str(e)[:200]})") from None
     tokenizer = TextTokenizer.from_json(state["tokenizer"], cfg.context_length)
     return model.to(device).eval(), tokenizer, state["step"]

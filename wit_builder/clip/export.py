@@ -2,7 +2,8 @@
 
     wit-builder export --checkpoint runs/x/LATEST.pt --out runs/x/hf
 
-The folder holds `config.json` and `model.safetensors` (`CLIPModel`), the tokenizer
+The folder holds `config.json` and `model.safetensors` (`CLIPModel`), a model card (`README.md`:
+the data and settings that trained it, as Hugging Face folders have), the tokenizer
 (`tokenizer.json`, `tokenizer_config.json`: `CLIPTokenizer`/`AutoTokenizer`) and
 `preprocessor_config.json` (`CLIPImageProcessor`: shorter side to the image size, bicubic,
 centre crop, CLIP's mean and std, as our eval transform on an image decoded at full size: the
@@ -15,11 +16,12 @@ saved tokenizer must give our ids on probe captions.
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
-from wit_builder.clip.checkpoint import load_for_eval
+from wit_builder.clip.checkpoint import load, model_of
 from wit_builder.clip.model import CLIP
 from wit_builder.clip.tokenizer import EOT, PAD, SOT, TextTokenizer
 from wit_builder.clip.transforms import MEAN, STD
@@ -142,7 +144,8 @@ def export(checkpoint: str, out: str | Path, check: bool = True) -> dict:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model, tokenizer, step = load_for_eval(checkpoint, torch.device("cpu"))
+    state = load(checkpoint)
+    model, tokenizer, step = model_of(state, str(checkpoint), torch.device("cpu"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     hf = CLIPModel(hf_config(model, tokenizer))
@@ -155,10 +158,74 @@ def export(checkpoint: str, out: str | Path, check: bool = True) -> dict:
     image_processor = hf_image_processor(model.cfg.image_size)
     image_processor.save_pretrained(out)  # preprocessor_config.json (read by older transformers too)
     CLIPProcessor(image_processor=image_processor, tokenizer=hf_tok).save_pretrained(out)
+    (out / "README.md").write_text(model_card(state, str(checkpoint)))
+    _readable(out)
     result = {"out": str(out), "step": step, "tokenizer_class": type(hf_tok).__name__}
     if check:
         result["max_abs_diff"] = check_export(model, tokenizer, out)
     return result
+
+
+def model_card(state: dict, checkpoint: str) -> str:
+    """README.md: what trained the model (its shards, steps and settings) and how to load it."""
+    train = dict(state.get("train_config") or {})
+    shards = [s for s in (train.pop("shards", None) or "").split("::") if s]
+    settings = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(train.items())
+                         if k not in ("out", "resume"))
+    listed = "\n".join(f"- `{s}`" for s in shards)
+    model = state["model_config"]
+    return f"""---
+library_name: transformers
+pipeline_tag: zero-shot-image-classification
+tags: [clip, wit-builder]
+---
+
+# CLIP trained with wit-builder
+
+A CLIP model (`{train.get("model", "?")}`: image size {model["image_size"]},
+embedding width {model["embed_dim"]}) trained for {state["step"]:,} steps by `wit-builder train`,
+exported from `{checkpoint}` by `wit-builder export`.
+
+## Data
+
+WebDataset shards built by wit-builder (web image alt texts matched against a query list,
+filtered, balanced, downloaded; each shard folder's `manifest.json` and `wit-builder stats`
+report say how):
+
+{listed or "- (not recorded in the checkpoint)"}
+
+## Training settings
+
+| setting | value |
+|---|---|
+{settings}
+
+## Use
+
+```python
+from transformers import CLIPModel, CLIPProcessor
+model = CLIPModel.from_pretrained("THIS_FOLDER")
+processor = CLIPProcessor.from_pretrained("THIS_FOLDER")
+```
+
+Images are resized (shorter side), centre-cropped and normalised as the model was trained:
+`preprocessor_config.json` holds the same steps.
+
+## Limitations
+
+Trained on web alt texts: it inherits their biases and errors; check it on your own task
+before relying on it.
+"""
+
+
+def _readable(folder: Path) -> None:
+    """The folder's files with the mode new files get (safetensors writes its file 0600, which
+    other users of a shared model folder cannot read)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 @torch.no_grad()
