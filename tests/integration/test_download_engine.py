@@ -14,7 +14,8 @@ import pytest
 from image_bombs import scan_bomb
 from polite_server import PoliteServer, Site
 from wit_builder.config import load_config
-from wit_builder.download import engine, safety
+from wit_builder import safety
+from wit_builder.download import engine
 from wit_builder.download.shards import COLUMN_LIST, Piece
 
 
