@@ -14,8 +14,27 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 
+from wit_builder import storage
 from wit_builder.java import find_java
+
+JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+LOG4J2 = """rootLogger.level = {level}
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+# pyspark counts as Spark's shell, whose level (if not this one) it announces on start-up
+logger.repl.name = org.apache.spark.api.python.PythonGatewayServer
+logger.repl.level = {level}
+logger.parquet.name = org.apache.parquet.CorruptStatistics
+logger.parquet.level = error
+"""
 
 
 def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: dict | None = None,
@@ -61,6 +80,9 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     for key, value in _tuning(master).items():
         if key not in operator:
             builder = builder.config(key, value)
+    if log_level and not _submitted() and not {JAVA_OPTIONS} & (operator | set(conf or {})):
+        # the JVM's own start-up lines too, which setLogLevel comes too late for
+        builder = builder.config(JAVA_OPTIONS, f"-Dlog4j2.configurationFile={_log4j2(log_level)}")
     # ours, named for this run: wins over spark-defaults.conf as our config does
     if master.startswith("local") and not _submitted() and os.environ.get("WIT_DRIVER_MEMORY"):
         builder = builder.config("spark.driver.memory", os.environ["WIT_DRIVER_MEMORY"])
@@ -79,6 +101,15 @@ def get_spark(master: str | None = None, app_name: str = "wit-builder", conf: di
     if spark.sparkContext.uiWebUrl:  # None when the UI is off
         print(f"spark: web UI at {spark.sparkContext.uiWebUrl}", file=sys.stderr)
     return spark
+
+
+def _log4j2(level: str) -> str:
+    """A log4j2 configuration that logs at `level` from the JVM's first line: Spark's own
+    default profile, which it announces on start-up, with its root level replaced."""
+    path = os.path.join(tempfile.gettempdir(), f"wit-builder-log4j2-{level.lower()}.properties")
+    if not os.path.exists(path):
+        storage.write_bytes_atomic(path, LOG4J2.format(level=level.lower()).encode())
+    return path
 
 
 def _tuning(master: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """A real session (in a fresh process: one JVM each) keeps the operator's spark-defaults.conf
-where our config says nothing, lets our config win where it does, and prints its web UI's
-address when the UI is on."""
+where our config says nothing, lets our config win where it does, prints its web UI's address
+when the UI is on, and says nothing else at `--log-level ERROR`."""
 
 import json
 import os
@@ -40,3 +40,7 @@ def test_operator_defaults_stand_unless_configured_and_the_ui_address_is_printed
     assert configured["spark.sql.shuffle.partitions"] == "3"
     ui_lines = [line for line in done.stderr.splitlines() if line.startswith("spark: web UI at ")]
     assert len(ui_lines) == 1 and ui_lines[0].split(" at ")[1].startswith("http://")
+    # log level ERROR from the JVM's first line: no log4j banner, no start-up WARN; only the
+    # JVM's own note on the incubator module that Spark 4 loads is left
+    assert [line for line in done.stderr.splitlines() if line not in ui_lines
+            and not line.startswith("WARNING: Using incubator modules")] == []
