@@ -210,7 +210,7 @@ class TrainSection:
     betas: list = field(default_factory=lambda: [0.9, 0.98])  # AdamW's two betas
     eps: float = 1e-6
     grad_clip: float = 1.0
-    workers: int = _at_least(4, 0)  # loader processes per rank
+    workers: int = _at_least(-1, -1)  # loader processes per rank (-1: one per core it has)
     threads: int = _at_least(0, 0)  # CPU only: torch threads (0: the cores the workers leave)
     shuffle_buffer: int = _at_least(2000, 1)
     min_crop: float = 0.9  # random crops cover this much of the image area, or more

@@ -151,3 +151,16 @@ def test_eval_pixels_are_the_exported_processors_on_real_jpegs(shared_data, tmp_
                        return_tensors="pt")["pixel_values"]
     ours = normalize(torch.stack([eval_pixels(p.read_bytes(), size) for p in photos]))
     assert len(photos) == 16 and (theirs - ours).abs().max() < 1e-5
+
+
+def test_loader_workers_default_to_the_cores_each_rank_has(monkeypatch):
+    """A fixed 4 loader processes oversubscribed a 2-core machine; the default is the cores the
+    rank may run on (the machine's shared by torchrun's ranks on it); a number given stays."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert TrainConfig(shards="x", out="y").workers == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert TrainConfig(shards="x", out="y").workers == 2
+    assert TrainConfig(shards="x", out="y", workers=0).workers == 0
+    assert TrainConfig(shards="x", out="y", workers=3).workers == 3

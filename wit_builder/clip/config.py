@@ -7,6 +7,7 @@ Kept free of torch so the CLI can build its parser without importing torch. In P
 empty string) read as None here.
 """
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -42,3 +43,12 @@ class TrainConfig(TrainSection):
         except (TypeError, ValueError):
             raise UserError(f"betas {self.betas!r}: give two numbers, e.g. [0.9, 0.98]") from None
         self.betas = (beta1, beta2)
+        if self.workers < 0:
+            self.workers = cores_per_rank()
+
+
+def cores_per_rank() -> int:
+    """The cores this process may run on, shared among the ranks torchrun started on this
+    machine: the loader's default number of workers (a fixed 4 oversubscribed small machines)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
