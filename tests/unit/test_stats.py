@@ -16,7 +16,7 @@ from PIL import Image
 from shard_maker import make_full_root, make_out_root
 from wit_builder import cli
 from wit_builder.errors import UserError
-from wit_builder.stats import plots
+from wit_builder.stats import entries, plots
 from wit_builder.stats import samples as samples_mod
 from wit_builder.stats import report
 from wit_builder.stats.collect import collect, count_tar_samples, to_json
@@ -180,11 +180,22 @@ def test_top_entries_have_names_and_cap_share(full_root):
     _, made, stats = full_root
     e = stats["stages"]["balance"]["entry_counts"]
     assert e["names"][0] == "dog" and e["names"][19] == "query 19"
-    assert e["capped_share"] == pytest.approx(e["head_entries"] / e["entries"])
+    assert e["capped_entries"] == e["head_entries"]  # every entry above t was cut
+    assert e["capped_share"] == pytest.approx(e["capped_entries"] / e["entries"])
     rows = report.top_entry_rows(e)
     assert rows[0][:5] == [1, "dog", 0, "1,000", "50"]
     page = report.render_html(stats)
-    assert "<td>dog</td>" in page and "hit the cap t" in page
+    assert "<td>dog</td>" in page and "were cut to about t" in page
+
+
+def test_a_balance_that_kept_every_pair_capped_nothing(tmp_path):
+    """Entries above t whose pairs all stayed (before == after) were not capped."""
+    pq.write_table(pa.table({"entry_id": [0, 1, 2], "count_before": [900, 700, 5],
+                             "count_after": [900, 700, 5]}), tmp_path / "counts.parquet")
+    e = entries.entry_count_stats(str(tmp_path), 50, top=3)
+    assert e["head_entries"] == 2 and e["capped_entries"] == 0 and e["capped_share"] == 0
+    assert e["pairs_before"] == e["pairs_after"]
+    assert report.capped_text(e) == "2 entries had more than t pairs; none was cut"
 
 
 def test_entry_names_of_a_stage_folder_from_the_sibling_match(full_root):

@@ -37,7 +37,9 @@ def entry_count_stats(folder: str, t: int | None, top: int) -> dict | None:
         "entries_with_pairs_after": int((after > 0).sum()),
         "pairs_before": total_before, "pairs_after": total_after,
         "head_entries": int(head.sum()),
-        "capped_share": round(float(head.sum() / len(ids)), 4) if len(ids) else 0.0,
+        # cut, not only above t: a balance that kept every pair capped nothing
+        "capped_entries": int((after < before).sum()),
+        "capped_share": round(float((after < before).sum() / len(ids)), 4) if len(ids) else 0.0,
         "head_share_before": round(float(before[head].sum() / total_before), 4) if total_before else 0.0,
         "head_share_after": round(float(after[head].sum() / total_after), 4) if total_after else 0.0,
         "top": [[int(ids[i]), int(before[i]), int(after[i])] for i in order],

@@ -84,10 +84,16 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
                       f"{e['entries']:,} entries, {e['head_entries']:,} head; pairs "
                       f"{e['pairs_before']:,} -> {e['pairs_after']:,}; head share "
                       f"{e['head_share_before']:.1%} -> {e['head_share_after']:.1%}"))
-        facts.append(("capped at t", f"{e['head_entries']:,} of {e['entries']:,} "
-                                              f"({e.get('capped_share', 0):.1%}) had more than t pairs "
-                                              "and were capped"))
+        facts.append(("capped at t", capped_text(e)))
     return facts
+
+
+def capped_text(e: dict) -> str:
+    """How many entries balance cut, from the counts: above t is not cut when every pair stayed."""
+    capped = e.get("capped_entries", 0)
+    cut = (f"{capped:,} of {e['entries']:,} ({e.get('capped_share', 0):.1%}) were cut to about t"
+           if capped else "none was cut")
+    return f"{e['head_entries']:,} entries had more than t pairs; {cut}"
 
 
 def entry_name(e: dict, entry_id: int) -> str:
@@ -262,8 +268,7 @@ def render_html(stats: dict) -> str:
             parts.append(_figure("Head / tail shares", plots.plot_head_tail(e), half=True))
         if e and e["top"]:
             parts.append(f"<h3>Top {len(e['top'])} entries by pairs before balancing (t = {e['t']:,})</h3>")
-            parts.append(f"<p>{e['head_entries']:,} of {e['entries']:,} entries "
-                         f"({e.get('capped_share', 0):.1%}) hit the cap t and were cut to it.</p>")
+            parts.append(f"<p>{capped_text(e)}.</p>")
             parts.append(_table(top_entry_rows(e), ["rank", "entry", "id", "pairs before", "pairs after", "kept"]))
         parts.append(_figure("Languages", plots.plot_counts(s.get("languages"), "Languages")))
         parts.append(_figure("Caption length", plots.plot_hist({"caption": s.get("caption_chars")},
