@@ -1,5 +1,6 @@
 """The HTML report: self-contained, and rendered by headless Chromium with every plot decoded."""
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ PROBE = """<script>window.addEventListener("load", () => {
   document.body.dataset.drops = [...document.querySelectorAll(".drops")].map(g => g.dataset.reason).join(",");
   const wide = [...document.images].filter(i => i.alt === "Image sizes")[0];
   document.body.dataset.sizeswidth = wide ? Math.round(wide.getBoundingClientRect().width) : 0;
+  document.body.dataset.pagewidth = document.documentElement.scrollWidth;
 });</script>"""
 
 
@@ -73,6 +75,10 @@ def report(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     make_full_root(shared_data / "images", root / "OUT")
     make_score(root / "OUT")  # the score stage ran: its distribution and extreme pairs are shown
+    manifest = root / "OUT" / "match" / "manifest.json"  # a long regex, as filters have, in a config
+    data = json.loads(manifest.read_text())
+    data["config"]["caption_regex"] = "(?i)^(" + "|".join(f"word{i}" for i in range(200)) + ")$"
+    manifest.write_text(json.dumps(data))
     page = root / "report.html"
     assert cli.main(["stats", str(root / "OUT"), "--html", str(page)]) == 0
     return page
@@ -117,6 +123,8 @@ def test_report_renders_in_chromium(report, tmp_path):
     assert int(re.search(r'data-scored="(\d+)"', result.stdout).group(1)) == 6  # 3 lowest + 3 highest
     # charts fill the page width (max 1100 px minus margins), not a third of it
     assert int(re.search(r'data-sizeswidth="(\d+)"', result.stdout).group(1)) >= 900
+    # nothing pushes the page sideways (a long regex in a config table did)
+    assert int(re.search(r'data-pagewidth="(\d+)"', result.stdout).group(1)) <= 1280
 
 
 def test_absent_data_is_said_not_plotted(tmp_path, shared_data):

@@ -248,6 +248,22 @@ def test_json_leaves_thumbnails_out(full_root, tmp_path, capsys):
 
 # --- the score stage: CLIP score distribution and the lowest / highest pairs (issue 15) -------
 
+def test_scored_samples_name_their_entries_by_word(tmp_path):
+    """A shard json without entry names (a download not given the query list) showed `#206` in
+    the score section while every other section named the entry from the match stage's list."""
+    queries = tmp_path / "queries.json"
+    queries.write_text(json.dumps(["dog", "cat", "red kite"]))
+    scored = {"lowest": [{"key": "1", "entry_ids": [2], "entries": []}],
+              "highest": [{"key": "2", "entry_ids": [0, 1]}]}
+    per_stage = {"match": {"manifest": {"queries": {"path": str(queries)}}},
+                 "score": {"manifest": {}, "score_samples": scored}}
+    entries.add_entry_names(str(tmp_path), {"match": "", "score": ""}, per_stage)
+    assert scored["lowest"][0]["entries"] == ["red kite"]
+    assert scored["highest"][0]["entries"] == ["dog", "cat"]
+    page = "".join(report.score_html({"clip_score": {}, "score_samples": scored}))
+    assert "entries: red kite" in page and "#2" not in page
+
+
 def test_score_stage_report_shows_distribution_and_extreme_pairs(full_root, tmp_path):
     from shard_maker import make_score
 

@@ -75,12 +75,12 @@ def _query_list(path: str, found: dict[str, str], per_stage: dict) -> str | None
 
 
 def add_entry_names(path: str, found: dict[str, str], per_stage: dict) -> None:
-    """`entry_names` {id: name} for the ids the report shows (top entries, samples' entry ids);
+    """`entry_names` {id: name} for the ids the report shows (top entries, every shown sample's);
     only those names are kept, whatever the length of the query list."""
     wanted = set()
     for s in per_stage.values():
         wanted.update(row[0] for row in (s.get("entry_counts") or {}).get("top", []))
-        for item in s.get("samples", []) + [i for g in s.get("drop_samples", {}).values() for i in g]:
+        for item in _shown(s):
             wanted.update(item.get("entry_ids") or [])
     query_path = _query_list(path, found, per_stage) if wanted else None
     if not query_path or not storage.exists(query_path):
@@ -97,9 +97,16 @@ def add_entry_names(path: str, found: dict[str, str], per_stage: dict) -> None:
         if e := s.get("entry_counts"):
             e["names"] = {i: names[i] for i in (row[0] for row in e["top"]) if i in names}
             e["queries"] = query_path
-        for item in s.get("samples", []) + [i for g in s.get("drop_samples", {}).values() for i in g]:
+        for item in _shown(s):
             if item.get("entry_ids") and not item.get("entries"):
                 item["entries"] = [names.get(i, f"#{i}") for i in item["entry_ids"]]
+
+
+def _shown(s: dict) -> list[dict]:
+    """The samples a stage's report section shows: random, dropped, lowest and highest scored."""
+    return [*s.get("samples", []),
+            *(i for group in (s.get("drop_samples") or {}).values() for i in group),
+            *(i for group in (s.get("score_samples") or {}).values() for i in group)]
 
 
 def numpy_of(column) -> np.ndarray:

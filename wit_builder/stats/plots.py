@@ -43,6 +43,11 @@ def _barh(ax, items: dict, title: str, xlabel: str = "count") -> None:
     ax.set_xlabel(xlabel)
 
 
+def _legend_beside(ax) -> None:
+    """The legend right of the axes: over bars that fill the plot it would hide some."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def plot_entry_counts(e: dict) -> str | None:
     if not e or not e["rank_before"]:
         return None
@@ -73,7 +78,7 @@ def plot_head_tail(e: dict) -> str | None:
         ax.bar(names, [1 - h for h in heads], bottom=heads, color="#4c72b0", label="tail")
         ax.set_ylabel("share of pairs")
         ax.set_title("Head / tail shares")
-        ax.legend()
+        _legend_beside(ax)
     return _png(draw, PAGE_WIDTH_IN / 2, 4.2)
 
 
@@ -111,7 +116,7 @@ def plot_pipeline(pipeline: list) -> str | None:
         ax.bar(x + 0.2, [p.get("rows_out", 0) for p in pipeline], 0.4, label="rows out")
         ax.set_xticks(x, names)
         ax.set_title("Rows per stage")
-        ax.legend()
+        _legend_beside(ax)
     return _png(draw)
 
 
@@ -137,10 +142,8 @@ def plot_hist(summaries: dict, title: str, xlabel: str) -> str | None:
 
     def draw(ax):
         for label, s in summaries.items():
-            counts = np.asarray(s["hist"])
-            merge = -(-len(counts) // 60)  # at most ~60 bars, however fine the counts are
-            counts = np.pad(counts, (0, -len(counts) % merge)).reshape(-1, merge).sum(axis=1)
-            edges = np.arange(len(counts) + 1) * s["step"] * merge
+            merge = -(-len(s["hist"]) // 60)  # at most ~60 bars, however fine the counts are
+            counts, edges = _merged(s, merge)
             ax.stairs(counts, edges, label=label, fill=len(summaries) == 1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")

@@ -143,7 +143,7 @@ def print_tables(stats: dict, console=None) -> None:
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;padding:0 1em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:left;font-size:14px;vertical-align:top}td.num{text-align:right}figure{margin:0.8em 0}
+text-align:left;font-size:14px;vertical-align:top;overflow-wrap:anywhere}td.num{text-align:right}figure{margin:0.8em 0}
 figure.half{display:inline-block;width:49%}img{max-width:100%}.none{color:#888;font-style:italic}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:10px;margin:0.5em 0 1.5em}
 .sample{margin:0;padding:6px;border:1px solid #ddd;border-radius:4px;font-size:12px;overflow-wrap:anywhere}
@@ -256,6 +256,7 @@ def render_html(stats: dict) -> str:
                                                       "seconds", "rows/s", "Spark jobs"]))
         parts.append(_figure("Rows per stage", plots.plot_pipeline(pipeline)))
         parts.append(_figure("Drops per stage and reason", plots.plot_drops(pipeline)))
+    shown_captions = (None, None)  # (stage, caption lengths) of the last histogram shown
     for name, s in stats["stages"].items():
         parts.append(f"<h2>{html.escape(name)}</h2>")
         parts.append(_table([list(f) for f in stage_facts(s)] or [["", "no data"]]))
@@ -271,8 +272,12 @@ def render_html(stats: dict) -> str:
             parts.append(f"<p>{capped_text(e)}.</p>")
             parts.append(_table(top_entry_rows(e), ["rank", "entry", "id", "pairs before", "pairs after", "kept"]))
         parts.append(_figure("Languages", plots.plot_counts(s.get("languages"), "Languages")))
-        parts.append(_figure("Caption length", plots.plot_hist({"caption": s.get("caption_chars")},
-                                                         "Caption length", "characters")))
+        if s.get("caption_chars") != shown_captions[1] or shown_captions[0] is None:
+            parts.append(_figure("Caption length", plots.plot_hist({"caption": s.get("caption_chars")},
+                                                             "Caption length", "characters")))
+            shown_captions = (name, s.get("caption_chars"))
+        else:  # the same captions as the stage above: its histogram stands
+            parts.append(f'<p class="none">Caption length: as in {html.escape(shown_captions[0])}</p>')
         sizes = s.get("image_sizes") or {}
         if sizes or s.get("shards"):
             parts.append(_figure("Image sizes", plots.plot_image_sizes(sizes, s.get("original_sizes"))))
