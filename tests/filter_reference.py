@@ -1,7 +1,8 @@
 """The per-row filter annotation of before issue 12 (wit_builder/filter at 5e12195), kept as the
 reference the batch version must agree with: lid.176 through fastText's Python wrapper, one text
 at a time; `canonical_url` per URL; every rule over the whole batch, eagerly. Shared by
-tests/unit/test_filter_batch.py and tests/benchmarks/bench_filter.py.
+tests/unit/test_filter_batch.py and tests/benchmarks/bench_filter.py. Also the dedup as Spark
+windows (`dedup_reasons_by_windows`).
 """
 
 from __future__ import annotations
@@ -99,3 +100,33 @@ def annotate_batch(batch: pa.RecordBatch, rules: Rules) -> pa.RecordBatch:
     columns = batch.columns + [lang, score, canonical, text_norm, reason]
     names = batch.schema.names + ["lang", "lang_score", "url_canonical", "text_norm", "drop_reason"]
     return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def dedup_reasons_by_windows(df, max_texts_per_url: int, reason_col: str = "drop_reason",
+                  url_col: str = "url_canonical", text_col: str = "text_norm"):
+    """`df` with `reason_col` filled with `duplicate` / `too_many_texts_per_url`: the dedup as
+    Spark SQL windows (the filter stage's Spark path before issue 22), the reference that
+    dedup.dedup_reasons (Arrow sorts, on the driver or per shuffled partition) must agree with."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    alive = F.col(reason_col).isNull()
+    # Within an image URL: texts in order, and for each text its live rows first, smallest uid
+    # first. A live row is a duplicate when the row before it is live with the same text.
+    # The same (url, text) on two pages has one uid: page_url and source break that tie.
+    ties = [c for c in ("page_url", "source") if c in df.columns]
+    by_text = Window.partitionBy(url_col).orderBy(text_col, F.col(reason_col).isNotNull(), "uid",
+                                                  *ties)
+    prev_alive = F.lag(F.col(reason_col).isNull(), 1, False).over(by_text)
+    prev_text = F.lag(text_col, 1).over(by_text)
+    df = df.withColumn("_dup", alive & prev_alive & (prev_text == F.col(text_col)))
+    reason = F.when(F.col("_dup"), F.lit("duplicate"))
+    if max_texts_per_url:
+        # Same partitioning, another order: Spark sorts again but does not shuffle again.
+        first_of_text = alive & ~F.col("_dup")
+        by_uid = (Window.partitionBy(url_col).orderBy("uid")
+                  .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+        texts_so_far = F.sum(first_of_text.cast("int")).over(by_uid)
+        reason = reason.when(first_of_text & (texts_so_far > max_texts_per_url),
+                             F.lit("too_many_texts_per_url"))
+    return df.withColumn(reason_col, F.coalesce(F.col(reason_col), reason)).drop("_dup")

@@ -96,9 +96,9 @@ def _add_stage(sub, stage):
 
 def _cmd_stage(args, cfg):
     storage.check_writable(args.out)
-    pipeline.check(cfg, [args.command], args.input)
+    checked = pipeline.check(cfg, [args.command], args.input)
     pipeline.run_chain(_session(args, cfg), cfg, [args.command], args.input, args.out,
-                       force=args.force)
+                       force=args.force, checked=checked)
 
 
 def _add_curate(sub):
@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_queries(sub)
     for stage in registry.STAGES:
-        _add_stage(sub, stage)
+        if stage.publishes:  # the report has its own command, on any folder
+            _add_stage(sub, stage)
     for add in (_add_curate, _add_stats, _add_train_tokenizer, _add_train, _add_eval, _add_export, _add_run,
                 _add_demo, _add_config, _add_doctor):
         add(sub)

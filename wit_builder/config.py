@@ -39,14 +39,12 @@ class SparkConfig:
     s3_endpoint_url: str = ""  # S3-compatible store; empty: AWS (or AWS_ENDPOINT_URL)
     extra_conf: dict = field(default_factory=dict)  # any spark.* setting, passed through
     progress_seconds: float = 30.0  # long stages print a progress line this often (0: never)
-    # match, filter and balance run local Parquet inputs of at most this many rows on the driver
-    # (pyarrow; tested equal to their Spark path), sparing Spark jobs' fixed cost; 0: always
+    # The one driver limit (runner.py): every stage runs local inputs of at most this many rows
+    # on the driver (pyarrow; tested equal to its Spark path), sparing Spark jobs' fixed cost:
+    # match, filter, balance, download's preparation and tally, finalize's decisions; extract
+    # its files up to 64 bytes per row (64 MB), or one task's, with a local master. 0: always
     # Spark. The bound is the driver's memory: a few Arrow copies of that many candidate rows.
     driver_rows: int = _at_least(1_000_000, 0)
-    # extract runs local input files of at most this many bytes in all (or of one task) on the
-    # driver (one process; tested equal to its Spark path) when the master is local; 0: always
-    # Spark.
-    driver_bytes: int = _at_least(64 << 20, 0)
     ui: bool = True  # Spark's web UI (port 4040); spark-submit's --conf spark.ui.enabled stands
     log_level: str = _choice("", ["", "ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"])
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import uuid
 from typing import Callable
 
-from wit_builder import inputs as stage_inputs
 from wit_builder import safety, stages, storage
 from wit_builder.errors import UserError
 from wit_builder.progress import SparkProgress
-from wit_builder.registry import BY_NAME, CURATE, NAMES, REPORT
+from wit_builder.registry import BY_NAME, CURATE, NAMES
 from wit_builder.spark import lazy_from_config, lazy_session
 
 SUMMARY = "curate_summary.json"
+
 
 def select(names: tuple, start: str | None, until: str | None) -> list[str]:
     """The stages of `names` from `start` to `until` (both included; None: the ends)."""
@@ -33,7 +33,7 @@ def select(names: tuple, start: str | None, until: str | None) -> list[str]:
 
 def wanted(cfg, names: list[str], until: str | None = None) -> list[str]:
     """`names` less the stages the config does not ask for (an explicit `until` always runs)."""
-    return [n for n in names if n == REPORT or n == until or BY_NAME[n].wanted(cfg)]
+    return [n for n in names if n == until or BY_NAME[n].wanted(cfg)]
 
 
 def previous_output(out: str, name: str) -> str:
@@ -43,33 +43,45 @@ def previous_output(out: str, name: str) -> str:
     return before
 
 
-def check(cfg, names: list[str], inputs: list[str] | None = None) -> None:
-    """What can fail before Spark starts, for the stages about to run on `inputs`."""
-    if inputs is not None:  # network inputs pass the address rules before anything reads them
-        safety.check_inputs(inputs, safety.parse_networks(cfg.download.allow_networks))
-    if inputs is not None and names[0] == "extract":
-        BY_NAME["extract"].module.check_inputs(cfg, inputs)
-    elif inputs is not None and names[0] in ("finalize", "score"):
-        BY_NAME[names[0]].module.input_tars(inputs)
-    elif inputs is not None:
-        stage_inputs.check(inputs, f"give {BY_NAME[names[0]].reads}")
-    if "match" in names:
-        BY_NAME["match"].module.queries_path(cfg)
-    for name in ("download", "score"):
-        if name in names:
-            BY_NAME[name].module.check_config(cfg)
+def check(cfg, names: list[str], inputs: list[str] | None = None,
+          log: Callable[[str], None] = print) -> stages.Plan | None:
+    """What can fail before Spark starts: the config of every stage in `names`, and the first
+    stage's check on `inputs` (when given), whose Plan the run then uses."""
+    for name in names[1:] if inputs is not None else names:
+        _check_config(cfg, name)
+    return None if inputs is None else plan(cfg, names[0], inputs, log)
+
+
+def _check_config(cfg, name: str) -> None:
+    getattr(BY_NAME[name].module, "check_config", lambda _cfg: None)(cfg)
+
+
+def plan(cfg, name: str, inputs: list[str], log: Callable[[str], None] = print) -> stages.Plan:
+    """Stage `name`'s checks (its config's, then `check` on `inputs`): its Plan. Network inputs
+    (and the extra files the output depends on) pass the address rules before anything reads
+    them."""
+    _check_config(cfg, name)
+    allowed = safety.parse_networks(cfg.download.allow_networks)
+    safety.check_inputs(inputs, allowed)
+    found = BY_NAME[name].module.check(cfg, list(inputs))
+    safety.check_inputs(found.extra, allowed)
+    for note in found.notes:
+        log(f"{name}: {note}")
+    return found
 
 
 def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = False,
-            log: Callable[[str], None] = print) -> stages.StageRun:
+            log: Callable[[str], None] = print, checked: stages.Plan | None = None) -> stages.StageRun:
     """Run one stage the same way for every command, spark-submit and the demo. `spark`: a
-    session, or a LazySession that the stage starts only if it needs Spark."""
+    session, or a LazySession that the stage starts only if it needs Spark; `checked`: the
+    stage's Plan for `inputs` when `check` made it already."""
     spark = lazy_session(spark)
     stage = BY_NAME[name]
     module = stage.module
-    extra = list(getattr(module, "extra_inputs", lambda _cfg: [])(cfg))
-    # Network inputs pass the download address rules before anything (fingerprinting) reads them.
-    safety.check_inputs(list(inputs) + extra, safety.parse_networks(cfg.download.allow_networks))
+    found = checked or plan(cfg, name, inputs, log)
+    if not stage.publishes:  # the report: it writes OUT/stats itself, no manifest
+        module.run(stages.Context(spark, cfg, out, log), found)
+        return stages.StageRun(name, storage.join(out, name), {}, skipped=False)
 
     def body(work: str) -> stages.StageResult:
         # The stage's Spark jobs carry one job group, so the manifest can say how many ran.
@@ -82,7 +94,7 @@ def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = Fa
         jobs = []
         try:
             with SparkProgress(spark, name, interval):
-                result = module.run(spark, cfg, list(inputs), work)
+                result = module.run(stages.Context(spark, cfg, work, log), found)
         finally:
             spark.forget(tag)
             if spark.started:
@@ -91,27 +103,28 @@ def execute(name: str, spark, cfg, inputs: list[str], out: str, force: bool = Fa
         result.extra["spark_jobs"] = len(jobs)
         return result
 
-    return stages.run_stage(name, out, cfg.section(name), list(inputs) + extra, body,
+    return stages.run_stage(name, out, cfg.section(name), found.inputs + found.extra, body,
                             force=force, log=log, in_place=getattr(module, "IN_PLACE", False))
 
 
 def run_chain(spark, cfg, names: list[str], inputs: list[str], out: str, force: bool = False,
               log: Callable[[str], None] = print,
-              after: Callable[[stages.StageRun], None] = lambda _run: None) -> list[stages.StageRun]:
+              after: Callable[[stages.StageRun], None] = lambda _run: None,
+              checked: stages.Plan | None = None) -> list[stages.StageRun]:
     """Run `names` in order, each reading the previous one's output; `after(run)` follows each
     data stage. `spark` may be a function that makes the session (or a LazySession): it is
-    made when a stage first needs it."""
+    made when a stage first needs it. `checked`: the first stage's Plan (from `check`); each
+    later stage is checked on the output before it, as its turn comes."""
     spark = lazy_session(spark)
     runs = []
     for name in names:
-        if name == REPORT:
-            from wit_builder.stats.report import write_stats
-
-            write_stats(out, cfg, log)
+        run = execute(name, spark, cfg, inputs, out, force=force, log=log, checked=checked)
+        checked = None
+        if not BY_NAME[name].publishes:
             continue
-        runs.append(execute(name, spark, cfg, inputs, out, force=force, log=log))
-        after(runs[-1])
-        inputs = [runs[-1].path]
+        runs.append(run)
+        after(run)
+        inputs = [run.path]
     return runs
 
 
@@ -128,14 +141,20 @@ def curate(cfg, inputs: list[str] | None, out: str, start: str | None = None,
         raise UserError(f"--from {todo[0]} reads the previous stage's output in OUT (drop --input)")
     else:
         inputs = [previous_output(out, todo[0])]
-    check(cfg, todo, inputs)
+    checked = check(cfg, todo, inputs, log)
+    return _curate(spark or lazy_from_config(cfg, master), cfg, todo, checked, out, force, log)
+
+
+def _curate(spark, cfg, todo: list[str], checked: stages.Plan, out: str, force: bool,
+            log: Callable[[str], None]) -> dict:
+    """The curation stages `todo`, checked already; OUT/curate_summary.json after each."""
     statuses = {name: "earlier run" for name in CURATE[:CURATE.index(todo[0])]}
 
     def record(run: stages.StageRun) -> None:
         statuses[run.stage] = "up to date" if run.skipped else "ran"
         storage.write_json_atomic(storage.join(out, SUMMARY), summarize(out, statuses))
 
-    run_chain(spark or lazy_from_config(cfg, master), cfg, todo, inputs, out, force, log, after=record)
+    run_chain(spark, cfg, todo, checked.inputs, out, force, log, after=record, checked=checked)
     return summarize(out, statuses)
 
 
@@ -151,11 +170,10 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
         raise UserError("no output root (set [run] out in the config or give --out)")
     storage.check_writable(run.out)
     todo = wanted(cfg, select(NAMES, None, run.until), run.until)
-    check(cfg, todo, list(run.input))
-    session = spark or lazy_from_config(cfg, master)
     curated = [n for n in todo if n in CURATE] or [CURATE[0]]
-    curate(cfg, list(run.input), run.out, until=curated[-1], force=force, log=log,
-           spark=session)
+    checked = check(cfg, todo, list(run.input), log)
+    session = spark or lazy_from_config(cfg, master)
+    _curate(session, cfg, curated, checked, run.out, force, log)
     rest = todo[len(curated):]
     return run_chain(session, cfg, rest, [storage.join(run.out, curated[-1])], run.out, force, log)
 

@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
-REPORT = "stats"  # after the data stages: OUT/stats (stats.json, report.html), no manifest
-
-
 @dataclass(frozen=True)
 class Option:
     """A stage's command-line flag that overrides one config key (`--set key=...`)."""
@@ -30,9 +27,10 @@ class Option:
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage's `module` has `run(spark, cfg, inputs, out_dir) -> StageResult` and, optionally,
-    `extra_inputs(cfg)` (files besides the data its output depends on) and `IN_PLACE = True`
-    (it resumes its own partial output)."""
+    """A stage's module has `check(cfg, inputs) -> stages.Plan` (every check before Spark
+    starts, once) and `run(ctx, plan)` (ctx: stages.Context) returning a StageResult, and
+    optionally `check_config(cfg)` (checks of its config alone, made for every stage of a command
+    before any runs) and `IN_PLACE = True` (it resumes its own partial output)."""
     name: str
     module_name: str  # imported when the stage runs, so the registry imports no stage
     help: str
@@ -43,6 +41,9 @@ class Stage:
     # False when the config does not ask for it: `run` and the demo then pass over it (named
     # alone, or as `[run] until`, it runs and its checks say what is missing)
     wanted: Callable[[object], bool] = lambda cfg: True
+    # False for the report: it writes OUT/<name> itself, without a manifest, on every run, and
+    # has its own command (`wit-builder stats PATH`)
+    publishes: bool = True
 
     @property
     def module(self) -> ModuleType:
@@ -106,8 +107,10 @@ STAGES = (
               Option("--min-score", "score.min_score", "keep samples whose clip_score reaches this"),
               Option("--top-fraction", "score.top_fraction",
                      "keep this top fraction of the shard set by clip_score"))),
+    Stage("stats", "wit_builder.stats.report", "statistics of every stage and the HTML report "
+          "([run] html_report)", "OUT (the output root)", publishes=False),
 )
 BY_NAME = {s.name: s for s in STAGES}
-DATA = tuple(BY_NAME)  # the stages that write OUT/<stage> with a manifest
-NAMES = DATA + (REPORT,)
+NAMES = tuple(BY_NAME)
+DATA = tuple(s.name for s in STAGES if s.publishes)  # they write OUT/<stage> with a manifest
 CURATE = tuple(s.name for s in STAGES if s.curate)

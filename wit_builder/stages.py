@@ -1,6 +1,10 @@
-"""The stage runner: OUT/<stage>/ = output files + manifest.json + _SUCCESS (written last).
+"""The stage contract and how a stage's output is published.
 
-Generic: it knows no stage by name (pipeline.py is the registry that calls it).
+A stage's `check(cfg, inputs)` returns a `Plan` (made before Spark starts) and its
+`run(ctx, plan)` (ctx: a `Context`) a `StageResult`; `run_stage` publishes what it wrote:
+OUT/<stage>/ = output files + manifest.json + _SUCCESS (written last). Generic: it knows no
+stage by name (pipeline.py calls it; runner.py is how a stage's work runs on the driver or on
+Spark).
 
 A stage is up to date when its `_SUCCESS` exists and its manifest records the same config
 section and the same input fingerprints as now; then a rerun skips it. A stage output used as
@@ -19,7 +23,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from wit_builder import __version__, storage
 from wit_builder.errors import UserError
@@ -40,6 +44,26 @@ class StageResult:
         if self.rows_in != self.rows_out + dropped:
             raise RuntimeError(f"{stage}: rows_in {self.rows_in} != rows_out {self.rows_out} "
                                f"+ drops {dropped}: rows were lost (a bug, please report)")
+
+
+@dataclass
+class Plan:
+    """What a stage's `check(cfg, inputs)` found before Spark starts, for its `run(ctx, plan)`."""
+    inputs: list[str]  # the data the stage reads
+    extra: list[str] = field(default_factory=list)  # other files its output depends on
+    detail: Any = None  # the stage's own findings (extract: its files; finalize, score: the tars)
+    notes: list[str] = field(default_factory=list)  # lines for the log (inputs passed over)
+
+
+@dataclass
+class Context:
+    """What a stage's `run(ctx, plan)` works with: `spark` (a LazySession, started when the
+    stage first uses it), the config, `out` (the folder it writes; the runner publishes it)
+    and `log` for its messages."""
+    spark: Any
+    cfg: Any
+    out: str
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -197,40 +221,3 @@ def read_stage(spark, stage_dir: str):
     # The files by name, not a glob: Spark looks for a streaming `_spark_metadata` folder under
     # a glob path and logs a page of stack trace at WARN when there is none.
     return spark.read.parquet(*[storage.spark_path(f) for f in stage_parts(stage_dir)])
-
-
-def write_with_drops_local(table, out_dir: str, reason_col: str = "drop_reason") -> StageResult:
-    """`write_with_drops` for an Arrow table on the driver (small inputs): the same rows in one
-    Parquet file, the same counts."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    reasons = table.column(reason_col)
-    counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()
-              if r["values"] is not None}
-    kept = table.filter(pc.is_null(reasons)).drop_columns([reason_col])
-    fs, path = storage.filesystem(out_dir)
-    fs.makedirs(path, exist_ok=True)
-    with storage.open_file(storage.join(out_dir, "part-00000.parquet"), "wb") as f:
-        pq.write_table(kept, f, compression="zstd")
-    return StageResult(rows_in=table.num_rows, rows_out=kept.num_rows, drops=counts)
-
-
-def write_with_drops(df, out_dir: str, reason_col: str = "drop_reason") -> StageResult:
-    """Write the rows whose `reason_col` is null; count the others by reason.
-
-    The annotated frame is cached so the data is computed once for the counts and the write.
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    df = df.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        counts = {row[reason_col]: row["n"] for row in
-                  df.groupBy(reason_col).agg(F.count("*").alias("n")).collect()}
-        df.where(F.col(reason_col).isNull()).drop(reason_col) \
-          .write.mode("overwrite").parquet(storage.spark_path(out_dir))
-    finally:
-        df.unpersist()
-    kept = counts.pop(None, 0)
-    return StageResult(rows_in=kept + sum(counts.values()), rows_out=kept, drops=counts)

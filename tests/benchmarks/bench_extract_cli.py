@@ -1,6 +1,6 @@
 """Extract as users run it: `wit-builder extract` on one generated WAT, the driver path (the
-default for local files of one task or at most `[spark] driver_bytes`) against the Spark path
-(`--set spark.driver_bytes=0`), on the same file, alternating, best of --rounds, at two sizes.
+default for local files of one task or at most `[spark] driver_rows` x 64 bytes) against the Spark path
+(`--set spark.driver_rows=0`), on the same file, alternating, best of --rounds, at two sizes.
 
 Stage seconds come from manifest.json (the stage, after the session has started); command
 seconds are the whole CLI call, session start included. The outputs are compared too.
@@ -31,7 +31,7 @@ CLI = Path(sys.executable).parent / "wit-builder"
 
 def _extract(wat: str, out: str, spark_path: bool) -> dict:
     cmd = [str(CLI), "extract", "--input", wat, "--format", "wat", "--out", out,
-           "--master", "local[2]"] + (["--set", "spark.driver_bytes=0"] if spark_path else [])
+           "--master", "local[2]"] + (["--set", "spark.driver_rows=0"] if spark_path else [])
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     seconds = time.perf_counter() - started

@@ -4,7 +4,7 @@ Part 1, real photos: the 1,000 Flickr8k dev photos in their 8 orientations (flip
 rotations: distinct images, distinct pHashes) plus resized/re-compressed variants of every
 fourth, up to --images samples, written as img2dataset shards. Ours: the finalize stage as
 `wit-builder finalize` runs it (pHash + sha256 in Spark tasks, decisions on the driver below
-stage.DRIVER_MAX_ROWS, resharding in one job) on local[2]. Baseline in the same run: a
+`[spark] driver_rows`, resharding in one job) on local[2]. Baseline in the same run: a
 single-process loop of `imagehash.phash(Image.open(...))` + sha256 over the same tars, then
 all-pairs Hamming distances (numpy) and union-find clusters.
 
@@ -217,7 +217,7 @@ def main() -> None:
                         help="largest N whose all-pairs baseline runs in full")
     args = parser.parse_args()
     os.environ.setdefault("WIT_DRIVER_MEMORY", "1g")
-    from wit_builder.finalize.stage import DRIVER_MAX_ROWS
+    from wit_builder.config import load_config
     from wit_builder.spark import get_spark
     from wit_builder.stages import versions
 
@@ -247,7 +247,7 @@ def main() -> None:
         "images": mine["images"],
         "input": {"tars": len(tars), "tar_bytes": input_bytes, "samples_per_input_tar": 128},
         "ours": mine,
-        "ours_is": f"the finalize stage, local[2]; decisions on the driver (up to DRIVER_MAX_ROWS = {DRIVER_MAX_ROWS:,} samples)",
+        "ours_is": f"the finalize stage, local[2]; decisions on the driver (up to spark.driver_rows = {load_config().spark.driver_rows:,} samples)",
         "baseline": base,
         "baseline_is": "single-process imagehash.phash(Image.open) + sha256 loop, all-pairs Hamming (numpy), union-find",
         "ratio": round(mine["images_per_s"] / base["images_per_s"], 3),

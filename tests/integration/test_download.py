@@ -184,9 +184,16 @@ def test_driver_tally_equals_spark_tally(spark, downloaded):
 
     from wit_builder.download import stage as download_stage
 
+    from wit_builder import stages
+    from wit_builder.config import load_config
+
     folder, _ = downloaded
-    files = download_stage._shard_parquets(str(folder))
-    local = download_stage._outcome_counts_local(files)
+    found = {}
+    for way, limit in (("driver", 1_000_000), ("spark", 0)):
+        cfg = load_config(None, [f"spark.driver_rows={limit}"])
+        found[way] = download_stage._outcome_counts(stages.Context(spark, cfg, str(folder)))
+    assert sorted(found["driver"], key=str) == sorted(found["spark"], key=str)
+    local = found["driver"]
     by_spark = [(r["ok"], r["status"], r["error"], r["count"]) for r in
                 download_stage._outcomes(spark, str(folder))
                 .groupBy("ok", F.col("last.status").alias("status"),

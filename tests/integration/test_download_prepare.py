@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from wit_builder.config import load_config
-from wit_builder.download import prepare, prepare_local
+from wit_builder.download import prepare
 
 
 def _plain_list(folder):
@@ -144,5 +144,5 @@ def test_what_the_driver_leaves_to_spark(tmp_path, case, monkeypatch):
     else:
         pq.write_table(pa.table({"url": ["http://a.test/%d.jpg" % i for i in range(5)],
                                  "text": ["t"] * 5}), folder / "c.parquet")
-        monkeypatch.setattr(prepare_local, "LOCAL_ROWS", 4)
-    assert prepare.prepare_on_driver(load_config(), [str(folder)], str(tmp_path / "o"), 4) is None
+    cfg = load_config(None, ["spark.driver_rows=4"])
+    assert prepare.prepare_on_driver(cfg, [str(folder)], str(tmp_path / "o"), 4) is None

@@ -152,7 +152,7 @@ def test_driver_path_equals_spark_path(spark, shared_data, tmp_path, inputs, set
     (tmp_path / "in").mkdir()
     paths = inputs(shared_data, tmp_path / "in")
     runs = {way: _extract(spark, paths, tmp_path / way, *settings,
-                          *(["spark.driver_bytes=0"] if way == "spark" else []))
+                          *(["spark.driver_rows=0"] if way == "spark" else []))
             for way in ("driver", "spark")}
     driver, by_spark = runs["driver"].manifest, runs["spark"].manifest
     assert driver["spark_jobs"] == 0 < by_spark["spark_jobs"]
@@ -170,9 +170,9 @@ def test_what_runs_on_the_driver(spark, shared_data, tmp_path):
     two = one + [shared_data / "crawl/warc/warcat_at.warc.gz"]
 
     def jobs(inputs, limit, out):
-        return _extract(spark, inputs, tmp_path / out, f"spark.driver_bytes={limit}").manifest["spark_jobs"]
-    assert jobs(two, 64 << 20, "a") == 0  # small
-    assert jobs(two, 1, "b") > 0  # larger than the limit
+        return _extract(spark, inputs, tmp_path / out, f"spark.driver_rows={limit}").manifest["spark_jobs"]
+    assert jobs(two, 1_000_000, "a") == 0  # small: 64 MB
+    assert jobs(two, 1, "b") > 0  # larger than the limit (64 bytes)
     assert jobs(one, 1, "c") == 0  # one task uses one core either way
     assert jobs(one, 0, "d") > 0  # 0: always Spark
 
@@ -217,14 +217,14 @@ def test_cli_lists_its_inputs_once(spark, shared_data, tmp_path, capsys, monkeyp
     shutil.copy(shared_data / "crawl/warc/pywb_iana.warc.gz", folder)
     (folder / "notes.xyz").write_text("not a crawl file")
     plans = []
-    real_plan = stage.plan
-    monkeypatch.setattr(stage, "plan", lambda *a: plans.append(a) or real_plan(*a))
+    real_plan = stage.plan_files
+    monkeypatch.setattr(stage, "plan_files",
+                        lambda *a, **k: plans.append(a) or real_plan(*a, **k))
     capsys.readouterr()
     assert _cli("extract", "--input", str(folder), "--out", str(tmp_path / "out")) == 0
     assert len(plans) == 1  # checked before Spark started; the run used that plan
-    assert capsys.readouterr().err.count("ignoring 1 file(s) of unknown format") == 1
+    assert capsys.readouterr().out.count("extract: ignoring 1 file(s) of unknown format") == 1
     assert json.loads((tmp_path / "out/extract/manifest.json").read_text())["files"] == 1
-    assert stage._CHECKED == {}  # nothing kept for a later run
     # a run that no check preceded plans itself
     run = _extract(spark, [folder], tmp_path / "again")
     assert len(plans) == 2 and run.manifest["files"] == 1

@@ -13,7 +13,7 @@ from image_server import ImageServer
 from wit_builder import pipeline, storage
 from wit_builder.config import load_config
 from wit_builder.errors import UserError
-from wit_builder.extract.plan import plan
+from wit_builder.extract.plan import plan_files as plan
 from wit_builder.safety import parse_networks
 
 LOOPBACK = 'download.allow_networks=["127.0.0.0/8"]'

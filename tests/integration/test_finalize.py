@@ -189,13 +189,11 @@ def _contents(out):
     return shards
 
 
-def test_spark_plan_gives_the_same_result(finalized, monkeypatch):
-    # the driver decides below DRIVER_MAX_ROWS; force the Spark plan and compare everything
-    from wit_builder.finalize import stage
-
+def test_spark_plan_gives_the_same_result(finalized):
+    # the driver decides up to spark.driver_rows; force the Spark plan and compare everything
     root = finalized["root"]
-    monkeypatch.setattr(stage, "DRIVER_MAX_ROWS", -1)
     args = [a if a != str(root / "out") else str(root / "spark_plan") for a in finalized["args"]]
+    args += ["--set", "spark.driver_rows=0"]
     assert cli.main(args) == 0
     out = root / "spark_plan" / "finalize"
     m = json.loads((out / "manifest.json").read_text())

@@ -57,15 +57,19 @@ def test_driver_path_equals_spark_path(spark, extracted, stage):
         assert counts[0] == counts[1]
 
 
-def test_local_dedup_equals_spark_dedup_on_crafted_rows(spark):
+def test_dedup_on_the_driver_and_by_spark_partitions_equals_spark_windows(spark):
     """Duplicates, the per-URL text cap, dead rows, null URLs and texts, ties on page_url.
-    As in real rows, a uid names one (url, text): it is their hash."""
+    As in real rows, a uid names one (url, text): it is their hash. The Arrow dedup on the
+    whole table (driver) and on each partition of the shuffle by URL (runner.by_key on Spark)
+    give what Spark's windows give."""
     import hashlib
     import random
 
     import pyarrow as pa
 
-    from wit_builder.filter.dedup import dedup_reasons, dedup_reasons_local
+    from filter_reference import dedup_reasons_by_windows
+    from wit_builder import runner
+    from wit_builder.filter.dedup import dedup_reasons
 
     rng = random.Random(7)
     rows = []
@@ -77,11 +81,17 @@ def test_local_dedup_equals_spark_dedup_on_crafted_rows(spark):
                      "page_url": rng.choice([None, "p1", "p2"]), "source": "s",
                      "drop_reason": rng.choice([None, None, None, "language"])})
     table = pa.Table.from_pylist(rows)
-    local = dedup_reasons_local(table, 3).to_pylist()
-    by_spark = dedup_reasons(spark.createDataFrame(table.to_pandas()), 3).toPandas()
+    dedup = lambda t: dedup_reasons(t, 3)  # noqa: E731
+    local = runner.by_key(runner.Rows(table=table), "url_canonical", dedup, table.schema)
+    frame = spark.createDataFrame(table.to_pandas()).repartition(4)
+    by_partitions = runner.by_key(runner.Rows(frame=frame), "url_canonical", dedup,
+                                  table.schema).frame.toPandas()
+    by_windows = dedup_reasons_by_windows(frame, 3).toPandas()
     key = lambda r: (r["uid"], str(r["url_canonical"]), str(r["text_norm"]),  # noqa: E731
                      str(r["page_url"]), str(r["drop_reason"]))
-    spark_rows = by_spark.astype(object).where(by_spark.notna(), None).to_dict("records")
-    assert sorted(map(key, local)) == sorted(map(key, spark_rows))
-    reasons = {r["drop_reason"] for r in local}
+    records = lambda df: df.astype(object).where(df.notna(), None).to_dict("records")  # noqa: E731
+    expected = sorted(map(key, records(by_windows)))
+    assert sorted(map(key, local.table.to_pylist())) == expected
+    assert sorted(map(key, records(by_partitions))) == expected
+    reasons = {r["drop_reason"] for r in local.table.to_pylist()}
     assert {"duplicate", "too_many_texts_per_url"} <= reasons

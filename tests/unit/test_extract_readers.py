@@ -258,38 +258,38 @@ def test_real_warc_and_wat_files_damaged_ones_too_start_as_warc_and_lists_do_not
 # --- planning -----------------------------------------------------------------------------------
 
 def test_plan_folder_of_saved_pages_with_listing(shared_data):
-    files = extract.plan([str(shared_data / "crawl/html")])
+    files = extract.plan_files([str(shared_data / "crawl/html")])
     assert len(files) == 84 and {f.format for f in files} == {"html"}
     with_url = [f for f in files if f.page_url]
     assert len(with_url) == 80
-    assert extract.plan([str(shared_data / "crawl/html")], "html") == files
+    assert extract.plan_files([str(shared_data / "crawl/html")], "html") == files
 
 
 def test_plan_formats_globs_and_listings(shared_data, tmp_path):
     crawl = shared_data / "crawl"
-    files = extract.plan([str(crawl)])  # PROVENANCE.md, make_damaged.sh ignored
+    files = extract.plan_files([str(crawl)])  # PROVENANCE.md, make_damaged.sh ignored
     assert {f.format for f in files} == {"warc", "wat", "html"}
     assert len([f for f in files if f.format == "warc"]) == 12
-    assert len(extract.plan([str(crawl / "warc/*.warc")])) == 4
+    assert len(extract.plan_files([str(crawl / "warc/*.warc")])) == 4
     (tmp_path / "sub").mkdir()
     shutil.copy(crawl / "warc/pywb_example.warc.gz", tmp_path / "sub/x.warc.gz")
     (tmp_path / "warc.paths").write_text("sub/x.warc.gz\n")
-    assert extract.plan([str(tmp_path / "warc.paths")]) == [
+    assert extract.plan_files([str(tmp_path / "warc.paths")]) == [
         extract.InputFile(str(tmp_path / "sub/x.warc.gz"), "warc")]
     with gzip.open(tmp_path / "wat.paths.gz", "wt") as f:
         f.write("crawl-data/CC-MAIN-2024-22/segments/1/wat/a.warc.wat.gz\n")
-    assert extract.plan([str(tmp_path / "wat.paths.gz")], listing_prefix="s3://commoncrawl/") == [
+    assert extract.plan_files([str(tmp_path / "wat.paths.gz")], listing_prefix="s3://commoncrawl/") == [
         extract.InputFile("s3://commoncrawl/crawl-data/CC-MAIN-2024-22/segments/1/wat/a.warc.wat.gz", "wat")]
 
 
 def test_plan_user_errors(shared_data, tmp_path):
     with pytest.raises(UserError, match="input not found"):
-        extract.plan([str(tmp_path / "nope")])
+        extract.plan_files([str(tmp_path / "nope")])
     with pytest.raises(UserError, match="cannot tell the format"):
-        extract.plan([str(shared_data / "crawl/PROVENANCE.md")])
+        extract.plan_files([str(shared_data / "crawl/PROVENANCE.md")])
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="no input files of a known format"):
-        extract.plan([str(tmp_path)])
+        extract.plan_files([str(tmp_path)])
 
 
 # --- issue 13: counted, never silently lost ------------------------------------------------------

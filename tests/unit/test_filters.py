@@ -182,5 +182,5 @@ def test_local_dedup_sorts_nulls_first_without_a_pyarrow_warning():
         schema=pa.schema([(c, pa.string()) for c in ("uid", "url_canonical", "text_norm", "drop_reason")]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        reasons = dedup.dedup_reasons_local(table, 1).column("drop_reason").to_pylist()
+        reasons = dedup.dedup_reasons(table, 1).column("drop_reason").to_pylist()
     assert reasons == [None, "duplicate", "too_many_texts_per_url", None]

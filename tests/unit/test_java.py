@@ -43,7 +43,7 @@ def test_extract_without_java_is_one_error_line_and_exit_2(shared_data, tmp_path
         java_home = str(tmp_path / "jdk")
         os.mkdir(java_home)
     done = _extract_without_java(shared_data / "candidates" / "alt_text_pairs.jsonl",
-                                 tmp_path / "out", java_home, "spark.driver_bytes=0")  # Spark's
+                                 tmp_path / "out", java_home, "spark.driver_rows=0")  # Spark's
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "JAVA_GATEWAY_EXITED" not in done.stderr
     lines = done.stderr.splitlines()

@@ -186,7 +186,7 @@ def _internal_urls(listeners):
 
 
 def test_listing_entries_on_internal_hosts_are_refused(internal_listeners, tmp_path):
-    from wit_builder.extract.plan import plan
+    from wit_builder.extract.plan import plan_files as plan
 
     listing = tmp_path / "crawl.paths"
     listing.write_text("\n".join(_internal_urls(internal_listeners)) + "\n")

@@ -12,48 +12,62 @@ count_after, p; Parquet) and a head/tail summary in the manifest.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import stages, storage
+from wit_builder import runner, stages, storage
 from wit_builder.coins import ENTRY_IDS, keep_mask
 
 BALANCED_OUT = "balanced_out"
 COUNTS_DIR = "entry_counts"
-# --- the stage ----------------------------------------------------------------------------------
-
-def _entry_counts(df, name: str):
-    from pyspark.sql import functions as F
-
-    return (df.select(F.explode(ENTRY_IDS).alias("entry_id"))
-            .groupBy("entry_id").agg(F.count("*").alias(name)))
+HINT = "give the output of match or filter"
+_COUNTS = pa.schema([("entry_id", pa.int32()), ("n", pa.int64())])
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    stage_inputs.check(inputs, HINT)
+    return stages.Plan(inputs)
+
+
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    t, seed = cfg.balance.t, cfg.balance.seed
-    hint = "give the output of match or filter"
-    rows = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
-    if rows is not None:  # small: on the driver, without Spark jobs' fixed cost
-        stage_inputs.require_columns(rows, ["uid", ENTRY_IDS], inputs, hint)
-        result, before, after = _balance_local(rows, t, seed, out_dir)
-    else:
-        result, before, after = _balance_with_spark(spark, inputs, hint, t, seed, out_dir)
-    table = before.merge(after, on="entry_id", how="left").fillna({"count_after": 0})
+    t, seed = ctx.cfg.balance.t, ctx.cfg.balance.seed
+    rows = runner.read(ctx, plan.inputs, HINT, ["uid", ENTRY_IDS])
+    before = _entry_counts(rows, "count_before")
+    schema = runner.with_columns(rows.schema, [(runner.REASON, pa.string())])
+    marked = runner.map_batches(rows, partial(_with_reasons, t, seed), schema,
+                                shared=_counts_array(before))
+    result, kept = runner.write_with_drops(ctx, marked)
+    table = before.merge(_entry_counts(kept, "count_after"), on="entry_id", how="left")
+    table = table.fillna({"count_after": 0})
     table = table.astype({"entry_id": "int32", "count_before": "int64", "count_after": "int64"})
     table = table.sort_values("entry_id", ignore_index=True)
     table["p"] = np.minimum(1.0, t / table["count_before"])
-    counts_dir = storage.join(out_dir, COUNTS_DIR)  # small, on the driver: through fsspec
+    counts_dir = storage.join(ctx.out, COUNTS_DIR)  # small, on the driver: through fsspec
     fs, path = storage.filesystem(counts_dir)
     fs.makedirs(path, exist_ok=True)
     with storage.open_file(storage.join(counts_dir, "part-00000.parquet"), "wb") as f:
         pq.write_table(pa.Table.from_pandas(pd.DataFrame(table), preserve_index=False), f)
     result.extra = {"balance": summary(table, t)}
     return result
+
+
+def _entry_counts(rows: runner.Rows, name: str):
+    """pandas (entry_id, `name`): the pairs matching each entry."""
+    counted = runner.map_batches(rows, _batch_counts, _COUNTS)
+    return runner.sum_by(counted, ["entry_id"], "n").rename(columns={"n": name})
+
+
+def _batch_counts(batch: pa.RecordBatch, _shared=None) -> pa.RecordBatch:
+    counts = pc.value_counts(pc.list_flatten(batch.column(ENTRY_IDS)))
+    return pa.RecordBatch.from_arrays([counts.field("values").cast(pa.int32()),
+                                       counts.field("counts").cast(pa.int64())], schema=_COUNTS)
 
 
 def _counts_array(before) -> np.ndarray:
@@ -63,46 +77,12 @@ def _counts_array(before) -> np.ndarray:
     return counts
 
 
-def _with_reasons(batch: pa.RecordBatch, counts: np.ndarray, t: int, seed: int):
+def _with_reasons(t: int, seed: int, batch: pa.RecordBatch, counts: np.ndarray) -> pa.RecordBatch:
+    batch = batch.select([n for n in batch.schema.names if n != runner.REASON])
     kept = keep_mask(batch.column("uid"), batch.column(ENTRY_IDS), counts, t, seed)
     reason = pa.array(np.where(kept, None, BALANCED_OUT), pa.string())
     return pa.RecordBatch.from_arrays(batch.columns + [reason],
-                                      names=batch.schema.names + ["drop_reason"])
-
-
-def _local_entry_counts(entry_ids, name: str):
-    import pandas as pd
-
-    flat = pc.list_flatten(entry_ids).to_numpy(zero_copy_only=False)
-    ids, n = np.unique(flat.astype(np.int64), return_counts=True)
-    return pd.DataFrame({"entry_id": ids.astype(np.int32), name: n.astype(np.int64)})
-
-
-def _balance_local(rows: pa.Table, t: int, seed: int, out_dir: str):
-    rows = rows.drop_columns([c for c in ("drop_reason",) if c in rows.column_names])
-    before = _local_entry_counts(rows.column(ENTRY_IDS), "count_before")
-    counts = _counts_array(before)
-    batches = rows.to_batches() or [pa.RecordBatch.from_pylist([], schema=rows.schema)]
-    annotated = pa.Table.from_batches([_with_reasons(b, counts, t, seed) for b in batches])
-    result = stages.write_with_drops_local(annotated, out_dir)
-    kept = annotated.filter(pc.is_null(annotated.column("drop_reason")))
-    return result, before, _local_entry_counts(kept.column(ENTRY_IDS), "count_after")
-
-
-def _balance_with_spark(spark, inputs, hint, t: int, seed: int, out_dir: str):
-    from pyspark.sql.types import StringType, StructField, StructType
-
-    df = stage_inputs.read_rows(spark, inputs, hint)
-    stage_inputs.require_columns(df, ["uid", ENTRY_IDS], inputs, hint)
-    before = _entry_counts(df, "count_before").toPandas()
-    shipped = spark.sparkContext.broadcast(_counts_array(before))
-    schema = StructType(df.schema.fields + [StructField("drop_reason", StringType())])
-    result = stages.write_with_drops(
-        df.mapInArrow(lambda batches: (_with_reasons(b, shipped.value, t, seed) for b in batches),
-                      schema), out_dir)
-    shipped.destroy()
-    after = _entry_counts(spark.read.parquet(storage.spark_path(out_dir)), "count_after").toPandas()
-    return result, before, after
+                                      names=batch.schema.names + [runner.REASON])
 
 
 def summary(table, t: int) -> dict:

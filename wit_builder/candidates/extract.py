@@ -2,7 +2,8 @@
 
 import warnings
 
-from wit_builder.extract.plan import InputFile, format_of, plan
+from wit_builder.extract.plan import InputFile, format_of
+from wit_builder.extract.plan import plan_files as plan
 from wit_builder.extract.stage import Options, extract_file, run
 
 __all__ = ["InputFile", "Options", "extract_file", "format_of", "plan", "run"]

@@ -2,11 +2,12 @@
 
 On a fresh session, Spark's first shuffle, aggregate and sort cost seconds of JVM warm-up (tens
 of seconds for a few input files on two busy cores), more than preparing some hundred thousand
-rows takes. When every input is local Parquet (a stage folder or plain files, of string columns)
-of at most LOCAL_ROWS rows, the same files are written here with pyarrow: one row per uid with
-the representative Spark's `min(struct)` picks, split over the input files as Spark's
-`repartition(files, "uid")` splits them (spark_hash.py), each sorted by uid. Anything else
-returns None and goes to Spark. Memory: the input rows, at most LOCAL_ROWS of them (~100 MB).
+rows takes. When every input is local Parquet (a stage folder or plain files, of string
+columns) of at most `[spark] driver_rows` rows, the same files are written here with pyarrow:
+one row per uid with the representative Spark's `min(struct)` picks, split over the input files
+as Spark's `repartition(files, "uid")` splits them (spark_hash.py), each sorted by uid.
+Anything else returns None and goes to Spark. Memory: the input rows, at most driver_rows of
+them (~200 B each).
 """
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from wit_builder import stages, storage
 from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, with_entries, with_uids
 from wit_builder.download.spark_hash import partitions_of
 
-LOCAL_ROWS = 500_000
-
 _STRING = (pa.string(), pa.large_string())
 # Paths whose Spark `_metadata.file_path` we can write exactly ("file:" + path, spaces as %20).
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9/._+=,@~ -]+$")
@@ -34,17 +33,19 @@ def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
                       per_file: int) -> tuple[int, int, int] | None:
     """(rows in, rows without a URL, unique rows written), or None when Spark must do it.
     `per_file`: the rows one input file holds (prepare.write_input's split)."""
-    tables = []
+    tables, limit = [], cfg.spark.driver_rows
+    if limit <= 0:
+        return None
     for path in inputs:
         files = _local_parquet(path)
-        if files is None or sum(pq.read_metadata(f).num_rows for f in files) > LOCAL_ROWS:
+        if files is None or sum(pq.read_metadata(f).num_rows for f in files) > limit:
             return None
         table = _normalised(path, files, cfg)
         if table is None:
             return None
         tables.append(table)
     rows = pa.concat_tables(tables)
-    if rows.num_rows > LOCAL_ROWS:
+    if rows.num_rows > limit:
         return None
     rows = pa.Table.from_batches(list(with_uids(rows.to_batches())), rows.schema)
     has_url = pc.is_valid(rows.column("uid"))

@@ -26,7 +26,12 @@ from __future__ import annotations
 import json
 import re
 
-from wit_builder import stages, storage
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wit_builder import inputs as stage_inputs
+from wit_builder import runner, stages, storage
 from wit_builder.download import shards
 from wit_builder.download.fetch import Policy
 from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
@@ -34,10 +39,9 @@ from wit_builder.download.rows import CARRIED
 from wit_builder.download.progress import Progress
 from wit_builder.errors import UserError
 
-__all__ = ["IN_PLACE", "extra_inputs", "check_config", "run", "reason"]
+__all__ = ["IN_PLACE", "check", "check_config", "run", "reason"]
 
 IN_PLACE = True
-LOCAL_TALLY_ROWS = 1_000_000  # shard rows counted on the driver (about 100 MB); beyond: Spark
 _RESIZE_ERRORS = {"image too small": "image_too_small", "image area too large": "image_too_large",
                   "aspect ratio too large": "bad_aspect_ratio",
                   "image decoding error": "decode_error", "hash mismatch": "hash_mismatch"}
@@ -49,10 +53,16 @@ def check_config(cfg) -> None:
     Policy.from_config(cfg.download)
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """The inputs, and the query list (it names the entries in every sample's json)."""
+    stage_inputs.check(inputs, "give OUT/balance (any stage output) or candidate lists")
+    return stages.Plan(inputs, extra=extra_inputs(cfg))
+
+
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
+    spark, cfg, out_dir = ctx.spark, ctx.cfg, ctx.out
     section = cfg.download
-    check_config(cfg)
-    prepared = prepare(spark, cfg, inputs, out_dir)
+    prepared = prepare(spark, cfg, plan.inputs, out_dir)
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
@@ -65,8 +75,8 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
         raise UserError(f"download: {len(missing)} shard(s) did not finish (first: "
                         f"{missing[0]}, see the log above; rerun the same command to resume)")
     if section.retry_failed:
-        _retry_failed(spark, out_dir, section)
-    return _tally(spark, out_dir, prepared)
+        _retry_failed(spark, out_dir, section, ctx.log)
+    return _tally(ctx, prepared)
 
 
 def _finished(out_dir: str) -> set[int]:
@@ -109,7 +119,7 @@ def _outcomes(spark, out_dir: str):
         F.max_by(F.struct(*[c for c in rows.columns if c != "uid"]), "key").alias("last"))
 
 
-def _retry_failed(spark, out_dir: str, section) -> None:
+def _retry_failed(spark, out_dir: str, section, log) -> None:
     if not _finished(out_dir):
         return
     start = max(_finished(out_dir)) + 1
@@ -120,7 +130,7 @@ def _retry_failed(spark, out_dir: str, section) -> None:
     if not n:
         return
     write_input(failed, n, section.samples_per_shard, retry_dir)
-    print(f"download: retrying {n:,} failed URLs into shards from {storage.shard_name(start)}")
+    log(f"download: retrying {n:,} failed URLs into shards from {storage.shard_name(start)}")
     with shards.local_workers(spark) as pool:
         shards.download(spark, retry_dir, out_dir, section, done_shards=set(),
                         start_shard_id=start, pool=pool)
@@ -135,54 +145,42 @@ def reason(status: str | None, message: str | None) -> str:
     return _RESIZE_ERRORS.get(message.lower(), "resize_error")
 
 
-def _outcome_counts(spark, out_dir: str) -> list[tuple]:
-    """(ok, status, error, count) of the uids' outcomes; on the driver (pyarrow) when the shard
-    rows are few enough, which spares a small run Spark's aggregate warm-up."""
-    from pyspark.sql import functions as F
-
-    files = _shard_parquets(out_dir)
-    local = [f for f in files if not storage.is_remote(f)]
-    if len(local) == len(files) and _rows_in(files) <= LOCAL_TALLY_ROWS:
-        return _outcome_counts_local(files)
-    return [(r["ok"], r["status"], r["error"], r["count"]) for r in
-            _outcomes(spark, out_dir).groupBy("ok", F.col("last.status").alias("status"),
-                                              F.col("last.error_message").alias("error"))
-            .count().collect()]
+_ATTEMPT_COLUMNS = ["uid", "key", "status", "error_message"]
+_OUTCOMES = pa.schema([("ok", pa.int32()), ("status", pa.string()), ("error", pa.string()),
+                       ("n", pa.int64())])
 
 
-def _rows_in(files: list[str]) -> int:
-    import pyarrow.parquet as pq
+def _outcome_counts(ctx: stages.Context) -> list[tuple]:
+    """(ok, status, error, count) of the uids' outcomes: ok when any attempt succeeded, the
+    status and error of its latest attempt."""
+    rows = runner.read_parquet(ctx, _shard_parquets(ctx.out), _ATTEMPT_COLUMNS)
+    counts = runner.sum_by(runner.by_key(rows, "uid", _last_attempts, _OUTCOMES),
+                           ["ok", "status", "error"], "n")
+    return [(int(r.ok), r.status, r.error, int(r.n))
+            for r in counts.astype(object).where(counts.notna(), None).itertuples()]
 
-    return sum(pq.read_metadata(f).num_rows for f in files)
 
-
-def _outcome_counts_local(files: list[str]) -> list[tuple]:
-    """What `_outcomes` + the count by (ok, last status, last error) give, with pyarrow."""
-    from collections import Counter
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    rows = pa.concat_tables(pq.read_table(f, columns=["uid", "key", "status", "error_message"])
-                            for f in files)
-    succeeded = pc.unique(rows.filter(pc.equal(rows.column("status"), "success")).column("uid"))
-    rows = rows.take(pc.sort_indices(rows, [("uid", "ascending"), ("key", "descending")]))
+def _last_attempts(attempts: pa.Table) -> pa.Table:
+    """One row per uid of `attempts` (every attempt of each): whether any succeeded, and its
+    latest attempt's (greatest key's) status and error."""
+    succeeded = pc.unique(attempts.filter(pc.equal(attempts.column("status"), "success"))
+                          .column("uid"))
+    rows = attempts.take(pc.sort_indices(attempts, [("uid", "ascending"), ("key", "descending")]))
     uids = rows.column("uid").combine_chunks()
-    new_uid = pc.not_equal(uids.slice(1), uids.slice(0, max(len(uids) - 1, 0)))
-    last = rows.filter(pa.concat_arrays([pa.array([True]), new_uid]))  # each uid's latest attempt
-    ok = pc.is_in(last.column("uid"), value_set=succeeded).to_pylist()
-    return [(int(k[0]), k[1], k[2], n) for k, n in Counter(
-        zip(ok, last.column("status").to_pylist(),
-            last.column("error_message").to_pylist())).items()]
+    first = pa.concat_arrays([pa.array([True] if len(uids) else [], pa.bool_()),
+                              pc.not_equal(uids.slice(1), uids.slice(0, max(len(uids) - 1, 0)))])
+    last = rows.filter(first)
+    return pa.table([pc.is_in(last.column("uid"), value_set=succeeded).cast(pa.int32()),
+                     last.column("status"), last.column("error_message"),
+                     pa.array(np.ones(last.num_rows, np.int64))], schema=_OUTCOMES)
 
 
-def _tally(spark, out_dir: str, prepared: dict) -> stages.StageResult:
+def _tally(ctx: stages.Context, prepared: dict) -> stages.StageResult:
     drops = dict(prepared["drops"])
     ok = seen = 0
-    shards = len(_finished(out_dir))
+    shards = len(_finished(ctx.out))
     if shards:
-        for was_ok, status, error, count in _outcome_counts(spark, out_dir):
+        for was_ok, status, error, count in _outcome_counts(ctx):
             seen += count
             if was_ok:
                 ok += count

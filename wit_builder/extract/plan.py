@@ -1,13 +1,12 @@
 """Planning the extract stage on the driver: which files the inputs name (files, folders,
 globs, s3:// prefixes, Common Crawl `*.paths[.gz]` listings), each file's format, and the page
-URLs of saved HTML pages. Network inputs pass the download address rules first."""
+URLs of saved HTML pages. Listing entries from the network pass the address rules first."""
 
 from __future__ import annotations
 
 import posixpath
-import sys
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from wit_builder import safety, storage
 from wit_builder.errors import UserError
@@ -72,22 +71,23 @@ class InputFile:
     page_url: str | None = None
 
 
-def plan(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
-         allowed: tuple = (), listing_local_files: bool = False) -> list[InputFile]:
+def plan_files(inputs: list[str], fmt: str = "auto", listing_prefix: str = "",
+         allowed: tuple = (), listing_local_files: bool = False,
+         log: Callable[[str], None] = lambda _line: None) -> list[InputFile]:
     """Every input file with its format (and, for saved pages, its URL from a listing).
 
-    Inputs and listing entries are checked against the network rules before anything reads
-    them (safety.check_inputs, with `allowed` = `[download] allow_networks`); a listing from the
-    network names local files only with `listing_local_files`.
+    Listing entries are checked against the network rules before anything reads them
+    (safety.check_inputs, with `allowed` = `[download] allow_networks`; the inputs themselves
+    were, by pipeline.plan); a listing from the network names local files only with
+    `listing_local_files`. `log` hears of files passed over.
     """
     with storage.networks(allowed):  # the reads below connect to checked addresses only
-        return _plan(inputs, fmt, listing_prefix, allowed, listing_local_files)
+        return _plan(inputs, fmt, listing_prefix, allowed, listing_local_files, log)
 
 
 def _plan(inputs: list[str], fmt: str, listing_prefix: str, allowed: tuple,
-          listing_local_files: bool) -> list[InputFile]:
+          listing_local_files: bool, log: Callable[[str], None]) -> list[InputFile]:
     found: dict[str, bool] = {}  # path -> named directly (or by a *.paths listing)
-    safety.check_inputs(inputs, allowed)
     for item in inputs:
         files, direct = _expand(item)
         for path in files:
@@ -112,8 +112,7 @@ def _plan(inputs: list[str], fmt: str, listing_prefix: str, allowed: tuple,
         raise UserError(f"cannot tell the format of {named[0]} (name it *.warc[.gz], *.wat[.gz], "
                         "*.html, *.parquet, *.csv, *.tsv, *.jsonl[.gz] or *.paths[.gz], or give --format)")
     if unknown:
-        print(f"extract: ignoring {len(unknown)} file(s) of unknown format, e.g. {unknown[0]}",
-              file=sys.stderr)
+        log(f"ignoring {len(unknown)} file(s) of unknown format, e.g. {unknown[0]}")
     planned = [InputFile(p, f, page_urls.get(posixpath.basename(p)) if f == "html" else None)
                for p, f in sorted(formats.items()) if f]
     if not planned:

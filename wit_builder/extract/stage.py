@@ -7,7 +7,7 @@ row or a counted drop, writes the rows as Parquet into the stage folder itself (
 workers write their shards), and returns only a small tally per file (records read and skipped,
 drops by reason). The tallies are summed by Spark, so the manifest's counts are exact; the rows
 never pass through the JVM, and the stage is one Spark job. Local files of a few megabytes
-(`[spark] driver_bytes`), or of one task, skip Spark when the master is local: the driver runs
+(runner.tasks_on_driver), or of one task, skip Spark when the master is local: the driver runs
 the same tasks in turn.
 
 Accounting (NOTES.md): rows_in = candidate elements seen (one per `<img>` alt, per distinct
@@ -20,8 +20,6 @@ count the records that hold no candidates by nature (requests, images, ...).
 
 from __future__ import annotations
 
-import os
-import sys
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -33,18 +31,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from wit_builder import safety, storage, urls
+from wit_builder import runner, safety, stages, storage, urls
 from wit_builder.extract import html, tabular, warc, wat
-from wit_builder.extract.plan import InputFile, plan
+from wit_builder.extract.plan import InputFile, plan_files
 from wit_builder.extract.records import WRONG_FORMAT, Corrupt, Page, Row, Skip, Table
 from wit_builder.errors import UserError
-from wit_builder.stages import StageResult
 
 COLUMNS = ["uid", "url", "text", "page_url", "source", "kind"]
 ROWS_SCHEMA = pa.schema([(name, pa.string()) for name in COLUMNS])
 # What extract_file yields: candidate rows (tally null) and tally rows (key in `tally`, count in `n`).
 SCHEMA = pa.schema([*ROWS_SCHEMA, ("tally", pa.string()), ("n", pa.int64())])
-TALLY_DDL = "tally string, n bigint"
+TALLY_SCHEMA = pa.schema([("tally", pa.string()), ("n", pa.int64())])
 ROWS_PER_FILE = 1_000_000  # a task starts a new Parquet file after this many rows
 
 
@@ -278,10 +275,10 @@ class _Parts:
         self.file, self.writer = None, None
 
 
-def _run_task(opts: Options, files: list[InputFile], out_dir: str,
+def _run_task(opts: Options, out_dir: str, files: list[InputFile],
               task: int) -> Iterator[pa.RecordBatch]:
-    """Task `task`: its files' candidate rows written to the stage folder, their tallies
-    returned."""
+    """Task `task` (on the driver or a Spark task): its files' candidate rows written to the
+    stage folder itself, so the rows never pass through the JVM; their tallies returned."""
     parts = _Parts(out_dir, task)
     try:
         for f in files:
@@ -294,48 +291,6 @@ def _run_task(opts: Options, files: list[InputFile], out_dir: str,
                     yield out.select(["tally", "n"])
     finally:
         parts.close()
-
-
-def _extract_task(opts: Options, tasks, out_dir: str,
-                  batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """A Spark task: its input is its task number, `tasks` the broadcast plan (the files of
-    each task). It writes its candidate rows to the stage folder itself and returns only the
-    files' tallies, so the rows never pass through the JVM."""
-    for batch in batches:
-        for task in batch.column(0).to_pylist():
-            yield from _run_task(opts, tasks.value[task], out_dir, task)
-
-
-def _on_driver(spark, tasks: list[list[InputFile]], limit: int) -> bool:
-    """Whether the tasks' files are on this machine and few bytes, or one task's: then one
-    process reads them faster than a Spark job starts (seconds of JVM warm-up and Python
-    workers on a fresh session), and one task would use one core anyway."""
-    if limit <= 0 or not spark.master.startswith("local"):
-        return False
-    files = [f for task in tasks for f in task]
-    if any(storage.is_remote(f.path) for f in files):
-        return False
-    if len(tasks) == 1:
-        return True
-    total = 0
-    for f in files:
-        try:
-            total += os.path.getsize(f.path)
-        except OSError:  # a *.paths entry that is not there: the task counts it
-            pass
-        if total > limit:
-            return False
-    return True
-
-
-def _tally_on_driver(opts: Options, tasks: list[list[InputFile]], out_dir: str) -> Counter:
-    """The stage's tally with every task run in this process, writing what the Spark tasks
-    would write (their part files are named by task number)."""
-    tally = Counter()
-    for task, files in enumerate(tasks):
-        for out in _run_task(opts, files, out_dir, task):
-            tally.update(dict(zip(out.column("tally").to_pylist(), out.column("n").to_pylist())))
-    return tally
 
 
 # --- the stage (driver) -------------------------------------------------------------------------
@@ -364,26 +319,14 @@ def _wrong_format(what: str) -> UserError:
                      "give --format the format the files are in")
 
 
-# The plan the last check made, for the run that follows it: the commands check their inputs
-# before Spark starts (seconds), and listing them again would mean a second listing of an S3
-# prefix and every warning twice. A run takes it once; a run without a check plans itself.
-_CHECKED: dict[tuple, list[InputFile]] = {}
-
-
-def _plan_key(cfg, inputs: list[str]) -> tuple:
-    s = cfg.extract
-    return (tuple(inputs), s.format, s.listing_prefix, s.listing_local_files,
-            tuple(cfg.download.allow_networks),
-            s.url_column, s.text_column, s.page_url_column)
-
-
-def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
-    """The planned input files; what is missing or unreadable fails here, before Spark starts."""
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """The planned input files (Plan.detail); what is missing or unreadable fails here, before
+    Spark starts."""
     section = cfg.extract
-    _CHECKED.clear()
     opts = Options.from_config(cfg)
-    files = plan(inputs, section.format, section.listing_prefix, opts.networks,
-                 section.listing_local_files)
+    notes = []
+    files = plan_files(inputs, section.format, section.listing_prefix, opts.networks,
+                 section.listing_local_files, log=notes.append)
     first_of_each_format = {f.format: f for f in reversed(files)}.values()
     with storage.networks(opts.networks):
         for f in first_of_each_format:
@@ -392,8 +335,7 @@ def check_inputs(cfg, inputs: list[str]) -> list[InputFile]:
                 raise _missing_columns(1, section)
             if problem == WRONG_FORMAT:
                 raise _wrong_format(f"{f.path} is not a {f.format} file")
-    _CHECKED[_plan_key(cfg, inputs)] = files
-    return files
+    return stages.Plan(inputs, detail=files, notes=notes)
 
 
 def _tasks(files: list[InputFile], partitions: int, cores: int) -> list[list[InputFile]]:
@@ -403,32 +345,17 @@ def _tasks(files: list[InputFile], partitions: int, cores: int) -> list[list[Inp
     return [files[i::n] for i in range(n)]
 
 
-def _tally_by_spark(spark, opts: Options, tasks: list[list[InputFile]], out_dir: str) -> dict:
-    from pyspark.sql import functions as F
-
-    # One task per range() id: range() splits n ids into n partitions of one id each.
-    indexes = spark.range(0, len(tasks), 1, numPartitions=len(tasks))
-    plan_bc = spark.sparkContext.broadcast(tasks)
-    try:
-        tallies = indexes.mapInArrow(partial(_extract_task, opts, plan_bc, out_dir), TALLY_DDL)
-        sums = tallies.groupBy("tally").agg(F.sum("n").alias("n"))
-        return {row["tally"]: row["n"] for row in sums.collect()}
-    finally:
-        plan_bc.destroy()
-
-
-def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
+    spark, cfg, out_dir, files = ctx.spark, ctx.cfg, ctx.out, plan.detail
     section = cfg.extract
-    files = _CHECKED.pop(_plan_key(cfg, inputs), None) or check_inputs(cfg, inputs)
-    _CHECKED.clear()
     opts = Options.from_config(cfg)
     tasks = _tasks(files, section.partitions, spark.default_parallelism)
     fs, path = storage.filesystem(out_dir)
     fs.makedirs(path, exist_ok=True)
-    if _on_driver(spark, tasks, cfg.spark.driver_bytes):
-        tally = _tally_on_driver(opts, tasks, out_dir)
-    else:
-        tally = _tally_by_spark(spark, opts, tasks, out_dir)
+    on_driver = runner.tasks_on_driver(ctx, [[f.path for f in task] for task in tasks])
+    tallies = runner.run_tasks(ctx, tasks, partial(_run_task, opts, out_dir), TALLY_SCHEMA,
+                               on_driver)
+    tally = {k: int(n) for k, n in runner.sum_by(tallies, ["tally"], "n").itertuples(index=False)}
     skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
     if skipped.get("missing_columns"):
         raise _missing_columns(skipped["missing_columns"], section)
@@ -439,13 +366,12 @@ def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
         with storage.open_file(storage.join(out_dir, "part-00000-000.parquet"), "wb") as f:
             pq.write_table(ROWS_SCHEMA.empty_table(), f, compression="zstd")
     if tally.get("files_missing"):
-        print(f"extract: warning: {tally['files_missing']} listed input file(s) not found",
-              file=sys.stderr)
+        ctx.log(f"extract: warning: {tally['files_missing']} listed input file(s) not found")
     if tally.get("files_refused"):
-        print(f"extract: warning: {tally['files_refused']} input file(s) not read: their host "
-              "resolved to a refused address (download.allow_networks)", file=sys.stderr)
+        ctx.log(f"extract: warning: {tally['files_refused']} input file(s) not read: their host "
+                "resolved to a refused address (download.allow_networks)")
     drops = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("drop:")}
-    return StageResult(
+    return stages.StageResult(
         rows_in=rows_out + sum(drops.values()), rows_out=rows_out, drops=drops,
         extra={"records_read": tally.get("records_read", 0),
                "records_skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])),

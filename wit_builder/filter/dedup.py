@@ -20,8 +20,8 @@ Dedup (`dedup_reasons`), over the rows that survived every earlier filter:
   (default 10: an image under more captions is a logo or stock art, not a described picture)
   keeps the texts whose first row has the smallest uids (uids are hashes, so this is a fair,
   stable draw) and drops the rest.
-Both come from one window partitioned by url_canonical, so the whole dedup is one shuffle;
-rows already dropped travel along (they must be counted) but never count as a duplicate's
+Both are decided within one canonical URL, so the whole dedup is one shuffle by url_canonical
+(runner.by_key; on the driver, the whole table); rows already dropped travel along (they must be counted) but never count as a duplicate's
 original or against the cap.
 """
 
@@ -134,34 +134,6 @@ def host_of(url: str) -> str:
         return ""
 
 
-def dedup_reasons(df, max_texts_per_url: int, reason_col: str = "drop_reason",
-                  url_col: str = "url_canonical", text_col: str = "text_norm"):
-    """`df` with `reason_col` filled with `duplicate` / `too_many_texts_per_url` (one shuffle)."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    alive = F.col(reason_col).isNull()
-    # Within an image URL: texts in order, and for each text its live rows first, smallest uid
-    # first. A live row is a duplicate when the row before it is live with the same text.
-    # The same (url, text) on two pages has one uid: page_url and source break that tie.
-    ties = [c for c in ("page_url", "source") if c in df.columns]
-    by_text = Window.partitionBy(url_col).orderBy(text_col, F.col(reason_col).isNotNull(), "uid",
-                                                  *ties)
-    prev_alive = F.lag(F.col(reason_col).isNull(), 1, False).over(by_text)
-    prev_text = F.lag(text_col, 1).over(by_text)
-    df = df.withColumn("_dup", alive & prev_alive & (prev_text == F.col(text_col)))
-    reason = F.when(F.col("_dup"), F.lit("duplicate"))
-    if max_texts_per_url:
-        # Same partitioning, another order: Spark sorts again but does not shuffle again.
-        first_of_text = alive & ~F.col("_dup")
-        by_uid = (Window.partitionBy(url_col).orderBy("uid")
-                  .rowsBetween(Window.unboundedPreceding, Window.currentRow))
-        texts_so_far = F.sum(first_of_text.cast("int")).over(by_uid)
-        reason = reason.when(first_of_text & (texts_so_far > max_texts_per_url),
-                             F.lit("too_many_texts_per_url"))
-    return df.withColumn(reason_col, F.coalesce(F.col(reason_col), reason)).drop("_dup")
-
-
 # pyarrow 25 moved null placement into each sort key (SortOptions' own null_placement now warns
 # on every call); older versions take only the table-wide option.
 _NULLS_PER_KEY = int(pa.__version__.split(".")[0]) >= 25
@@ -175,10 +147,14 @@ def _ascending_nulls_first(table: pa.Table, columns: list[str]):
                            null_placement="at_start")
 
 
-def dedup_reasons_local(table: pa.Table, max_texts_per_url: int, reason_col: str = "drop_reason",
-                        url_col: str = "url_canonical", text_col: str = "text_norm") -> pa.Table:
-    """`dedup_reasons` on an Arrow table on the driver (small inputs): the same windows, as
-    sorts (nulls first, as Spark's ascending order) and comparisons with the previous row."""
+def dedup_reasons(table: pa.Table, max_texts_per_url: int, reason_col: str = "drop_reason",
+                  url_col: str = "url_canonical", text_col: str = "text_norm") -> pa.Table:
+    """`table` with `reason_col` filled with `duplicate` / `too_many_texts_per_url`. `table`
+    holds every row of each `url_col` value it holds (runner.by_key). Within an image URL:
+    texts in order, and for each text its live rows first, smallest uid first (page_url and
+    source break the tie of one (url, text) on two pages); a live row is a duplicate when the
+    row before it is live with the same text. Then, in uid order, the texts after the first
+    `max_texts_per_url` of a URL. As sorts (nulls first) and comparisons with the row before."""
     import numpy as np
 
     n = table.num_rows

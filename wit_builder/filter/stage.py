@@ -23,73 +23,70 @@ Rules 1-4 (rules.py) run per Arrow batch in `annotate_batch`, as pyarrow.compute
 (`caption_rules`) once per distinct text of the batch, rules 3-4 (`url_rules`) on the rows those
 kept, each rule only on what the rules before it kept (`first_reasons`). Only lid.176 (once per
 distinct text) and the canonicalisation of URLs that are not canonical already (once per
-distinct URL) loop in Python. Dedup is one shuffle over the canonical URL.
+distinct URL) loop in Python. Dedup is one shuffle over the canonical URL (runner.by_key), then
+Arrow sorts over each partition's rows.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import stages
+from wit_builder import runner, stages
 from wit_builder.filter import dedup, langid
 from wit_builder.filter.rules import REQUIRED_COLUMNS, Rules, annotate_batch
 
+HINT = "give OUT/match, the match stage's output"
 
-def extra_inputs(cfg) -> list[str]:
-    """Files besides the data that the output depends on (their changes redo the stage)."""
+
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """The inputs, and the files besides the data that the output depends on (their changes
+    redo the stage)."""
+    stage_inputs.check(inputs, HINT)
     fc = cfg.filter
-    return [p for p in [fc.lid_model, fc.blocked_domains_file, *fc.eval_manifests] if p]
+    return stages.Plan(inputs, extra=[p for p in [fc.lid_model, fc.blocked_domains_file,
+                                                  *fc.eval_manifests] if p])
 
 
-def marked_frame(spark, rules: Rules, inputs: list[str], max_texts_per_url: int):
-    """The input rows plus lang, lang_score, url_canonical and drop_reason (null: kept)."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import FloatType, StringType, StructField, StructType
-
-    hint = "give OUT/match, the match stage's output"
-    df = stage_inputs.read_rows(spark, inputs, hint)
-    stage_inputs.require_columns(df, REQUIRED_COLUMNS, inputs, hint)
-    schema = StructType(df.schema.fields + [
-        StructField("lang", StringType()), StructField("lang_score", FloatType()),
-        StructField("url_canonical", StringType()), StructField("text_norm", StringType()),
-        StructField("drop_reason", StringType())])
-    shared = spark.sparkContext.broadcast(rules)
-    annotated = df.mapInArrow(lambda batches: (annotate_batch(b, shared.value) for b in batches),
-                              schema)
-    # Dropped rows only need counting: blank their payload so the dedup shuffle stays small.
-    alive = F.col("drop_reason").isNull()
-    keep_whole = {"uid", "url_canonical", "drop_reason"}
-    slim = annotated.select([F.col(c) if c in keep_whole else F.when(alive, F.col(c)).alias(c)
-                             for c in annotated.columns])
-    # The dedup's one shuffle, sized like the input or the cores (not spark.sql.shuffle.
-    # partitions' 200: the result is cached, and Spark keeps a cached plan's partitions as is).
-    parts = max(df.rdd.getNumPartitions(), spark.sparkContext.defaultParallelism)
-    slim = slim.repartition(parts, "url_canonical")
-    return dedup.dedup_reasons(slim, max_texts_per_url).drop("text_norm")
+ADDED = [("lang", pa.string()), ("lang_score", pa.float32()), ("url_canonical", pa.string()),
+         ("text_norm", pa.string()), (runner.REASON, pa.string())]
+# Dropped rows only need counting: their other columns are blanked before the dedup's shuffle.
+_KEPT_WHOLE = {"uid", "url_canonical", runner.REASON}
 
 
-def marked_table(rows: pa.Table, rules: Rules, max_texts_per_url: int) -> pa.Table:
-    """`marked_frame` for a small Arrow table on the driver: the same marks, no Spark jobs."""
-    batches = rows.to_batches() or [pa.RecordBatch.from_pylist([], schema=rows.schema)]
-    annotated = pa.Table.from_batches([annotate_batch(b, rules) for b in batches])
-    return dedup.dedup_reasons_local(annotated, max_texts_per_url).drop_columns(["text_norm"])
+def marked(rows: runner.Rows, rules: Rules, max_texts_per_url: int) -> runner.Rows:
+    """The rows plus lang, lang_score, url_canonical and drop_reason (null: kept): rules 1-4
+    per batch, then the dedup over whole canonical URLs (on Spark: its one shuffle)."""
+    annotated = runner.map_batches(rows, _annotated, runner.with_columns(rows.schema, ADDED),
+                                   shared=rules)
+    return runner.by_key(annotated, "url_canonical", partial(_deduped, max_texts_per_url),
+                         pa.schema([f for f in annotated.schema if f.name != "text_norm"]))
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+def _annotated(batch: pa.RecordBatch, rules: Rules) -> pa.RecordBatch:
+    batch = annotate_batch(batch, rules)
+    alive = pc.is_null(batch.column(runner.REASON))
+    return pa.RecordBatch.from_arrays(
+        [c if name in _KEPT_WHOLE else pc.if_else(alive, c, pa.scalar(None, c.type))
+         for name, c in zip(batch.schema.names, batch.columns)], schema=batch.schema)
+
+
+def _deduped(max_texts_per_url: int, table: pa.Table) -> pa.Table:
+    return dedup.dedup_reasons(table, max_texts_per_url).drop_columns(["text_norm"])
+
+
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
+    cfg = ctx.cfg
     rules = Rules.from_config(cfg.filter)
     langid.load_model(rules.model_path)  # a bad model file fails here, not inside a task
     model_name = rules.model_path.rsplit("/", 1)[-1]
-    hint = "give OUT/match, the match stage's output"
-    rows = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
-    if rows is not None:  # small: on the driver, without Spark jobs' fixed cost
-        stage_inputs.require_columns(rows, REQUIRED_COLUMNS, inputs, hint)
-        result = stages.write_with_drops_local(
-            marked_table(rows, rules, cfg.filter.max_texts_per_url), out_dir)
-    else:
-        rules.model_path = langid.ship(spark, rules.model_path)  # executors may not share our disk
-        result = stages.write_with_drops(
-            marked_frame(spark, rules, inputs, cfg.filter.max_texts_per_url), out_dir)
+    rows = runner.read(ctx, plan.inputs, HINT, REQUIRED_COLUMNS)
+    if not rows.on_driver:  # executors may not share our disk
+        rules.model_path = langid.ship(ctx.spark, rules.model_path)
+    result, _ = runner.write_with_drops(ctx, marked(rows, rules, cfg.filter.max_texts_per_url))
     result.extra = {"lid_model": model_name,
                     "eval_manifest_urls": len(rules.eval_urls),
                     "eval_manifest_texts": len(rules.eval_texts),

@@ -92,7 +92,7 @@ def cluster_ids(rows: DataFrame, max_distance: int, bands: int) -> DataFrame:
 
 # --- the same search on the driver, in numpy (small and medium inputs) -------------------------
 #
-# The stage decides on the driver when the metadata is small (stage.DRIVER_MAX_ROWS); these are
+# The stage decides on the driver when the metadata is small (`[spark] driver_rows`); these are
 # the numpy twins of close_pairs and components, with the same results: the same pigeonhole
 # bands, every hash sharing a band value compared, pairs checked by popcount.
 

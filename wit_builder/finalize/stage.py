@@ -16,7 +16,7 @@ The kept samples are resharded (reshard.py); every dropped sample's uid, reason,
 and key go to `drops/part-00000.parquet` (the report shows some of them). Decisions run on
 small metadata rows; image bytes are read twice (hash, copy) and never shuffled. One Spark job
 hashes every tar into Parquet rows (OUT/finalize/_samples while the stage runs); up to
-DRIVER_MAX_ROWS samples the driver reads them and decides in numpy (`decide`), above it the
+`[spark] driver_rows` samples the driver reads them and decides in numpy (`decide`), above it the
 Spark plan (`_run_on_spark`) does, with the same results. Then one job reshards (two more for
 the Spark plan's own steps).
 """
@@ -37,11 +37,17 @@ from pyspark.sql import functions as F
 from wit_builder import inputs as stage_inputs
 from wit_builder import storage
 from wit_builder.finalize import hashing, neardup, reshard
-from wit_builder.stages import StageResult
+from wit_builder.stages import Context, Plan, StageResult
 
 
-def input_tars(inputs: list[str]) -> list[str]:
-    return stage_inputs.input_tars(inputs, "give OUT/download or a folder of WebDataset shards")
+def check_config(cfg) -> None:
+    neardup.check_bands(cfg.finalize.bands, cfg.finalize.hamming_distance)
+
+
+def check(cfg, inputs: list[str]) -> Plan:
+    """The input shards (Plan.detail)."""
+    return Plan(inputs, detail=stage_inputs.input_tars(
+        inputs, "give OUT/download or a folder of WebDataset shards"))
 
 
 def eval_images(folders: list[str]) -> list[str]:
@@ -151,12 +157,10 @@ def _write_drops_of(samples: pa.Table, reasons: list, tars: list[str], out_dir: 
 # --- the decisions on the driver ---------------------------------------------------------------
 #
 # The metadata is one small row per sample (uid, entry ids, sha256, pHash, ...: about 200 bytes
-# in Arrow, ~0.5 kB with the numpy working copies), so up to DRIVER_MAX_ROWS samples the rows
+# in Arrow, ~0.5 kB with the numpy working copies), so up to `[spark] driver_rows` the rows
 # are collected once and every decision is taken here in numpy: the same rules with the same
 # results as the Spark plan below (tests/unit/test_finalize_fast.py runs both), in a few jobs
 # instead of dozens. Above it the Spark plan runs.
-
-DRIVER_MAX_ROWS = 2_000_000  # ~1 GB of driver memory at most (Python side)
 
 
 def _first_of_group(keys: np.ndarray) -> np.ndarray:
@@ -266,15 +270,14 @@ def _run_on_driver(spark, c, samples: pa.Table, tars, evals, out_dir: str) -> St
     return _result(drops, written, tars, evals)
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> StageResult:
-    c = cfg.finalize
-    neardup.check_bands(c.bands, c.hamming_distance)
-    tars = input_tars(inputs)
+def run(ctx: Context, plan: Plan) -> StageResult:
+    spark, out_dir, tars = ctx.spark, ctx.out, plan.detail
+    c = ctx.cfg.finalize
     evals = eval_images(c.eval_image_folders)
 
     hashed = storage.join(out_dir, "_samples")  # the per-sample rows; removed before publishing
     n = hashing.hash_shards_to(spark, tars, c.min_side, c.max_aspect_ratio, hashed)
-    if n <= DRIVER_MAX_ROWS:
+    if n <= ctx.cfg.spark.driver_rows:
         result = _run_on_driver(spark, c, hashing.read_hashed(hashed, tars), tars, evals, out_dir)
     else:
         from pyspark.sql.pandas.types import from_arrow_schema

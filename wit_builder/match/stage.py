@@ -3,10 +3,12 @@ substring rules, matcher.py); rows that contain none are dropped as `no_match`."
 
 from __future__ import annotations
 
+from functools import partial
+
 import pyarrow as pa
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import stages, storage
+from wit_builder import runner, stages, storage
 from wit_builder.errors import UserError
 from wit_builder.coins import ENTRY_IDS
 from wit_builder.match.matcher import annotate, get_matcher
@@ -24,45 +26,38 @@ def queries_path(cfg) -> str:
     return path
 
 
-def extra_inputs(cfg) -> list[str]:
-    return [queries_path(cfg)]
+HINT = "give the output of extract"
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
-    from pyspark.sql.types import ArrayType, IntegerType, StringType, StructField, StructType
+def check_config(cfg) -> None:
+    queries_path(cfg)
 
-    path = queries_path(cfg)
+
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """The inputs and the query list (the output depends on it too)."""
+    stage_inputs.check(inputs, HINT)
+    return stages.Plan(inputs, extra=[queries_path(cfg)])
+
+
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
+    path = plan.extra[0]
     entries = load_queries(path)
     if not entries:
         raise UserError(f"query list {path} is empty (build one with `wit-builder queries build`)")
-    key = (fingerprint(entries), cfg.match.normalize)
-    hint = "give the output of extract"
-    extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
-             "normalize": cfg.match.normalize}
-    table = stage_inputs.read_small(inputs, hint, cfg.spark.driver_rows)
-    if table is not None:  # small: on the driver, without Spark jobs' fixed cost
-        stage_inputs.require_columns(table, ["text"], inputs, hint)
-        table = table.drop_columns([c for c in (ENTRY_IDS, "drop_reason") if c in table.column_names])
-        matcher = get_matcher(key, lambda: entries)
-        batches = table.to_batches(max_chunksize=cfg.spark.arrow_batch_rows) or \
-            [pa.RecordBatch.from_pylist([], schema=table.schema)]
-        result = stages.write_with_drops_local(
-            pa.Table.from_batches([annotate(b, matcher) for b in batches]), out_dir)
-        result.extra = extra
-        return result
-    df = stage_inputs.read_rows(spark, inputs, hint)
-    stage_inputs.require_columns(df, ["text"], inputs, hint)
-    df = df.drop(ENTRY_IDS, "drop_reason")
-    shipped = spark.sparkContext.broadcast(entries)  # sent once; read only where not cached
-    schema = StructType(df.schema.fields + [StructField(ENTRY_IDS, ArrayType(IntegerType())),
-                                            StructField("drop_reason", StringType())])
-
-    def match_batches(batches):
-        matcher = get_matcher(key, lambda: shipped.value)
-        for batch in batches:
-            yield annotate(batch, matcher)
-
-    result = stages.write_with_drops(df.mapInArrow(match_batches, schema), out_dir)
-    shipped.destroy()
-    result.extra = extra
+    key = (fingerprint(entries), ctx.cfg.match.normalize)
+    rows = runner.read(ctx, plan.inputs, HINT, ["text"])
+    schema = runner.with_columns(rows.schema, [(ENTRY_IDS, pa.list_(pa.int32())),
+                                               (runner.REASON, pa.string())])
+    marked = runner.map_batches(rows, partial(_match_batch, key), schema, shared=entries,
+                                batch_rows=ctx.cfg.spark.arrow_batch_rows)
+    result, _ = runner.write_with_drops(ctx, marked)
+    result.extra = {"queries": {"path": path, "entries": len(entries), "fingerprint": key[0]},
+                    "normalize": ctx.cfg.match.normalize}
     return result
+
+
+def _match_batch(key: tuple[str, str], batch: pa.RecordBatch, entries) -> pa.RecordBatch:
+    """A batch with its `entry_ids` and drop reason (those it had replaced). The matcher is
+    built once per process for the list `key` names (`entries`: the list, shipped once)."""
+    batch = batch.select([n for n in batch.schema.names if n not in (ENTRY_IDS, runner.REASON)])
+    return annotate(batch, get_matcher(key, lambda: entries))

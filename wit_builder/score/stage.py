@@ -47,8 +47,12 @@ HISTOGRAM_BINS = 20
 SCORES_LAYOUT = 2  # scores/ files by position, with our keys: older ones are scored again
 
 
-def extra_inputs(cfg) -> list[str]:
-    return [cfg.score.model] if cfg.score.model and not score_model.is_hf_folder(cfg.score.model) else []
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """The input shards (Plan.detail), and the model checkpoint (the output depends on it)."""
+    model = cfg.score.model
+    return stages.Plan(inputs, extra=[model] if model and not score_model.is_hf_folder(model) else [],
+                       detail=stage_inputs.input_tars(
+                           inputs, "give OUT/finalize or a folder of WebDataset shards"))
 
 
 def check_config(cfg) -> None:
@@ -58,10 +62,6 @@ def check_config(cfg) -> None:
         raise UserError(f"score.top_fraction {section.top_fraction}: give a fraction in (0, 1]")
     if section.device not in ("auto", "cpu") and not section.device.startswith("cuda"):
         raise UserError(f"score.device {section.device!r}: use auto, cpu, cuda or cuda:N")
-
-
-def input_tars(inputs: list[str]) -> list[str]:
-    return stage_inputs.input_tars(inputs, "give OUT/finalize or a folder of WebDataset shards")
 
 
 def _caption(files: dict, meta: dict) -> str:
@@ -216,13 +216,12 @@ def threshold_of(scores, min_score: float, top_fraction: float) -> float:
     return threshold
 
 
-def run(spark, cfg, inputs: list[str], out_dir: str) -> stages.StageResult:
+def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     import numpy as np
     import pyarrow.parquet as pq
 
-    check_config(cfg)
+    spark, cfg, out_dir, tars = ctx.spark, ctx.cfg, ctx.out, plan.detail
     section = cfg.score
-    tars = input_tars(inputs)
     scores_dir = storage.join(out_dir, SCORES)
     identity = _identity(section, tars)
     marker = storage.join(scores_dir, SCORING)

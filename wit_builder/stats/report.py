@@ -12,7 +12,7 @@ import json
 import sys
 
 
-from wit_builder import storage
+from wit_builder import stages, storage
 from wit_builder.stats import plots
 from wit_builder.stats.collect import collect, to_json
 
@@ -302,3 +302,14 @@ def write_stats(out: str, cfg, log=print) -> None:
     if cfg.run.html_report:
         storage.write_bytes_atomic(storage.join(target, "report.html"), render_html(stats).encode())
     log(f"stats: {len(stats['pipeline'])} stages -> {target}")
+
+
+# --- as the last stage of a chain (the registry's `stats`) ----------------------------------
+
+def check(cfg, inputs: list[str]) -> stages.Plan:
+    """Nothing to check: the report reads whatever the output root holds."""
+    return stages.Plan(inputs)
+
+
+def run(ctx: stages.Context, plan: stages.Plan) -> None:
+    write_stats(ctx.out, ctx.cfg, ctx.log)
