@@ -20,15 +20,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from PIL import Image
 
-CACHE_DAYS = 7
+from pypi_venv import venv_python
+
 # name -> (requirement, what the installed version must be); pillow: training decodes with PIL
 RELEASES = {"current": ("webdataset", lambda v: int(v.split(".")[0]) >= 1),
             "open_clip_training": ("webdataset==0.2.86", lambda v: v == "0.2.86")}
@@ -51,39 +50,12 @@ print(json.dumps(out))
 """
 
 
-def _index_url() -> str:
-    return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-
-
-def _unreachable(reason: str):
-    if os.environ.get("WIT_REQUIRE_SHARED_DATA") == "1":
-        pytest.fail(f"cannot install the current webdataset: {reason} (WIT_REQUIRE_SHARED_DATA=1)")
-    pytest.skip(f"cannot install the current webdataset: {reason}")
-
-
 @pytest.fixture(scope="module", params=sorted(RELEASES))
 def webdataset_python(request):
     """The python of a venv holding that webdataset release and pillow from the package index,
     and the check of the version it must report."""
     requirement, expected = RELEASES[request.param]
-    folder = Path(request.config.cache.mkdir(f"webdataset-{request.param}"))
-    python = folder / "venv" / "bin" / "python"
-    stamp = folder / "installed"
-    if stamp.exists() and python.exists() and time.time() - stamp.stat().st_mtime < CACHE_DAYS * 86400:
-        return python, expected
-    try:
-        urllib.request.urlopen(f"{_index_url()}/webdataset/", timeout=15).close()
-    except OSError as err:
-        _unreachable(f"{_index_url()} unreachable ({err})")
-    stamp.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(folder / "venv")],
-                   check=True, timeout=60)
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                           "--upgrade", requirement, "pillow"],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"pip install {requirement} pillow failed:\n{done.stderr[-3000:]}"
-    stamp.write_text("")
-    return python, expected
+    return venv_python(request, f"webdataset-{request.param}", [requirement, "pillow"]), expected
 
 
 def _jpeg(img: Image.Image) -> bytes:

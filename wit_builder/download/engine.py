@@ -338,19 +338,13 @@ class ShardOutput:
         self.start_time = time.time()
         with storage.open_file(piece.feather, "rb") as f:
             table = pa.ipc.open_file(f).read_all()
-        schema = table.schema
-        for name, kind in (("key", pa.string()), ("status", pa.string()),
-                           ("error_message", pa.string()), ("width", pa.int32()),
-                           ("height", pa.int32()), ("original_width", pa.int32()),
-                           ("original_height", pa.int32()), ("sha256", pa.string())):
-            schema = schema.append(pa.field(name, kind))
         columns = table.slice(piece.start, piece.stop - piece.start).select(column_list).to_pydict()
         self.rows = list(zip(*(columns[c] for c in column_list)))
         self.urls = columns["url"]
         self.captions = columns["caption"]
         self.left = len(self.rows)  # rows not recorded yet
         self.writer = SampleWriter(piece.shard_id, piece.folder, True, storage.SHARD_DIGITS,
-                                   schema, "jpg")
+                                   None, "jpg")  # the shard schema (shard/samples.py)
         self.digits = math.ceil(math.log10(section.samples_per_shard))
         self.status = collections.Counter()  # error messages are few by design (error_text)
         self.counts = collections.Counter()

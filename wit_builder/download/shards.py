@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from wit_builder import storage
 from wit_builder.download.rows import CARRIED
 from wit_builder.download.writer import join
+from wit_builder.shard.samples import write_card
 
 # Columns of the prepared input that go into every sample's json (besides url and caption).
 EXTRA_COLUMNS = ["uid", *CARRIED]
@@ -95,6 +96,7 @@ def download(spark, input_dir: str, out_dir: str, section, done_shards: set,
     finally:
         if fs.exists(tmp_path):
             fs.rm(tmp_path, recursive=True)
+    write_card(out_dir, "download")
 
 
 def _shard_files(input_dir: str, tmp: str, per_shard: int, done_shards: set, start_shard_id: int):

@@ -1,14 +1,15 @@
 """A download shard's files, as img2dataset's WebDatasetSampleWriter writes them, without
 importing img2dataset: NNNNN.tar (KEY.jpg, KEY.json, KEY.txt for each image) and NNNNN.parquet
-(one row per attempted URL, failures included).
+(one row per attempted URL, failures included), in the one shard schema of every stage
+(shard/samples.py: img2dataset's columns, then `phash` and `source_shard`, null here).
 
 img2dataset's writer goes through webdataset's TarWriter, whose import pulls in torch (about 4
 s in each new executor process, before its first image). The members, their order (sorted by
 extension), names, bytes, owner ("bigdata") and mode (0444) are the same; the headers are plain
 ustar (webdataset means to write ustar but hands tarfile its default, PAX, which costs every
-member an extended header for its float mtime). The Parquet file has img2dataset's schema and is
-written in row groups of 100, as its BufferedParquetWriter does. The caption is stored under our
-column name `text` in KEY.json and the Parquet (KEY.txt is the same text).
+member an extended header for its float mtime). The Parquet file is written in row groups of
+100, as its BufferedParquetWriter does. The caption is stored under our column name `text` in
+KEY.json and the Parquet (KEY.txt is the same text).
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder import storage
+from wit_builder.shard.samples import SHARD_COLUMNS, parquet_schema, read_stats, shard_stats
 
 PARQUET_ROWS = 100  # rows per row group, as img2dataset's BufferedParquetWriter
-COUNTS = ["count", "successes", "failed_to_download", "failed_to_resize"]
+COUNTS = ["count", "successes", "failed_to_download", "failed_to_resize", "host_backoffs"]
 
 
 class SampleWriter:
-    """img2dataset's `sample_writer_class` contract: write(image, key, caption, meta), close()."""
+    """img2dataset's `sample_writer_class` contract: write(image, key, caption, meta), close().
+    Its `schema` (the columns img2dataset would write) gives way to the shard schema."""
 
     def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema,
                  encode_format):
-        i = schema.get_field_index("caption")
-        self.schema = schema.set(i, pa.field("text", schema.field(i).type))
+        self.schema = parquet_schema()
         self.save_caption, self.encode_format = save_caption, encode_format
         name = f"{output_folder.rstrip('/')}/{storage.shard_name(shard_id, oom_shard_count)}"
         self.tar_file = storage.open_file(f"{name}.tar", "wb")
@@ -44,6 +46,7 @@ class SampleWriter:
 
     def write(self, img_str, key, caption, meta):
         meta = {("text" if k == "caption" else k): v for k, v in meta.items()}
+        meta = {name: meta.get(name) for name, _ in SHARD_COLUMNS}
         if img_str is not None:
             members = {self.encode_format: img_str, "json": json.dumps(meta, indent=4)}
             if self.save_caption:
@@ -79,7 +82,7 @@ def join(folders: list, out_dir: str, shard_id: int) -> None:
     `_stats.json`): the tar members and Parquet rows of each part in turn, the counts summed,
     `_stats.json` written last as for any shard; then the parts are removed."""
     name = storage.shard_name(shard_id)
-    stats = [storage.read_json(f"{folder.rstrip('/')}/{name}_stats.json") for folder in folders]
+    stats = [read_stats(f"{folder.rstrip('/')}/{name}_stats.json") for folder in folders]
     base = f"{out_dir.rstrip('/')}/{name}"
     with storage.open_file(f"{base}.tar", "wb") as tar_file, \
             tarfile.open(fileobj=tar_file, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
@@ -98,7 +101,7 @@ def join(folders: list, out_dir: str, shard_id: int) -> None:
     for s in stats:
         for message, n in s["status_dict"].items():
             status[message] = status.get(message, 0) + n
-    write_stats(base, {k: sum(s[k] for s in stats) for k in [*COUNTS, "host_backoffs"]}, status,
+    write_stats(base, {k: sum(s.get(k, 0) for s in stats) for k in COUNTS}, status,
                 min(s["start_time"] for s in stats), max(s["end_time"] for s in stats))
     for folder in folders:
         for suffix in (".tar", ".parquet", "_stats.json"):
@@ -106,8 +109,9 @@ def join(folders: list, out_dir: str, shard_id: int) -> None:
 
 
 def write_stats(base: str, counts: dict, status: dict, start: float, end: float) -> None:
-    """`BASE_stats.json`: img2dataset's keys, and `host_backoffs` (readers ignore keys they do
-    not know); written last and atomically: a shard is finished when this file parses."""
-    storage.write_json_atomic(f"{base}_stats.json", {
-        **{k: counts[k] for k in COUNTS}, "duration": end - start, "start_time": start,
-        "end_time": end, "status_dict": status, "host_backoffs": counts["host_backoffs"]})
+    """`BASE_stats.json` (shard/samples.py's schema, `host_backoffs` added); written last and
+    atomically: a shard is finished when this file parses."""
+    storage.write_json_atomic(f"{base}_stats.json", shard_stats(
+        counts["count"], counts["successes"], start, end, status,
+        counts["failed_to_download"], counts["failed_to_resize"],
+        host_backoffs=counts["host_backoffs"]))

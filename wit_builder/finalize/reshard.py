@@ -10,6 +10,7 @@ TarWriter, as img2dataset uses), `NNNNN.parquet` (the samples' metadata, one row
 from __future__ import annotations
 
 import json
+import time
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -17,7 +18,7 @@ from pyspark.sql import functions as F
 from wit_builder import storage
 from wit_builder.finalize.hashing import phash_hex
 from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
-                                       sample_meta, write_sizes)
+                                       sample_meta, shard_stats, write_card, write_sizes)
 from wit_builder.shard.tars import TarWriter, read_samples
 
 WRITTEN_SCHEMA = "out_shard int, name string, count long, tar_bytes long, image_bytes long"
@@ -63,7 +64,7 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
     wanted = {}
     for shard, pos, out_pos, sha256, phash in planned_rows:
         wanted.setdefault(int(shard), {})[int(pos)] = (int(out_pos), sha256, int(phash))
-    rows, image_bytes = [], 0
+    rows, image_bytes, start = [], 0, time.time()
     with storage.open_file(base + ".tar", "wb") as raw:
         writer = TarWriter(raw)
         try:  # closed before `raw` whatever happens (else tarfile writes to a closed file)
@@ -78,12 +79,12 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
                     out_pos, sha256, phash = row
                     key = name + f"{out_pos:0{pos_digits}d}"
                     ext, data = image_of(files)
-                    meta = {**sample_meta(files), "key": key, "sha256": sha256,
-                            "phash": phash_hex(phash)}
+                    row = meta_row({**sample_meta(files), "key": key, "sha256": sha256,
+                                    "phash": phash_hex(phash)}, files, tars[shard])
                     sample = {"__key__": key, ext: data, "txt": files.get("txt", b""),
-                              "json": json.dumps(meta, indent=4)}
+                              "json": json.dumps(row, indent=4)}
                     writer.write(sample)
-                    rows.append(meta_row(meta, files, tars[shard]))
+                    rows.append(row)
                     image_bytes += len(data)
                     left -= 1
                     if left == 0:
@@ -95,9 +96,10 @@ def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, dig
     fs, path = storage.filesystem(base + ".tar")
     written = {"out_shard": out_shard, "name": name + ".tar", "count": len(rows),
                "tar_bytes": int(fs.size(path)), "image_bytes": image_bytes}
-    storage.write_json_atomic(base + STATS_SUFFIX, {
-        "shard": written["name"], "count": written["count"], "tar_bytes": written["tar_bytes"],
-        "image_bytes": image_bytes, "sources": sorted({tars[s] for s in wanted})})
+    storage.write_json_atomic(base + STATS_SUFFIX, shard_stats(
+        len(rows), len(rows), start, time.time(), {"success": len(rows)},
+        tar_bytes=written["tar_bytes"], image_bytes=image_bytes,
+        sources=sorted({tars[s] for s in wanted})))
     return written
 
 
@@ -105,6 +107,7 @@ def _finish(written: list[dict], out_dir: str) -> list[dict]:
     """Sort the shards' rows and write sizes.json (open_clip's convention)."""
     written.sort(key=lambda r: r["out_shard"])
     write_sizes(out_dir, {r["name"]: r["count"] for r in written})
+    write_card(out_dir, "finalize")
     return written
 
 

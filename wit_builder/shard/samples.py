@@ -1,8 +1,15 @@
 """One sample of a WebDataset shard: its image, its json metadata, its shard Parquet row, and
-the files beside the tars (`NNNNN_stats.json`, `sizes.json`).
+the files beside the tars (`NNNNN_stats.json`, `sizes.json`, the dataset card `README.md`).
 
-Shared by every stage that reads or writes shards (finalize, score, stats, train), so none of
-them imports another for these.
+One schema per file kind, whichever stage writes the shards (download, finalize, screen):
+- a sample's json and its Parquet row hold the same record, `SHARD_COLUMNS` (download's Parquet
+  also has a row for each failed URL, with `status` and `error_message`);
+- `NNNNN_stats.json` has img2dataset's keys (`STATS_KEYS`), then what the stage adds (download:
+  `host_backoffs`; finalize: `tar_bytes`, `image_bytes`, `sources`);
+- `README.md` declares the json's column types, so that Hugging Face `datasets` does not type a
+  column that is null in every sample it looks at as `null`.
+Shared by every stage that reads or writes shards (download, finalize, score, stats, train), so
+none of them imports another for these.
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ from wit_builder import storage
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SIZES = "sizes.json"  # {shard name: samples}, open_clip's convention
 STATS_SUFFIX = "_stats.json"  # NNNNN_stats.json beside NNNNN.tar, written when the shard is done
-META_COLUMNS = [  # (name, arrow type name) of each shard Parquet column
-    ("key", "string"), ("uid", "string"), ("url", "string"), ("text", "string"),
-    ("page_url", "string"), ("entry_ids", "list<int32>"), ("lang", "string"),
-    ("width", "int32"), ("height", "int32"), ("original_width", "int32"),
-    ("original_height", "int32"), ("sha256", "string"), ("phash", "string"),
-    ("source_shard", "string"),
+SHARD_COLUMNS = [  # (name, type) of each sample's json key and shard Parquet column, in order
+    ("uid", "string"), ("entry_ids", "list<int32>"), ("entries", "list<string>"),
+    ("page_url", "string"), ("source", "string"), ("lang", "string"), ("user_id", "string"),
+    ("text", "string"), ("url", "string"), ("key", "string"), ("status", "string"),
+    ("error_message", "string"), ("width", "int32"), ("height", "int32"),
+    ("original_width", "int32"), ("original_height", "int32"), ("sha256", "string"),
+    ("phash", "string"), ("source_shard", "string"),
 ]
+STATS_KEYS = ["count", "successes", "failed_to_download", "failed_to_resize", "duration",
+              "start_time", "end_time", "status_dict"]  # img2dataset's, in its order
+CARD = "README.md"
 
 
 def image_of(files: dict) -> tuple[str, bytes] | tuple[None, None]:
@@ -43,7 +54,7 @@ def meta_row(meta: dict, files: dict, source: str) -> dict:
     if meta.get("text") is None:
         meta = {**meta, "text": meta.get("caption") or files.get("txt", b"").decode("utf-8", "replace")}
     row = {}
-    for name, kind in META_COLUMNS:
+    for name, kind in SHARD_COLUMNS:
         value = meta.get(name)
         try:
             if value is None:
@@ -52,6 +63,8 @@ def meta_row(meta: dict, files: dict, source: str) -> dict:
                 row[name] = _int32(value)
             elif kind == "list<int32>":
                 row[name] = [_int32(v) for v in value]
+            elif kind == "list<string>":
+                row[name] = [str(v) for v in value]
             else:
                 row[name] = str(value)
         except (TypeError, ValueError, OverflowError):
@@ -70,8 +83,58 @@ def _int32(value) -> int:
 def parquet_schema():
     import pyarrow as pa
 
-    return pa.schema([(n, pa.list_(pa.int32()) if t == "list<int32>" else pa.type_for_alias(t))
-                      for n, t in META_COLUMNS])
+    kinds = {"list<int32>": pa.list_(pa.int32()), "list<string>": pa.list_(pa.string())}
+    return pa.schema([(n, kinds.get(t) or pa.type_for_alias(t)) for n, t in SHARD_COLUMNS])
+
+
+def shard_stats(count: int, successes: int, start: float, end: float, status: dict,
+                failed_to_download: int = 0, failed_to_resize: int = 0, **extra) -> dict:
+    """A shard's `_stats.json`: img2dataset's keys, then the stage's own `extra`."""
+    return {"count": count, "successes": successes, "failed_to_download": failed_to_download,
+            "failed_to_resize": failed_to_resize, "duration": end - start, "start_time": start,
+            "end_time": end, "status_dict": status, **extra}
+
+
+def read_stats(path: str) -> dict:
+    """A shard's `_stats.json`; ValueError when it is not one (cut, or another schema)."""
+    stats = storage.read_json(path)
+    missing = [k for k in STATS_KEYS if not isinstance(stats, dict) or k not in stats]
+    if missing:
+        raise ValueError(f"{path}: not a shard _stats.json (no {', '.join(missing)})")
+    return stats
+
+
+def write_card(out_dir: str, stage: str) -> None:
+    """README.md, a dataset card that names the tars as the data and declares the samples'
+    column types: `datasets.load_dataset(OUT_DIR)` types every json column as written, not
+    `null` where the samples it looked at hold no value."""
+    yaml = {"string": "      dtype: string", "int32": "      dtype: int32",
+            "list<int32>": "      list: int32", "list<string>": "      list: string"}
+    struct = "\n".join(f"    - name: {n}\n{yaml[t]}" for n, t in SHARD_COLUMNS)
+    storage.write_bytes_atomic(storage.join(out_dir, CARD), f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: "*.tar"
+dataset_info:
+  features:
+  - name: jpg
+    dtype: image
+  - name: json
+    struct:
+{struct}
+  - name: txt
+    dtype: string
+---
+
+# WebDataset shards written by wit-builder's {stage} stage
+
+Each sample: `KEY.jpg` (the image), `KEY.txt` (its caption) and `KEY.json` (its record, the
+columns above; `NNNNN.parquet` holds the same records). `NNNNN_stats.json` counts each shard
+with img2dataset's keys. Load with `datasets.load_dataset("THIS_FOLDER")` or
+`webdataset.WebDataset("THIS_FOLDER/{{00000..NNNNN}}.tar")`.
+""".encode())
 
 
 def write_sizes(out_dir: str, counts: dict[str, int]) -> None:

@@ -230,14 +230,14 @@ def _shard_stats(path: str, listing: dict, tars: list[str], shard_stats: dict[st
     """Samples and bytes per finished shard, from sizes.json and/or the per-shard _stats.json
     files; the unfinished ones are only listed.
 
-    img2dataset's `_stats.json` counts attempted URLs (`count`) and the written samples
-    (`successes`); finalize's count written samples (`count`). When a folder has neither file,
-    the tars' headers are counted."""
+    `_stats.json` counts attempted URLs (`count`) and the written samples (`successes`);
+    download's (or img2dataset's) attempts are the download totals, not a re-sharded stage's
+    (its `sources`). When a folder has neither file, the tars' headers are counted."""
     tars = [t for t in tars if t not in unfinished]
     per_stats, download = {}, Counter()
     for shard, s in shard_stats.items():
         per_stats[shard] = s.get("successes", s.get("count", 0))
-        if "successes" in s:
+        if "successes" in s and "sources" not in s:
             download.update({k: s.get(k, 0) for k in ("count", "successes", "failed_to_download",
                                                       "failed_to_resize")})
     sizes = storage.read_json(storage.join(path, SIZES)) if SIZES in listing else None
