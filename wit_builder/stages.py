@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from wit_builder import __version__, storage
+from wit_builder import __version__, staging, storage
 from wit_builder.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -108,7 +108,7 @@ def run_stage(stage: str, out: str, config: dict, inputs: list[str],
     straight into OUT/<stage>, whose `_SUCCESS` is removed first and written again last.
     """
     final = storage.join(out, stage)
-    storage.recover_staged(final)  # a killed run's leftovers, before `final` is looked at
+    staging.recover_staged(final)  # a killed run's leftovers, before `final` is looked at
     fingerprints = [{"path": p, "fingerprint": fingerprint(p)} for p in inputs]
     if not force and is_complete(final):
         old = _own_manifest(final)
@@ -120,7 +120,7 @@ def run_stage(stage: str, out: str, config: dict, inputs: list[str],
     clock = time.monotonic()
     if in_place:
         storage.remove(storage.join(final, SUCCESS))
-    with (_in_place(final) if in_place else storage.staging_dir(final)) as work:
+    with (_in_place(final) if in_place else staging.staging_dir(final)) as work:
         result = body(work)
         result.check(stage)
         manifest = {

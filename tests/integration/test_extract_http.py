@@ -132,7 +132,7 @@ def test_a_host_that_rebinds_after_its_check_gets_no_request(rebinding, tmp_path
 
 def test_a_task_counts_a_file_whose_host_rebinds(rebinding):
     """Inside a task (the plan was checked on the driver): the file is counted as refused."""
-    from wit_builder.extract import stage as extract
+    from wit_builder.extract import files as extract
 
     url, requests = rebinding
     cfg = load_config(None, ['download.allow_networks=["203.0.113.0/24"]'])

@@ -10,7 +10,7 @@ import pytest
 
 from crawl_helpers import write_warc
 from wit_builder.extract import html
-from wit_builder.extract import stage as extract
+from wit_builder.extract import files as extract
 from wit_builder.extract.tabular import Columns, _bounded_lines, _cut
 
 COLUMNS = Columns("url", "text", "")
@@ -124,7 +124,7 @@ def _extract_in_a_process(path, fmt):
     """(tally, peak memory growth in MB) of extract_file on one file, in a fresh process."""
     script = f"""
 import json, resource
-from wit_builder.extract import stage as extract
+from wit_builder.extract import files as extract
 from wit_builder.config import load_config
 opts = extract.Options.from_config(load_config(None, ["extract.max_record_bytes=1000000"]))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -10,7 +10,7 @@ import pytest
 from warcio.warcwriter import WARCWriter
 
 from wit_builder.extract import stage as extract
-from wit_builder.extract import html, tabular, warc, wat
+from wit_builder.extract import files, html, tabular, warc, wat
 from wit_builder.extract.records import CORRUPT, WRONG_FORMAT, Image, Page, Row, Skip, Table
 from wit_builder.errors import UserError
 from crawl_helpers import write_warc
@@ -250,9 +250,9 @@ def test_real_warc_and_wat_files_damaged_ones_too_start_as_warc_and_lists_do_not
     archives = sorted((shared_data / "crawl/warc").iterdir()) + [
         shared_data / "crawl/commoncrawl/whirlwind.warc.wat.gz"]
     assert len(archives) > 10 and any("truncated" in p.name for p in archives)
-    assert all(warc.in_format(extract._archive_head(str(p))) for p in archives)
+    assert all(warc.in_format(files.archive_head(str(p))) for p in archives)
     for listing in ("alt_text_pairs.jsonl", "img2dataset_10k.parquet"):
-        assert not warc.in_format(extract._archive_head(str(shared_data / "candidates" / listing)))
+        assert not warc.in_format(files.archive_head(str(shared_data / "candidates" / listing)))
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -296,8 +296,8 @@ def test_plan_user_errors(shared_data, tmp_path):
 
 def _extract_file(path, fmt="warc", max_page_bytes=5_000_000):
     """(rows, tally) of one input file through the extract task, without Spark."""
-    opts = extract.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000, 5_000_000, ())
-    batches = list(extract.extract_file(extract.InputFile(str(path), fmt), opts))
+    opts = files.Options(1000, 2000, max_page_bytes, True, COLUMNS, 1000, 5_000_000, ())
+    batches = list(files.extract_file(extract.InputFile(str(path), fmt), opts))
     rows = [r for b in batches[:-1] for r in b.to_pylist()]
     tally = dict(zip(batches[-1].column("tally").to_pylist(), batches[-1].column("n").to_pylist()))
     return rows, tally
@@ -417,7 +417,7 @@ def test_the_old_module_path_still_imports_with_a_warning():
     sys.modules.pop("wit_builder.candidates.extract", None)
     with pytest.warns(DeprecationWarning, match="wit_builder.extract.stage"):
         old = importlib.import_module("wit_builder.candidates.extract")
-    assert old.extract_file is extract.extract_file and old.InputFile is extract.InputFile
+    assert old.extract_file is files.extract_file and old.InputFile is extract.InputFile
 
 
 def test_files_are_dealt_out_to_tasks_once_each():

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder.config import load_config
-from wit_builder.extract import stage as extract
+from wit_builder.extract import files as extract
 from wit_builder.extract import tabular
 from wit_builder.extract.records import Row, Table
 

@@ -16,6 +16,7 @@ from matching_reference import (brute_force_match, metaclip_automaton, metaclip_
                                 metaclip_spacing)
 
 from wit_builder.match import matcher as matching  # noqa: E402
+from wit_builder.match import spacing  # noqa: E402
 from wit_builder.queries.listfile import load_queries  # noqa: E402
 
 COMMITTED = str(Path(__file__).resolve().parents[2] / "query_lists" / "wit-queries-en.json.gz")
@@ -32,8 +33,8 @@ TRICKY_ENTRIES = ["a", "a b", "dog", "St. Louis", "St .  Louis", "x  y", "b", "l
 
 def test_spacing_equals_metaclip():
     texts = [t for t in TRICKY_TEXTS if t is not None]
-    assert matching.space(pa.array(texts)).to_pylist() == [metaclip_spacing(t) for t in texts]
-    assert matching.space(pa.array([None], pa.string())).to_pylist() == ["  "]
+    assert spacing.space(pa.array(texts)).to_pylist() == [metaclip_spacing(t) for t in texts]
+    assert spacing.space(pa.array([None], pa.string())).to_pylist() == ["  "]
 
 
 def test_tricky_cases_equal_brute_force_and_metaclip():

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from wit_builder import storage
+from wit_builder import staging, storage
 from wit_builder.errors import UserError
 
 
@@ -32,12 +32,12 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 def test_staging_dir_publishes_only_on_success(tmp_path):
     final = str(tmp_path / "stage")
-    with storage.staging_dir(final) as work:
+    with staging.staging_dir(final) as work:
         assert not os.path.exists(final)
         (open(os.path.join(work, "f"), "w")).write("1")
     assert os.listdir(final) == ["f"]
     with pytest.raises(RuntimeError):
-        with storage.staging_dir(final) as work:
+        with staging.staging_dir(final) as work:
             open(os.path.join(work, "g"), "w").write("2")
             raise RuntimeError
     assert os.listdir(final) == ["f"]
@@ -63,7 +63,7 @@ def _kill_at_replace(monkeypatch, n):
 
 
 def _publish(final, text):
-    with storage.staging_dir(final) as work:
+    with staging.staging_dir(final) as work:
         open(os.path.join(work, "f"), "w").write(text)
 
 
@@ -77,7 +77,7 @@ def test_staging_dir_survives_a_kill_between_the_renames(tmp_path, monkeypatch, 
             _publish(final, "new")
     left = sorted(n.split("-")[0] for n in os.listdir(tmp_path))  # what the kill left
     assert left == ([".stage.tmp", "stage"] if kill_at == 1 else [".stage.old", ".stage.tmp"])
-    storage.recover_staged(final)  # the next run: the old output back, the leftovers gone
+    staging.recover_staged(final)  # the next run: the old output back, the leftovers gone
     assert os.listdir(tmp_path) == ["stage"] and open(os.path.join(final, "f")).read() == "old"
     _publish(final, "new")
     assert os.listdir(tmp_path) == ["stage"] and open(os.path.join(final, "f")).read() == "new"

@@ -1,10 +1,11 @@
-"""Deprecated: `wit_builder.extract.stage` and `wit_builder.extract.plan` under their old path."""
+"""Deprecated: `wit_builder.extract.stage`, `.files` and `.plan` under their old path."""
 
 import warnings
 
 from wit_builder.extract.plan import InputFile, format_of
 from wit_builder.extract.plan import plan_files as plan
-from wit_builder.extract.stage import Options, extract_file, run
+from wit_builder.extract.files import Options, extract_file
+from wit_builder.extract.stage import run
 
 __all__ = ["InputFile", "Options", "extract_file", "format_of", "plan", "run"]
 

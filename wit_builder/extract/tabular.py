@@ -21,7 +21,7 @@ import io
 import json
 from contextlib import contextmanager
 from functools import partial
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -30,71 +30,12 @@ import pyarrow.parquet as pq
 
 from wit_builder import storage
 from wit_builder.extract.records import CORRUPT, TOO_LONG, WRONG_FORMAT, Skip, Table
-from wit_builder.urls import scrub
+from wit_builder.extract.values import Columns, as_text, match_columns, strings, table
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 MISSING = Skip("missing_columns")
 # What a damaged file raises from pyarrow or gzip mid-read.
 _DAMAGE = (pa.ArrowInvalid, EOFError, gzip.BadGzipFile, UnicodeDecodeError)
-
-
-class Columns(NamedTuple):
-    url: str
-    text: str
-    page_url: str  # "" = none
-
-
-def match_columns(names: list[str], wanted: Columns) -> list[str | None] | None:
-    """The file's actual names for (url, text, page_url): exact, else case-insensitive; None when
-    the url or text column is missing (a page_url column is optional)."""
-    lower = {}
-    for name in names:
-        lower.setdefault(name.lower(), name)
-    found = [(w if w in names else lower.get(w.lower())) if w else None for w in wanted]
-    return None if found[0] is None or found[1] is None else found
-
-
-def _as_text(value) -> str | None:
-    """One raw value as a string (the per-value rule every column conversion follows)."""
-    if value is None or isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")  # U+FFFD -> an `undecodable` drop
-    return str(value)
-
-
-def _strings(values: list) -> pa.Array:
-    """A list of str/None as an Arrow string array (lone surrogates as U+FFFD)."""
-    try:
-        return pa.array(values, pa.string())
-    except (UnicodeEncodeError, pa.ArrowInvalid):
-        return pa.array([scrub(v) for v in values], pa.string())
-
-
-def _as_strings(column) -> pa.Array:
-    """`_as_text` of every value of an Arrow column, by Arrow casts where they give the same."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    kind = column.type
-    if pa.types.is_dictionary(kind):
-        return _as_strings(column.dictionary_decode())
-    if kind == pa.string() or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        # Parquet readers do not check that strings are UTF-8: a file whose are not is damaged
-        column.validate(full=True)  # (ArrowInvalid: one corrupt record, as before)
-        return column.cast(pa.string())
-    if pa.types.is_null(kind):
-        return pa.nulls(len(column), pa.string())
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
-        try:
-            return column.cast(pa.string())  # checks the bytes are UTF-8
-        except pa.ArrowInvalid:  # some are not: those values decoded with U+FFFD
-            pass
-    return pa.array([_as_text(v) for v in column.to_pylist()], pa.string())
-
-
-def _table(batch: pa.RecordBatch, names: list[str | None]) -> Table:
-    url, text, page = (_as_strings(batch.column(name)) if name else None for name in names)
-    return Table(url, text, page if page is not None else pa.nulls(len(url), pa.string()))
 
 
 def _parquet(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
@@ -106,7 +47,7 @@ def _parquet(open_stream, wanted: Columns, batch_rows: int) -> Iterator:
             return
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=[n for n in names if n]):
             if batch.num_rows:
-                yield _table(batch, names)
+                yield table(batch, names)
 
 
 def _header(open_stream, delimiter: str) -> list[str]:
@@ -138,7 +79,7 @@ def _delimited(open_stream, wanted: Columns, batch_rows: int, delimiter: str) ->
                 yield CORRUPT
             bad.clear()
             for start in range(0, batch.num_rows, batch_rows):
-                yield _table(batch.slice(start, batch_rows), names)
+                yield table(batch.slice(start, batch_rows), names)
     for _ in range(len(bad)):
         yield CORRUPT
 
@@ -167,7 +108,7 @@ _UNREAD = object()  # what orjson could not read
 
 def _record(line: bytes, obj, wanted: Columns):
     """(url, text, page_url) of a line that orjson could not read, or read as something else
-    than an object with string (or null) values: the json module's reading and `_as_text`, or
+    than an object with string (or null) values: the json module's reading and `as_text`, or
     None for a malformed record (not JSON, not an object), () for a blank line."""
     if obj is _UNREAD:
         if not line.strip():
@@ -184,7 +125,7 @@ def _record(line: bytes, obj, wanted: Columns):
         obj = _json_line(line)
     if not isinstance(obj, dict):
         return None
-    return tuple(_as_text(_pick(obj, name)) for name in wanted)
+    return tuple(as_text(_pick(obj, name)) for name in wanted)
 
 
 _CHUNK = 1 << 16
@@ -223,7 +164,7 @@ def _jsonl(open_stream, wanted: Columns, batch_rows: int, max_line: int) -> Iter
                 if line is not None and not all(v is None or v.__class__ is str
                                                 for v in (url[i], text[i], page[i])):
                     url[i], text[i], page[i] = _record(line, loads(line), wanted)
-            columns = [_strings(c) for c in (url, text, page)]
+            columns = [strings(c) for c in (url, text, page)]
         for c in (url, text, page, lines):
             c.clear()
         return Table(*columns)

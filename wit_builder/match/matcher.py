@@ -18,114 +18,24 @@ does ~20 hash lookups per text instead. Unique sorted (row, entry) pairs become 
 column; a batch with many repeated texts matches each distinct text once. The matcher is built
 once per executor process and kept in a module cache; `space` (Arrow kernels) is the same
 spacing on a string array.
-Longer than our other modules on purpose: the spacing, hashing, table and level-by-level walk are
-one algorithm, easier to check against MetaCLIP's rule when read in one place.
+The spacing and span hashes are spacing.py's; the table and the level-by-level walk are here.
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from wit_builder.coins import ENTRY_IDS
+from wit_builder.match import spacing
 
-
-WRAPPED = (",", ".", ";", ":", "?", "!", "`")
-SPACED = ("\t", "\n", "\r")
-_WRAPPED_RE = "([" + re.escape("".join(WRAPPED)) + "])"
-_SPACED_RE = "[" + "".join(SPACED) + "]"
-NO_MATCH = "no_match"
-
-
-def normalize(texts: pa.Array, mode: str) -> pa.Array:
-    if mode in ("nfkc", "nfkc_casefold"):
-        texts = pc.utf8_normalize(texts, form="NFKC")
-    if mode in ("casefold", "nfkc_casefold"):
-        texts = pc.utf8_lower(texts)
-    return texts
-
-
-def space(texts: pa.Array) -> pa.Array:
-    """MetaCLIP's `spacing()` on a whole string array (two regex passes beat ten literal ones)."""
-    blank = pa.scalar(" ", texts.type)
-    texts = pc.binary_join_element_wise(blank, texts.fill_null(""), blank, pa.scalar("", texts.type))
-    texts = pc.replace_substring_regex(texts, _WRAPPED_RE, r" \1 ")
-    return pc.replace_substring_regex(texts, _SPACED_RE, " ")
-
-
-_P = 0xC6A4A7935BD1E995  # odd, so invertible modulo 2**64
-_P_INV = pow(_P, -1, 2**64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: table slot = high bits of key * _MIX
 _HALF = np.uint64(32)  # a table key: the high half of hash * _MIX; a row: key << 32 | value
 _LOW = np.uint64(2**32 - 1)
-_BLOCK = 4096
 _MAX_DISTINCT_SHARE = 0.8  # match() dedups a batch with fewer distinct texts than this share
 _SAMPLE = 1000  # (and as many in its first rows)
-_WRAPPED_BYTES = np.array([ord(c) for c in WRAPPED], np.uint8)
-_SPACED_BYTES = np.array([ord(c) for c in SPACED], np.uint8)
-_ROW_END = 0xFF  # never in UTF-8: a span across two rows can never equal an entry
-# _TAIL[k]: the low k bytes of a uint64 (k = 8 for all of them)
-_TAIL = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
-
-
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**k and P**-k modulo 2**64 for k < n (numpy's uint64 arithmetic wraps); by blocks, since
-    a long cumprod is slow."""
-    out = []
-    for base in (_P, _P_INV):
-        small = np.full(_BLOCK, base, np.uint64)
-        small[0] = 1
-        small = np.cumprod(small)
-        step = np.full(-(-n // _BLOCK), pow(base, _BLOCK, 2**64), np.uint64)
-        step[0] = 1
-        out.append((np.cumprod(step)[:, None] * small[None, :]).ravel()[:n])
-    return out[0], out[1]
-
-
-def _prefix_hashes(data: np.ndarray, powers: np.ndarray) -> np.ndarray:
-    """Polynomial prefix hashes of a byte array, so that any slice's hash is one subtraction and
-    one multiplication away; `powers` from `_powers(>= len(data) + 1)`."""
-    prefix = np.zeros(len(data) + 1, np.uint64)
-    np.multiply(data, powers[:len(data)], out=prefix[1:])
-    np.cumsum(prefix[1:], out=prefix[1:])
-    return prefix
-
-
-def _windows(data: np.ndarray) -> np.ndarray:
-    """The 8 bytes from each position of `data` (padded by 8 bytes) as little-endian uint64."""
-    return np.ndarray((len(data) - 8,), np.dtype("<u8"), data, 0, (1,))
-
-
-def _spaced_bytes(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MetaCLIP's spacing of every row, in numpy: row r becomes " " + spaced(row) + " " + 0xFF in
-    one byte array (8 zero bytes of padding after it, for `_windows`), and each row's start in it."""
-    n, rows = len(data), len(offsets) - 1
-    is_mark = data == _WRAPPED_BYTES[0]  # comparisons beat a table lookup 3 to 1
-    for byte in _WRAPPED_BYTES[1:]:
-        is_mark |= data == byte
-    marks = np.flatnonzero(is_mark)  # few: place what is inserted, then copy the rest
-    # row r starts after 3 bytes per row and 2 per mark before it; the mark k (byte j of row r)
-    # goes to j + 2 * k + 3 * r + 2, between two inserted spaces
-    starts = offsets[:-1] + 2 * np.searchsorted(marks, offsets[:-1]) + 3 * np.arange(rows)
-    total = n + 2 * len(marks) + 3 * rows
-    at = marks + 2 * np.arange(len(marks)) + 3 * (np.searchsorted(offsets, marks, side="right") - 1) + 2
-    # inserted: each row's leading space, trailing space and 0xFF (the last two end the row), and
-    # a space on each side of each mark; the row's bytes fill the other places in order
-    ends = np.append(starts[1:], total) if rows else starts
-    inserted = np.concatenate([starts, ends - 2, ends - 1, at - 1, at + 1])
-    copied = np.ones(total, bool)
-    copied[inserted] = False
-    out = np.full(total + 8, 32, np.uint8)
-    out[total:] = 0
-    text = out[:total]
-    text[copied] = data
-    if (data <= max(_SPACED_BYTES)).any():  # tab, newline, carriage return (rare) become spaces
-        text[np.isin(text, _SPACED_BYTES)] = 32
-    out[ends - 1] = _ROW_END
-    return out, starts
+NO_MATCH = "no_match"
 
 
 class Matcher:
@@ -134,7 +44,7 @@ class Matcher:
     def __init__(self, entries: list[str], mode: str = "metaclip"):
         self.n_entries, self.mode = len(entries), mode
         if mode != "metaclip":
-            entries = normalize(pa.array(entries, pa.string()), mode).to_pylist()
+            entries = spacing.normalize(pa.array(entries, pa.string()), mode).to_pylist()
         n = len(entries)
         data = "\n".join(entries).encode()  # one encode: the newlines give the offsets
         newlines = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
@@ -152,8 +62,8 @@ class Matcher:
         self.starts, self.sizes = starts, ends - starts
         full, prefixes, words = self._entry_hashes(self.data[:len(data)], starts, ends)
         self.max_words = int(words)
-        self.powers, self.inverse = _powers(1 << 16)  # grown by match() to the largest batch seen
-        windows = _windows(self.data)
+        self.powers, self.inverse = spacing.powers(1 << 16)  # grown by match() to the largest batch seen
+        windows = spacing.windows(self.data)
         self.head = windows[self.starts]  # the first 8 bytes of each entry
 
         # Patterns are entries; entries equal to an earlier one (after normalising) are its
@@ -210,9 +120,9 @@ class Matcher:
             last = max(last, first + 1)
             lo, hi = int(starts[first]), int(ends[last - 1])
             if powers is None or len(powers) <= hi - lo:
-                powers, inverse = _powers(max(hi - lo + 1, chunk + 1))
+                powers, inverse = spacing.powers(max(hi - lo + 1, chunk + 1))
             part = data[lo:hi]
-            prefix = _prefix_hashes(part, powers)
+            prefix = spacing.prefix_hashes(part, powers)
             begin, end = starts[first:last] - lo, ends[first:last] - lo
             full[first:last] = (prefix[end] - prefix[begin]) * inverse[begin]
             inner = np.flatnonzero(part == 32)
@@ -274,13 +184,13 @@ class Matcher:
 
     def _verify(self, windows, begin, pattern, size) -> np.ndarray:
         """Whether the text bytes at `begin` equal each pattern (of equal size), 8 bytes at a time."""
-        ok = ((windows[begin] ^ self.head[pattern]) & _TAIL[np.minimum(size, 8)]) == 0
+        ok = ((windows[begin] ^ self.head[pattern]) & spacing.TAIL[np.minimum(size, 8)]) == 0
         longer = np.flatnonzero(ok & (size > 8))
         done = 8
-        pattern_windows = _windows(self.data)
+        pattern_windows = spacing.windows(self.data)
         while len(longer):
             b, p, rest = begin[longer] + done, self.starts[pattern[longer]] + done, size[longer] - done
-            same = ((windows[b] ^ pattern_windows[p]) & _TAIL[np.minimum(rest, 8)]) == 0
+            same = ((windows[b] ^ pattern_windows[p]) & spacing.TAIL[np.minimum(rest, 8)]) == 0
             ok[longer[~same]] = False
             longer = longer[same & (rest > 8)]
             done += 8
@@ -292,9 +202,9 @@ class Matcher:
         text = spaced[:n]
         space_pos = np.flatnonzero(text == 32)
         if len(self.powers) <= n:  # kept across batches: computed once per size
-            self.powers, self.inverse = _powers(2 * n + 1)
-        prefix = _prefix_hashes(text, self.powers)
-        windows = _windows(spaced)
+            self.powers, self.inverse = spacing.powers(2 * n + 1)
+        prefix = spacing.prefix_hashes(text, self.powers)
+        windows = spacing.windows(spaced)
         begin = space_pos[:-1] + 1
         # the hash of the span from token t to the space at `end`: (prefix[end] - base[t]) * scale[t]
         base, scale = prefix[begin], self.inverse[begin]
@@ -350,17 +260,17 @@ class Matcher:
 
     def _match_rows(self, texts: pa.Array) -> pa.ListArray:
         """`match` of a string array without nulls, text by text."""
-        texts = normalize(texts, self.mode)
+        texts = spacing.normalize(texts, self.mode)
         n = len(texts)
-        offsets, data = _arrow_bytes(texts)
-        spaced, row_starts = _spaced_bytes(data, offsets)
+        offsets, data = spacing.arrow_bytes(texts)
+        spaced, row_starts = spacing.spaced_bytes(data, offsets)
         tokens, pattern, space_pos = self._lookup(spaced, len(spaced) - 8)
         # the row of a token: rows before its opening space
         rows = np.searchsorted(row_starts, space_pos[tokens], side="right") - 1
         if self.one_id:
             ids = pattern
         else:
-            owner, slot = _expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
+            owner, slot = spacing.expand(self.id_offsets[pattern], self.id_offsets[pattern + 1])
             rows, ids = rows[owner], self.ids[slot]
         pairs = np.sort(rows * max(self.n_entries, 1) + ids)
         if len(pairs):
@@ -369,27 +279,6 @@ class Matcher:
         list_offsets = np.zeros(n + 1, np.int32)
         np.cumsum(np.bincount(rows, minlength=n), out=list_offsets[1:])
         return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
-
-
-def _arrow_bytes(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets from 0, UTF-8 bytes) of a string array without nulls, not copying the bytes."""
-    n = len(strings)
-    kind = np.int64 if pa.types.is_large_string(strings.type) else np.int32
-    _, offsets_buf, data_buf = strings.buffers()[:3]
-    if n == 0 or offsets_buf is None:
-        return np.zeros(n + 1, np.int64), np.zeros(0, np.uint8)
-    offsets = np.frombuffer(offsets_buf, kind)[strings.offset:strings.offset + n + 1].astype(np.int64)
-    start = int(offsets[0])
-    data = np.frombuffer(data_buf, np.uint8, int(offsets[-1]) - start, start) if data_buf is not None \
-        else np.zeros(0, np.uint8)
-    return offsets - start, data
-
-
-def _expand(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges [lo, hi): (index of the range, each position in it), flattened."""
-    counts = hi - lo
-    owner = np.repeat(np.arange(len(lo)), counts)
-    return owner, lo[owner] + np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
 
 
 _MATCHERS: dict[tuple[str, str], Matcher] = {}
