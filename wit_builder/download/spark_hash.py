@@ -1,5 +1,6 @@
 """Spark's hash partitioning of a string column, in numpy: which file `repartition(n, col)` puts
-a row in, so that the driver can write the same input files as Spark (prepare_local.py).
+a row in, so that the driver can write the same input files as Spark (prepare_local.py; why
+that driver path stays, with its figures, is in its docstring).
 
 `repartition(n, "uid")` sends a row to partition `pmod(hash(uid), n)`, where `hash` is Spark's
 Murmur3Hash with seed 42. For a string Spark hashes its UTF-8 bytes with
