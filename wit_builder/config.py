@@ -165,6 +165,23 @@ class DownloadConfig:
 
 
 @dataclass
+class ScreenConfig:
+    """The screen stage (screen/): known-bad hash lists, NSFW scores, face blurring. Distances
+    measured on the shared photos: see tests/integration/test_screen.py."""
+    enabled: bool = False  # `run` and the demo screen between download and finalize
+    hash_lists: list = field(default_factory=list)  # files of hex hashes: 64 digits PDQ, 16 pHash
+    pdq_distance: int = _at_least(31, 0)  # PDQ bits (of 256): Meta's recommended match distance
+    phash_distance: int = _at_least(10, 0)  # pHash bits (of 64): catches 5% crops, 2 bits clear
+    # of the nearest distinct shared photo (12)
+    nsfw_threshold: float = 0.5  # report: scores above are counted, their images never shown
+    drop_nsfw_above: float = 1.0  # drop samples scored above this as `nsfw` (1.0: none)
+    blur_faces: bool = True  # blur detected faces in the stored image (DataComp's practice)
+    face_min_score: float = 0.2  # NudeNet face-class confidence for a face (nudenet's own 0.2)
+    encode_quality: int = _at_least(95, 1)  # JPEG/WebP quality of an image whose faces were blurred
+    batch_size: int = _at_least(16, 1)  # images per NudeNet run
+
+
+@dataclass
 class FinalizeConfig:
     hamming_distance: int = _at_least(4, 0)  # pHash bits; 64-bit hashes
     bands: int = _at_least(5, 1)  # must exceed hamming_distance; fewer = wider = fewer candidates
@@ -244,6 +261,7 @@ class Config:
     filter: FilterConfig = field(default_factory=FilterConfig)
     balance: BalanceConfig = field(default_factory=BalanceConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
     finalize: FinalizeConfig = field(default_factory=FinalizeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     stats: StatsConfig = field(default_factory=StatsConfig)
