@@ -31,9 +31,11 @@ def select(names: tuple, start: str | None, until: str | None) -> list[str]:
     return list(names[first:last + 1])
 
 
-def wanted(cfg, names: list[str], until: str | None = None) -> list[str]:
-    """`names` less the stages the config does not ask for (an explicit `until` always runs)."""
-    return [n for n in names if n == until or BY_NAME[n].wanted(cfg)]
+def wanted(cfg, names: list[str], until: str | None = None, out: str | None = None) -> list[str]:
+    """`names` less the stages the config does not ask for (an explicit `until` always runs, and
+    so does one `used_when_present` whose output OUT holds)."""
+    return [n for n in names if n == until or BY_NAME[n].wanted(cfg) or (
+        out and BY_NAME[n].used_when_present and stages.is_complete(storage.join(out, n)))]
 
 
 def previous_output(out: str, name: str) -> str:
@@ -169,7 +171,7 @@ def run_pipeline(cfg, spark=None, master: str | None = None, force: bool = False
     if not run.out:
         raise UserError("no output root (set [run] out in the config or give --out)")
     storage.check_writable(run.out)
-    todo = wanted(cfg, select(NAMES, None, run.until), run.until)
+    todo = wanted(cfg, select(NAMES, None, run.until), run.until, run.out)
     curated = [n for n in todo if n in CURATE] or [CURATE[0]]
     checked = check(cfg, todo, list(run.input), log)
     session = spark or lazy_from_config(cfg, master)

@@ -41,6 +41,9 @@ class Stage:
     # False when the config does not ask for it: `run` and the demo then pass over it (named
     # alone, or as `[run] until`, it runs and its checks say what is missing)
     wanted: Callable[[object], bool] = lambda cfg: True
+    # True: `run` also runs it when OUT/<name> holds its finished output, so the stages after it
+    # read that output (finalize reads OUT/screen when it exists; up to date, it is skipped)
+    used_when_present: bool = False
     # False for the report: it writes OUT/<name> itself, without a manifest, on every run, and
     # has its own command (`wit-builder stats PATH`)
     publishes: bool = True
@@ -87,6 +90,19 @@ STAGES = (
               Option("--in-flight", "download.in_flight", "requests open at once per Spark task"),
               Option("--allow-networks", "download.allow_networks",
                      "CIDR ranges exempt from the private-address rule (comma-separated)"))),
+    Stage("screen", "wit_builder.screen.stage",
+          "known-bad hash lists (PDQ, pHash), an NSFW score per sample (NudeNet) and face "
+          "blurring; a rerun resumes, keeping screened shards",
+          "OUT/download (or a folder of WebDataset shards)", task_progress=True,
+          wanted=lambda cfg: cfg.screen.enabled, used_when_present=True, options=(
+              Option("--hash-lists", "screen.hash_lists",
+                     "files of known-bad hashes, comma-separated (64 hex digits PDQ, 16 pHash)"),
+              Option("--drop-nsfw-above", "screen.drop_nsfw_above",
+                     "drop samples whose nsfw_score is above this (1.0: none)"),
+              Option("--nsfw-threshold", "screen.nsfw_threshold",
+                     "the report counts scores above this and shows none of their images"),
+              Option("--no-blur", "screen.blur_faces", "store faces unblurred",
+                     {"action": "store_const", "const": "false"}))),
     Stage("finalize", "wit_builder.finalize.stage",
           "image dedup, decontamination, exact balance, reshard",
           "OUT/download (or a folder of WebDataset shards)", task_progress=True, options=(

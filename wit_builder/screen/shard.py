@@ -2,11 +2,13 @@
 
 Each sample of the input tar, in order, is either dropped with one reason or written to
 `NNNNN.tar` under our key (shard name and position: a foreign shard's member paths never reach
-an output shard), its json gaining `pdq`, `download_phash` (the image's hashes as it came, before
-any blurring, so a later list can be applied without downloading again), `nsfw_score` and
-`faces` ({"count", "boxes": [[x, y, w, h], ...]}). Beside it: `NNNNN.parquet` (the shard's
-Parquet columns plus those four), `drops/NNNNN.parquet` (key, uid, reason, source shard), and
-`NNNNN_stats.json`, written last: a shard with a whole stats file is done.
+an output shard), its record (json and Parquet row, shard/samples.py) gaining `pdq`,
+`download_phash` (the image's hashes as it came, before any blurring, so a later list can be
+applied without downloading again), `nsfw_score` and `faces` ({"count", "boxes": [[x, y, w,
+h], ...]}). Beside it: `NNNNN.parquet`, `drops/NNNNN.parquet` (key, uid, reason, source shard),
+and
+`NNNNN_stats.json` (img2dataset's keys: `count` samples in, `successes` kept; then screen's
+own), written last: a shard with a whole stats file is done.
 
 Drop reasons: `blocklisted` (a hash within distance of a listed one), `nsfw` (nsfw_score above
 `drop_nsfw_above`), `undecodable_image` and the image checks' reasons (images.py), and the tar
@@ -18,28 +20,20 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections import Counter
 
 import numpy as np
 
 from wit_builder import images, storage
 from wit_builder.screen import faces, hashes, nsfw
-from wit_builder.shard.samples import STATS_SUFFIX, image_of, meta_row, parquet_schema, sample_meta
+from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
+                                       sample_meta, shard_stats)
 from wit_builder.shard.tars import TarWriter, read_samples
 
 DROPS = "drops"
 HISTOGRAM_EDGES = np.linspace(0, 1, 21)  # fixed bins, so shards' histograms add up
 _LISTS: dict = {}  # this process's hash lists, by their paths
-
-
-def output_schema():
-    """The shard Parquet schema: the shard columns plus screen's own."""
-    import pyarrow as pa
-
-    face_type = pa.struct([("count", pa.int32()), ("boxes", pa.list_(pa.list_(pa.int32())))])
-    return parquet_schema().append(pa.field("pdq", pa.string())) \
-        .append(pa.field("download_phash", pa.string())) \
-        .append(pa.field("nsfw_score", pa.float32())).append(pa.field("faces", face_type))
 
 
 def drops_schema():
@@ -86,7 +80,7 @@ class _Output:
         self.name, self.tar, self.out_dir = storage.shard_name(index), tar, out_dir
         self.raw = storage.open_file(storage.join(out_dir, self.name + ".tar"), "wb")
         self.writer = TarWriter(self.raw)
-        self.rows, self.drops, self.pos = [], [], 0
+        self.rows, self.drops, self.pos, self.start = [], [], 0, time.time()
         self.listed, self.scores = Counter(), []
         self.faces = self.with_faces = self.blurred = 0
 
@@ -101,11 +95,9 @@ class _Output:
                            "source_shard": self.tar})
 
     def write(self, key: str, files: dict, meta: dict, ext: str, data: bytes) -> None:
-        meta = {**meta, "key": key}
+        row = meta_row({**meta, "key": key}, files, self.tar)  # the json is the Parquet row
         self.writer.write({"__key__": key, ext: data, "txt": files.get("txt", b""),
-                           "json": json.dumps(meta, indent=4)})
-        row = meta_row(meta, files, self.tar)
-        row.update({c: meta.get(c) for c in ("pdq", "download_phash", "nsfw_score", "faces")})
+                           "json": json.dumps(row, indent=4)})
         self.rows.append(row)
 
     def close(self, threshold: float) -> dict:
@@ -115,19 +107,20 @@ class _Output:
         self.writer.close()
         self.raw.close()
         base = storage.join(self.out_dir, self.name)
-        for path, table in ((base + ".parquet", pa.Table.from_pylist(self.rows, output_schema())),
+        for path, table in ((base + ".parquet", pa.Table.from_pylist(self.rows, parquet_schema())),
                             (storage.join(self.out_dir, DROPS, self.name + ".parquet"),
                              pa.Table.from_pylist(self.drops, drops_schema()))):
             buf = io.BytesIO()
             pq.write_table(table, buf)
             storage.write_bytes_atomic(path, buf.getvalue())
         scores = np.array(self.scores, np.float64)
-        stats = {"shard": self.name + ".tar", "source": self.tar, "rows_in": self.pos,
-                 "count": len(self.rows), "dropped": dict(Counter(d["reason"] for d in self.drops)),
-                 "blocklisted": dict(self.listed),
-                 "nsfw_histogram": np.histogram(scores, HISTOGRAM_EDGES)[0].tolist(),
-                 "nsfw_above": int((scores > threshold).sum()), "scored": len(scores),
-                 "faces": self.faces, "with_faces": self.with_faces, "blurred": self.blurred}
+        dropped = dict(Counter(d["reason"] for d in self.drops))
+        stats = shard_stats(
+            self.pos, len(self.rows), self.start, time.time(), {"success": len(self.rows), **dropped},
+            source=self.tar, dropped=dropped, blocklisted=dict(self.listed),
+            nsfw_histogram=np.histogram(scores, HISTOGRAM_EDGES)[0].tolist(),
+            nsfw_above=int((scores > threshold).sum()), scored=len(scores),
+            faces=self.faces, with_faces=self.with_faces, blurred=self.blurred)
         storage.write_json_atomic(base + STATS_SUFFIX, stats)
         return stats
 

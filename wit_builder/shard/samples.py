@@ -27,8 +27,9 @@ SHARD_COLUMNS = [  # (name, type) of each sample's json key and shard Parquet co
     ("text", "string"), ("url", "string"), ("key", "string"), ("status", "string"),
     ("error_message", "string"), ("width", "int32"), ("height", "int32"),
     ("original_width", "int32"), ("original_height", "int32"), ("sha256", "string"),
-    ("phash", "string"), ("source_shard", "string"),
-]
+    ("phash", "string"), ("pdq", "string"), ("download_phash", "string"),
+    ("nsfw_score", "float32"), ("faces", "faces"), ("source_shard", "string"),
+]  # pdq ... faces: the screen stage's (screen/shard.py), null in shards it has not screened
 STATS_KEYS = ["count", "successes", "failed_to_download", "failed_to_resize", "duration",
               "start_time", "end_time", "status_dict"]  # img2dataset's, in its order
 CARD = "README.md"
@@ -65,12 +66,32 @@ def meta_row(meta: dict, files: dict, source: str) -> dict:
                 row[name] = [_int32(v) for v in value]
             elif kind == "list<string>":
                 row[name] = [str(v) for v in value]
+            elif kind == "float32":
+                row[name] = _number(value)
+            elif kind == "faces":
+                row[name] = _faces(value)
             else:
                 row[name] = str(value)
         except (TypeError, ValueError, OverflowError):
             row[name] = None
     row["source_shard"] = source
     return row
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _faces(value) -> dict:
+    """{"count": n, "boxes": [[x, y, w, h], ...]} with int32 values; ValueError otherwise."""
+    if not isinstance(value, dict) or not isinstance(value.get("boxes"), list):
+        raise ValueError("not a faces record")
+    boxes = [[_int32(v) for v in box] for box in value["boxes"]]
+    if any(len(box) != 4 for box in boxes):
+        raise ValueError("a face box is x, y, w, h")
+    return {"count": _int32(value.get("count", len(boxes))), "boxes": boxes}
 
 
 def _int32(value) -> int:
@@ -83,7 +104,8 @@ def _int32(value) -> int:
 def parquet_schema():
     import pyarrow as pa
 
-    kinds = {"list<int32>": pa.list_(pa.int32()), "list<string>": pa.list_(pa.string())}
+    kinds = {"list<int32>": pa.list_(pa.int32()), "list<string>": pa.list_(pa.string()),
+             "faces": pa.struct([("count", pa.int32()), ("boxes", pa.list_(pa.list_(pa.int32())))])}
     return pa.schema([(n, kinds.get(t) or pa.type_for_alias(t)) for n, t in SHARD_COLUMNS])
 
 
@@ -109,7 +131,10 @@ def write_card(out_dir: str, stage: str) -> None:
     column types: `datasets.load_dataset(OUT_DIR)` types every json column as written, not
     `null` where the samples it looked at hold no value."""
     yaml = {"string": "      dtype: string", "int32": "      dtype: int32",
-            "list<int32>": "      list: int32", "list<string>": "      list: string"}
+            "list<int32>": "      list: int32", "list<string>": "      list: string",
+            "float32": "      dtype: float32",
+            "faces": "      struct:\n      - name: count\n        dtype: int32\n"
+                     "      - name: boxes\n        list:\n          list: int32"}
     struct = "\n".join(f"    - name: {n}\n{yaml[t]}" for n, t in SHARD_COLUMNS)
     storage.write_bytes_atomic(storage.join(out_dir, CARD), f"""---
 configs:
