@@ -38,8 +38,8 @@ def run(cfg, out: str | None = None, as_json: bool = False) -> bool:
     """Run every check, print them, and return whether a run has what it needs."""
     out = out or cfg.run.out
     java = _java()
-    items = [_python(), _packages(), java, _spark(java), _langid(cfg), _queries(cfg), _out(out),
-             _s3(cfg, out), _gpu(), _chromium()]
+    items = [_python(), _packages(), java, _spark(java), _langid(cfg), _queries(cfg),
+             *_screen(cfg), _out(out), _s3(cfg, out), _gpu(), _chromium()]
     healthy = all(item.status != FAIL for item in items)
     if as_json:
         doc = {"ok": healthy, "items": {i.name: {k: v for k, v in asdict(i).items() if k != "name"}
@@ -168,6 +168,17 @@ def _queries(cfg) -> Item:
             raise UserError(f"query list {path} is empty (build one with `wit-builder queries build`)")
         return f"{len(entries):,} entries in {path}", {"path": path, "entries": len(entries)}
     return _check("queries", body)
+
+
+def _screen(cfg) -> list[Item]:
+    """The screen stage's models (each from an installed package, never fetched) and hash lists."""
+    from wit_builder.screen import models
+
+    nudenet = _check("nsfw_model", models.nudenet)
+    faces = Item("face_model", nudenet.status, "NudeNet 320n's face classes (the nsfw_model's file)"
+                 if nudenet.status == OK else nudenet.detail, nudenet.facts)
+    return [nudenet, faces, _check("pdq", models.pdq),
+            _check("hash_lists", lambda: models.hash_lists(cfg.screen.hash_lists))]
 
 
 def _out(out: str) -> Item:

@@ -12,7 +12,8 @@ from test_s3 import BUCKET, CREDENTIALS, start_moto, stop  # the moto server of 
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES = REPO / "query_lists" / "wit-queries-en.json.gz"
-ITEMS = ["python", "packages", "java", "spark", "langid", "queries", "out", "s3", "gpu", "chromium"]
+ITEMS = ["python", "packages", "java", "spark", "langid", "queries", "nsfw_model", "face_model",
+         "pdq", "hash_lists", "out", "s3", "gpu", "chromium"]
 
 
 def _doctor(*args: str, **env: str):
@@ -33,8 +34,11 @@ def test_doctor_reports_every_item_on_this_machine(tmp_path):
     done = _doctor("--json", "--queries", str(QUERIES), "--out", str(tmp_path / "run"))
     assert done.returncode == 0, done.stdout + done.stderr
     items = _items(done)
-    for name in ["python", "packages", "java", "spark", "langid", "queries", "out"]:
+    for name in ["python", "packages", "java", "spark", "langid", "queries", "nsfw_model",
+                 "face_model", "pdq", "hash_lists", "out"]:
         assert items[name]["status"] == "ok", (name, items[name])
+    assert items["nsfw_model"]["facts"]["path"].endswith("nudenet/320n.onnx")
+    assert items["nsfw_model"]["facts"]["bytes"] > 10_000_000
     assert items["java"]["facts"]["version"].split(".")[0] in ("17", "21")
     assert items["java"]["facts"]["source"] in ("JAVA_HOME", "PATH")
     assert items["spark"]["facts"]["seconds"] > 0
@@ -93,3 +97,19 @@ def test_s3_credentials_endpoint_and_bucket_when_out_is_on_s3(tmp_path):
         assert [n for n, item in items.items() if item["status"] == "fail"] == ["out", "s3"]
     finally:
         stop(proc)
+
+
+
+def test_hash_lists_are_counted_and_a_bad_one_fails_naming_its_line(tmp_path):
+    """The screen items in-process (a doctor run starts Spark: seconds)."""
+    from wit_builder import doctor
+    from wit_builder.config import load_config
+
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("# two hashes\n" + "0" * 64 + "\n" + "f" * 16 + "\n")
+    bad.write_text("not a hash\n")
+    items = {i.name: i for i in doctor._screen(load_config(None, [f"screen.hash_lists={good}"]))}
+    assert items["hash_lists"].facts == {"good.txt": {"pdq": 1, "phash": 1}}
+    assert items["nsfw_model"].status == items["face_model"].status == items["pdq"].status == "ok"
+    failed = doctor._screen(load_config(None, [f"screen.hash_lists={good},{bad}"]))[-1]
+    assert failed.status == "fail" and "hash list bad.txt line 1: expected 64 hex digits" in failed.detail
