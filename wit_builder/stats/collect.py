@@ -104,6 +104,8 @@ def stage_stats(path: str, top: int = 20) -> dict:
         out["versions"] = manifest["versions"]
     if isinstance(manifest.get("clip_score"), dict):  # the score stage's distribution and extremes
         out["clip_score"] = manifest["clip_score"]
+    if isinstance(manifest.get("screen"), dict):  # hash lists, NSFW histogram, faces
+        out["screen"] = manifest["screen"]
     shard_stats, unfinished = _read_shard_stats(path, listing)
     parquet = sorted(n for n in listing if n.endswith(".parquet") and _shard(n) not in unfinished)
     if parquet:

@@ -82,27 +82,44 @@ def plot_head_tail(e: dict) -> str | None:
     return _png(draw, PAGE_WIDTH_IN / 2, 4.2)
 
 
-def plot_clip_scores(cs: dict | None) -> str | None:
-    """The score stage's histogram of CLIP scores, with its threshold and median."""
-    h = (cs or {}).get("histogram")
-    if not h or not sum(h["counts"]):
+def _score_histogram(histogram: dict | None, scored: int | None, threshold: float | None,
+                     threshold_label: str, xlabel: str, title: str, what: str,
+                     median: float | None = None) -> str | None:
+    """A histogram of scores (`edges`, `counts`) with its threshold (and median) marked."""
+    if not histogram or not sum(histogram["counts"]):
         return None
 
     def draw(ax):
-        ax.stairs(h["counts"], h["edges"], fill=True, color="#4c72b0",
-                  label=f"{cs.get('scored', sum(h['counts'])):,} pairs scored")
-        median = (cs.get("quantiles") or {}).get("0.5")
+        ax.stairs(histogram["counts"], histogram["edges"], fill=True, color="#4c72b0",
+                  label=f"{scored or sum(histogram['counts']):,} {what} scored")
         if median is not None:
             ax.axvline(median, color="grey", linestyle=":", label=f"median {median:.3f}")
-        threshold = cs.get("threshold")
-        if threshold is not None and h["edges"][0] <= threshold <= h["edges"][-1]:
-            ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.3f} (kept: >=)")
-        ax.set_xlabel("CLIP score (cosine similarity of image and caption)")
-        ax.set_ylabel("pairs")
+        if threshold is not None and histogram["edges"][0] <= threshold <= histogram["edges"][-1]:
+            ax.axvline(threshold, color="#c44e52", linestyle="--",
+                       label=f"threshold {threshold:.3f} ({threshold_label})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(what)
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set_title("CLIP score distribution")
+        ax.set_title(title)
         ax.legend()
     return _png(draw)
+
+
+def plot_clip_scores(cs: dict | None) -> str | None:
+    """The score stage's histogram of CLIP scores, with its threshold and median."""
+    cs = cs or {}
+    return _score_histogram(cs.get("histogram"), cs.get("scored"), cs.get("threshold"),
+                            "kept: >=", "CLIP score (cosine similarity of image and caption)",
+                            "CLIP score distribution", "pairs",
+                            (cs.get("quantiles") or {}).get("0.5"))
+
+
+def plot_nsfw_scores(nsfw: dict | None) -> str | None:
+    """The screen stage's histogram of NSFW scores, with the report's threshold."""
+    nsfw = nsfw or {}
+    return _score_histogram(nsfw.get("histogram"), nsfw.get("scored"), nsfw.get("threshold"),
+                            "above: counted, never shown", "nsfw_score (NudeNet 320n)",
+                            "NSFW score distribution", "samples")
 
 
 def plot_pipeline(pipeline: list) -> str | None:

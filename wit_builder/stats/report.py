@@ -13,7 +13,7 @@ import sys
 
 
 from wit_builder import stages, storage
-from wit_builder.stats import plots
+from wit_builder.stats import plots, screen
 from wit_builder.stats.collect import collect, to_json
 
 SAMPLE_IMAGES = 16  # random samples of the final shards shown in the HTML report
@@ -79,6 +79,8 @@ def stage_facts(s: dict) -> list[tuple[str, str]]:
         facts.append(("CLIP score", f"{cs['scored']:,} pairs scored: mean {cs['mean']:.3f}, p10 "
                                     f"{q.get('0.1', 0):.3f}, median {q.get('0.5', 0):.3f}, p90 {q.get('0.9', 0):.3f}; "
                                     f"kept when >= {cs['threshold']:.4f}"))
+    if sc := s.get("screen"):
+        facts += screen.facts(sc)
     if e := s.get("entry_counts"):
         facts.append(("entries (t = %s)" % _fmt(e["t"]),
                       f"{e['entries']:,} entries, {e['head_entries']:,} head; pairs "
@@ -215,7 +217,7 @@ def _sample_card(item: dict) -> str:
             size += f" (original {item['original_width']}×{item.get('original_height')})"
     alt = html.escape(f"sample {item.get('key', '')}: {item.get('caption', '')[:80]}")
     image = (f'<img alt="{alt}" src="data:image/jpeg;base64,{item["thumb"]}">' if item.get("thumb")
-             else '<p class="none">image does not decode</p>')
+             else f'<p class="none">{html.escape(item.get("hidden") or "image does not decode")}</p>')
     meta = [f"entries: {html.escape(', '.join(map(str, entries)))}" if entries else "",
             html.escape(size), html.escape(f"{item.get('shard', '')} {item.get('key', '')}".strip()),
             f"CLIP score {item['clip_score']:.3f}" if isinstance(item.get("clip_score"), float) else ""]
@@ -263,6 +265,8 @@ def render_html(stats: dict) -> str:
         parts += samples_html(s)
         if s.get("clip_score") is not None:
             parts += score_html(s)
+        if s.get("screen") is not None:
+            parts.append(_figure("NSFW score distribution", screen.histogram(s["screen"])))
         e = s.get("entry_counts")
         if e or name in ("balance", "finalize"):
             parts.append(_figure("Entry-count distribution before and after balancing", plots.plot_entry_counts(e)))

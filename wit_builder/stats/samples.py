@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import images, storage
+from wit_builder.config import ScreenConfig
 from wit_builder.shard.samples import image_of, sample_meta
 from wit_builder.shard.tars import read_samples
 
@@ -30,18 +31,33 @@ DROP_SAMPLE_REASONS = ("too_small", "bad_aspect", "near_duplicate", "duplicate_i
 
 
 def add_samples(per_stage: dict, n: int, per_reason: int, seed: int) -> None:
+    """Sample cards for the report; none shows the image of a sample scored above the screen
+    stage's NSFW threshold (its manifest's, else the default)."""
+    threshold = ((per_stage.get("screen") or {}).get("screen") or {}).get("nsfw", {}).get(
+        "threshold", ScreenConfig().nsfw_threshold)
     scored = per_stage.get("score") or {}
     if (scored.get("clip_score") or {}).get("scored"):
-        scored["score_samples"] = score_samples(scored["path"], scored["clip_score"])
+        scored["score_samples"] = {side: hide_nsfw(items, threshold) for side, items in
+                                   score_samples(scored["path"], scored["clip_score"]).items()}
     with_shards = [name for name, s in per_stage.items() if s.get("shards")]
     if not with_shards:
         return
     name = "finalize" if "finalize" in with_shards else with_shards[-1]
     s = per_stage[name]
-    s["samples"] = random_samples(s["path"], s["shards"]["per_shard"], n, seed)
+    s["samples"] = hide_nsfw(random_samples(s["path"], s["shards"]["per_shard"], n, seed), threshold)
     drops = storage.join(s["path"], "drops")
     if per_reason > 0 and storage.exists(drops):
-        s["drop_samples"] = drop_samples(drops, per_reason, seed, per_stage.get("download", {}).get("path"))
+        s["drop_samples"] = {reason: hide_nsfw(items, threshold) for reason, items in drop_samples(
+            drops, per_reason, seed, per_stage.get("download", {}).get("path")).items()}
+
+
+def hide_nsfw(items: list[dict], threshold: float) -> list[dict]:
+    """`items` with no thumbnail for those whose nsfw_score is above `threshold`."""
+    for item in items:
+        if item.get("nsfw_score", 0) > threshold:
+            item["thumb"] = None
+            item["hidden"] = f"image not shown: nsfw_score {item['nsfw_score']:.2f} > {threshold}"
+    return items
 
 
 def random_samples(folder: str, per_shard: dict, n: int, seed: int = 0) -> list[dict]:
@@ -160,7 +176,8 @@ def _read_tar(path: str, want, count: int):
 
 
 _TEXT_FIELDS = ("uid", "url", "lang")
-_NUMBER_FIELDS = ("width", "height", "original_width", "original_height", "clip_score")
+_NUMBER_FIELDS = ("width", "height", "original_width", "original_height", "clip_score",
+                  "nsfw_score")
 
 
 def _sample_item(key: str, files: dict, shard: str) -> dict:
