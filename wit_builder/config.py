@@ -167,7 +167,7 @@ class DownloadConfig:
 @dataclass
 class ScreenConfig:
     """The screen stage (screen/): known-bad hash lists, NSFW scores, face blurring. Distances
-    measured on the shared photos: see tests/integration/test_screen.py."""
+    measured on the shared photos: see tests/integration/test_screen_stage.py."""
     enabled: bool = False  # `run` and the demo screen between download and finalize
     hash_lists: list = field(default_factory=list)  # files of hex hashes: 64 digits PDQ, 16 pHash
     pdq_distance: int = _at_least(31, 0)  # PDQ bits (of 256): Meta's recommended match distance
