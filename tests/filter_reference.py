@@ -1,7 +1,7 @@
 """The per-row filter annotation of before issue 12 (wit_builder/filter at 5e12195), kept as the
 reference the batch version must agree with: lid.176 through fastText's Python wrapper, one text
 at a time; `canonical_url` per URL; every rule over the whole batch, eagerly. Shared by
-tests/unit/test_filter_batch.py and tests/benchmarks/bench_filter.py. Also the dedup as Spark
+tests/filter/test_annotate.py and tests/benchmarks/bench_filter.py. Also the dedup as Spark
 windows (`dedup_reasons_by_windows`).
 """
 

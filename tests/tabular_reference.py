@@ -1,6 +1,6 @@
 """The per-row tabular reader of before issue 12 (wit_builder/extract/tabular.py at 5e12195), kept
 as the reference the Arrow-column reader must agree with: one `Row` per record, values converted
-one by one in Python (json for JSONL). Shared by tests/unit/test_extract_tabular.py and
+one by one in Python (json for JSONL). Shared by tests/extract/test_tabular.py and
 tests/benchmarks/bench_tabular.py.
 """
 

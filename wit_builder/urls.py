@@ -127,7 +127,7 @@ def check_text(text: str, max_chars: int) -> str | None:
 # The same checks as `clean_text`, `check_text`, `resolve` and `uid`, run on whole columns. URLs
 # whose result is certain without urllib (plain ASCII, no dot segments, no empty query, ...) are
 # resolved by Arrow regex kernels; every other URL goes through `resolve` itself, so the batch
-# results equal the per-row ones (tests/unit/test_extract_batch.py checks that on real data).
+# results equal the per-row ones (tests/extract/test_files.py checks that on real data).
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402

@@ -94,7 +94,7 @@ def main() -> None:
     result["damaged_files"] = (
         "WAT reader (fastwarc) = warcio reader on damaged files, except that a file cut inside a "
         "record header or a junk file ends with one corrupt_record where warcio saw a clean end "
-        "(tests/unit/test_extract_wat_fast.py)")
+        "(tests/extract/test_wat.py)")
     emit(result, a.out)
 
 

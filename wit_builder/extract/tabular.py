@@ -8,7 +8,7 @@ format at all (a JSONL file given as Parquet) one `Skip("wrong_format")`: extrac
 a user error. Malformed lines, damaged files and undecodable bytes are counted drops.
 
 Values become strings the way the per-row reader of the past did (tests/tabular_reference.py;
-tests/unit/test_extract_tabular.py shows both agree on the real candidate lists): strings as
+tests/extract/test_tabular.py shows both agree on the real candidate lists): strings as
 they are, bytes decoded as UTF-8 with U+FFFD for what is not (an `undecodable` drop later),
 anything else as Python's `str()` of the value.
 """

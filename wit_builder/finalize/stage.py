@@ -159,7 +159,7 @@ def _write_drops_of(samples: pa.Table, reasons: list, tars: list[str], out_dir: 
 # The metadata is one small row per sample (uid, entry ids, sha256, pHash, ...: about 200 bytes
 # in Arrow, ~0.5 kB with the numpy working copies), so up to `[spark] driver_rows` the rows
 # are collected once and every decision is taken here in numpy: the same rules with the same
-# results as the Spark plan below (tests/unit/test_finalize_fast.py runs both), in a few jobs
+# results as the Spark plan below (tests/finalize/test_stage.py runs both), in a few jobs
 # instead of dozens. Above it the Spark plan runs.
 
 

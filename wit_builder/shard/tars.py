@@ -2,8 +2,8 @@
 
 The one tar reader of every stage that reads shards it may not have made (finalize, score, stats,
 train). It parses tar headers itself (ustar, GNU and pax), about ten times faster per member
-than tarfile; gzip, bzip2 and xz shards are decompressed as a stream. tests/unit/
-test_finalize_fast.py checks it against tarfile on pax, GNU and ustar archives.
+than tarfile; gzip, bzip2 and xz shards are decompressed as a stream. tests/
+finalize/test_stage.py checks it against tarfile on pax, GNU and ustar archives.
 
 A foreign shard may be hostile, so nothing in it is trusted, and every problem is one sample's
 `problem`, which callers count as one drop with that reason (never a hang or a traceback):

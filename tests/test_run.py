@@ -7,7 +7,7 @@ import pytest
 from wit_builder.cli import main
 from wit_builder.config import load_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -11,7 +11,7 @@ from PIL import Image
 from wit_builder.download.stage import reason
 from wit_builder.images import ImageRefused, check_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_bombs import scan_bomb  # noqa: E402
 
 

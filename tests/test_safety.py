@@ -224,7 +224,7 @@ def test_input_schemes_and_addresses(path, refused):
 
 def test_an_http_input_that_redirects_is_not_followed(internal_listeners):
     """An allowed input host cannot send extract on to a host that was never checked."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from image_server import ImageServer
     from wit_builder import storage
 

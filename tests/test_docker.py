@@ -17,7 +17,7 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 

@@ -51,7 +51,7 @@ def test_http_utf8_does_not_hide_a_page_in_another_encoding():
 
 
 def test_shared_pages_read_the_same_under_an_http_utf8_header(shared_data):
-    """The 84 shared pages (their texts pinned by test_extract_readers) decode as they do
+    """The 84 shared pages (their texts pinned by tests/extract/test_readers.py) decode as they do
     saved, when a server says `charset=utf-8` for each: the pages in a legacy charset that
     declare UTF-8 keep their legacy reading."""
     pages = sorted((shared_data / "crawl/html").glob("*.html"))

@@ -11,7 +11,7 @@ import pytest
 from wit_builder.errors import UserError
 from wit_builder.java import find_java
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _fake_java(home: Path, says: str) -> Path:
