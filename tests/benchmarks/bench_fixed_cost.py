@@ -4,10 +4,10 @@ Input: the first 1,000 real candidates of alt_text_pairs.jsonl (extract -> match
 balance) and 1,000 real photos as img2dataset shards (finalize). Each side runs in its own
 process with its own local[2] SparkSession, started and warmed by one small job first, so the
 figures are the stages' own seconds (from their manifests) "after the session has started".
-The baseline is the tree of commit BASELINE (unpacked with `git archive`), on the same files,
-in the same run.
+The baseline is the tree of commit BASELINE, or of --baseline REV (unpacked with `git archive`),
+on the same files, in the same run.
 
-    .venv/bin/python tests/benchmarks/bench_fixed_cost.py [--rounds 2]
+    .venv/bin/python tests/benchmarks/bench_fixed_cost.py [--rounds 2] [--baseline REV]
 Prints one JSON object.
 """
 
@@ -78,13 +78,14 @@ def side(tree: Path, work: Path, rounds: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2, help="runs per side; the best counts")
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_inputs(tmp)
         baseline = tmp / "baseline"
         baseline.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE], check=True,
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.baseline], check=True,
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
         for work in ("w-before", "w-ours"):  # both sides read the same files
@@ -98,7 +99,7 @@ def main() -> None:
                   "ours_over_baseline": round(min(ours[s]) / min(before[s]), 3)} for s in STAGES}
     print(json.dumps({
         "benchmark": "fixed_cost", "rows": 1000, "images": 1000, "rounds": args.rounds,
-        "baseline_commit": BASELINE, "stages": stages,
+        "baseline_commit": args.baseline, "stages": stages,
         "target": "match, filter, balance and finalize at most 0.5 of the baseline's seconds",
         "machine": {"cores": os.cpu_count(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()}}, indent=1))
