@@ -110,8 +110,11 @@ def test_sample_content(downloaded, image_server):
     assert same_photo == 5  # original, duplicate_a/_b, noai_other_bot, redirect_ok's target
 
 
-def test_stage_input_with_entries(spark, image_server, tmp_path):
-    """A stage folder as input, through the CLI: entry ids become strings from the query list."""
+@pytest.mark.parametrize("named_by", ["option", "match manifest"])
+def test_stage_input_with_entries(spark, image_server, tmp_path, named_by):
+    """A stage folder as input, through the CLI: entry ids become strings from the query list,
+    given as an option or, without one, the list the match stage beside it used (its manifest
+    names it: samples had `"entries": []` unless download was given the list again)."""
     balance = tmp_path / "run" / "balance"
     balance.mkdir(parents=True)
     pq.write_table(pa.table({
@@ -126,9 +129,14 @@ def test_stage_input_with_entries(spark, image_server, tmp_path):
     queries = tmp_path / "metadata.json"
     queries.write_text(json.dumps(["red bus", "dog"]))
     overrides = [arg for setting in SETTINGS[1:] for arg in ("--set", setting)]
+    if named_by == "option":
+        overrides += ["--set", f"match.queries={queries}"]
+    else:
+        (tmp_path / "run" / "match").mkdir()
+        (tmp_path / "run" / "match" / "manifest.json").write_text(json.dumps(
+            {"stage": "match", "queries": {"path": str(queries), "entries": 2}}))
     code = main(["download", "--input", str(balance), "--out", str(tmp_path / "run"),
-                 "--allow-networks", "127.0.0.0/8", "--set", f"match.queries={queries}",
-                 *overrides])
+                 "--allow-networks", "127.0.0.0/8", *overrides])
     assert code == 0
     manifest = json.loads((tmp_path / "run" / "download" / "manifest.json").read_text())
     assert (manifest["rows_in"], manifest["rows_out"]) == (3, 3)

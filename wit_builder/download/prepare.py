@@ -18,7 +18,8 @@ import math
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
 from wit_builder.download.prepare_local import prepare_on_driver
-from wit_builder.download.rows import ROW_COLUMNS, ROW_DDL, column_plan, queries_for, with_entries, with_uids
+from wit_builder.download.rows import (ROW_COLUMNS, ROW_DDL, column_plan, queries_for, query_list,
+                                       with_entries, with_uids)
 
 INPUT_DIR = "_input"
 _HINT = "give OUT/balance or a candidate list"
@@ -30,14 +31,14 @@ _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_q
                  "allow_networks", "user_agent", "honor_robots_tag", "honor_robots_txt")
 
 
-def extra_inputs(cfg) -> list[str]:
+def extra_inputs(cfg, inputs: list[str]) -> list[str]:
     """The query list names the entries written into every sample's json."""
-    return [cfg.match.queries] if cfg.match.queries else []
+    return [path] if (path := query_list(cfg, inputs)) else []
 
 
 def _resume_key(cfg, inputs) -> str:
     section = cfg.section("download")
-    state = {"inputs": [stages.fingerprint(p) for p in inputs + extra_inputs(cfg)],
+    state = {"inputs": [stages.fingerprint(p) for p in inputs + extra_inputs(cfg, inputs)],
              "columns": ROW_COLUMNS,  # shards of another layout cannot be resumed
              "download": {k: section[k] for k in _CONTENT_KEYS}}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -89,7 +90,7 @@ def _prepare_with_spark(spark, cfg, inputs, input_dir) -> tuple[int, int, int]:
                             F.count(F.when(has_url, 1)).alias("unique"),
                             F.max(F.array_max("r.entry_ids")).alias("max_id")).first()
         n = counts["unique"]
-        queries, queries_key = queries_for(cfg, counts["max_id"])
+        queries, queries_key = queries_for(query_list(cfg, inputs), counts["max_id"])
         bc = spark.sparkContext.broadcast(queries)
         unique = groups.where(has_url).select("uid", *[F.col(f"r.{c}").alias(c) for c in others])
         write_input(unique, n, cfg.download.samples_per_shard, input_dir,

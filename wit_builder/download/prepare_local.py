@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, with_entries, with_uids
+from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, query_list, with_entries, with_uids
 from wit_builder.download.spark_hash import partitions_of
 
 _STRING = (pa.string(), pa.large_string())
@@ -56,7 +56,7 @@ def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
     unique = _one_per_uid(rows.filter(has_url))
     unique = unique.take(pc.sort_indices(unique, [("uid", "ascending")]))
     max_id = pc.max(pc.list_flatten(unique.column("entry_ids"))).as_py() if unique.num_rows else None
-    queries, queries_key = queries_for(cfg, max_id)
+    queries, queries_key = queries_for(query_list(cfg, inputs), max_id)
     batches = list(with_entries(unique.to_batches(), lambda: queries, queries_key))
     schema = pa.schema([(c, pa.list_(pa.int32()) if c == "entry_ids" else
                          pa.list_(pa.string()) if c == "entries" else pa.string())

@@ -42,15 +42,23 @@ def column_plan(columns: list[str], cfg, path: str, ours: bool) -> dict[str, str
             "source": pick("source"), "lang": pick("lang")}
 
 
-def queries_for(cfg, max_id):
-    """The query list (entry id = index) and a key naming it, or (None, None) without one."""
-    if not cfg.match.queries:
+def query_list(cfg, inputs: list[str]) -> str:
+    """The query list that names the entries in every sample's json: `[match] queries`, else
+    the list the match stage of these inputs used (its manifest names it), else none ("")."""
+    from wit_builder.queries.listfile import used_by_match
+
+    return cfg.match.queries or next(filter(None, map(used_by_match, inputs)), None) or ""
+
+
+def queries_for(path: str, max_id):
+    """The query list at `path` (entry id = index) and a key naming it, or (None, None)."""
+    if not path:
         return None, None
     from wit_builder.queries.listfile import fingerprint, load_queries
 
-    queries = load_queries(cfg.match.queries)
+    queries = load_queries(path)
     if max_id is not None and max_id >= len(queries):
-        raise UserError(f"entry id {max_id} is beyond the query list {cfg.match.queries} "
+        raise UserError(f"entry id {max_id} is beyond the query list {path} "
                         f"({len(queries)} entries): give the list that match used "
                         "(--set match.queries=FILE)")
     return queries, fingerprint(queries)

@@ -56,7 +56,7 @@ def check_config(cfg) -> None:
 def check(cfg, inputs: list[str]) -> stages.Plan:
     """The inputs, and the query list (it names the entries in every sample's json)."""
     stage_inputs.check(inputs, "give OUT/balance (any stage output) or candidate lists")
-    return stages.Plan(inputs, extra=extra_inputs(cfg))
+    return stages.Plan(inputs, extra=extra_inputs(cfg, inputs))
 
 
 def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:

@@ -12,12 +12,14 @@ import gzip
 import hashlib
 import io
 import json
+import posixpath
 import zlib
 
 import orjson
 
 from wit_builder import storage
 from wit_builder.errors import UserError
+from wit_builder.stages import MANIFEST
 
 FORMAT = "wit-builder-queries/1"
 
@@ -105,3 +107,16 @@ def write(path: str, doc) -> None:
             gz.write(data)
         data = buf.getvalue()
     storage.write_bytes_atomic(path, data)
+
+
+def used_by_match(stage_dir: str) -> str | None:
+    """The query list the match stage used for a stage output: named by its own manifest (for
+    OUT/match), else by OUT/match's beside it (for OUT/balance and the other later stages)."""
+    folder = stage_dir.rstrip("/")
+    for manifest in (storage.join(folder, MANIFEST),
+                     storage.join(posixpath.dirname(folder), "match", MANIFEST)):
+        if storage.exists(manifest):
+            named = storage.read_json(manifest).get("queries")
+            if isinstance(named, dict) and named.get("path"):
+                return named["path"]
+    return None

@@ -4,14 +4,13 @@ that the match stage used."""
 
 from __future__ import annotations
 
-import posixpath
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wit_builder import stages, storage
+from wit_builder import storage
 from wit_builder.errors import UserError
+from wit_builder.queries.listfile import load_queries, used_by_match
 
 RANK_POINTS = 200  # rank-frequency curves are kept at this many log-spaced ranks
 
@@ -65,12 +64,7 @@ def _query_list(path: str, found: dict[str, str], per_stage: dict) -> str | None
         if isinstance(q, dict) and q.get("path"):
             return q["path"]
     if len(found) == 1:  # a stage folder given alone: look next to it
-        parent = posixpath.dirname(path.rstrip("/"))
-        manifest = storage.join(parent, "match", stages.MANIFEST)
-        if parent and storage.exists(manifest):
-            q = storage.read_json(manifest).get("queries")
-            if isinstance(q, dict) and q.get("path"):
-                return q["path"]
+        return used_by_match(path)
     return None
 
 
@@ -85,8 +79,6 @@ def add_entry_names(path: str, found: dict[str, str], per_stage: dict) -> None:
     query_path = _query_list(path, found, per_stage) if wanted else None
     if not query_path or not storage.exists(query_path):
         return
-    from wit_builder.queries.listfile import load_queries
-
     try:
         entries = load_queries(query_path)
     except UserError:
