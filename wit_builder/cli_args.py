@@ -53,6 +53,13 @@ def command(sub, name: str, help_text: str, config: bool = True, spark: bool = F
     return p
 
 
+def json_flag(parser, what: str) -> None:
+    """`--json [FILE]`, one convention for every command that reports: the JSON on stdout
+    instead of the human-readable lines, or written into FILE beside them."""
+    parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                        help=f"{what} as JSON: on stdout instead of the lines, or into FILE")
+
+
 def key_flag(parser, flag: str, key: str, help: str, group=None, **kwargs):
     """An option that overrides config key `key` when given; its help shows the config's
     default and allowed values."""

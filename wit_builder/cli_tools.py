@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from wit_builder import storage
-from wit_builder.cli_args import command, conf_overrides, key_flag
+from wit_builder.cli_args import command, conf_overrides, json_flag, key_flag
 from wit_builder.errors import UserError
 
 
@@ -43,7 +43,7 @@ def _cmd_queries_build(args, cfg):
 def add_stats(sub):
     p = command(sub, "stats", "statistics of any stage output or shard folder")
     p.add_argument("path", help="a stage output, shard folder or output root (local or s3://)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    json_flag(p, "the statistics")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
     p.set_defaults(func=_cmd_stats)
 
@@ -51,7 +51,7 @@ def add_stats(sub):
 def _cmd_stats(args, cfg):
     from wit_builder.stats import report
 
-    report.command(args.path, as_json=args.json, html_file=args.html, top=cfg.stats.top_entries)
+    report.command(args.path, json_to=args.json, html_file=args.html, top=cfg.stats.top_entries)
 
 
 def add_train_tokenizer(sub):
@@ -130,7 +130,7 @@ def add_eval(sub):
     p.add_argument("--templates", help='prompt templates with {c}: {"templates": [...]} or a JSON list')
     p.add_argument("--classnames", help='{"classnames": [...]}, a JSON list or one name per line '
                    "(default: the labels themselves)")
-    p.add_argument("--json", dest="json_out", metavar="FILE", help="also write the results as JSON")
+    json_flag(p, "the results")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=256, help="default %(default)s")
     p.add_argument("--workers", type=int, default=2, help="image loader processes (default %(default)s)")
@@ -141,7 +141,7 @@ def _cmd_eval(args, cfg):
     from wit_builder.clip.evaluate import evaluate
 
     evaluate(args.checkpoint, retrieval=args.retrieval, zeroshot=args.zeroshot, templates=args.templates,
-             classnames=args.classnames, json_out=args.json_out, device=args.device,
+             classnames=args.classnames, json_to=args.json, device=args.device,
              batch_size=args.batch_size, workers=args.workers)
 
 
@@ -191,14 +191,14 @@ def add_doctor(sub):
                  "Spark, models, query list, --out, S3, GPU, Chromium")
     key_flag(p, "--queries", "match.queries", "query list to check")
     p.add_argument("--out", help="output root to check for write access (default: [run] out)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    json_flag(p, "the checks")
     p.set_defaults(func=_cmd_doctor)
 
 
 def _cmd_doctor(args, cfg):
     from wit_builder import doctor
 
-    if not doctor.run(cfg, args.out, as_json=args.json):
+    if not doctor.run(cfg, args.out, json_to=args.json):
         sys.exit(1)  # something a run needs is missing: the lines above say what
 
 

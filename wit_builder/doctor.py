@@ -34,21 +34,22 @@ class Item:
     facts: dict = field(default_factory=dict)  # machine-readable extras for --json
 
 
-def run(cfg, out: str | None = None, as_json: bool = False) -> bool:
-    """Run every check, print them, and return whether a run has what it needs."""
+def run(cfg, out: str | None = None, json_to: str | None = None) -> bool:
+    """Run every check, print them (as JSON into `json_to` too; instead, for "-"), and return
+    whether a run has what it needs."""
     out = out or cfg.run.out
     java = _java()
     items = [_python(), _packages(), java, _spark(java), _langid(cfg), _queries(cfg),
              *_screen(cfg), _out(out), _s3(cfg, out), _gpu(), _chromium()]
     healthy = all(item.status != FAIL for item in items)
-    if as_json:
-        doc = {"ok": healthy, "items": {i.name: {k: v for k, v in asdict(i).items() if k != "name"}
-                                        for i in items}}
-        print(json.dumps(doc, indent=2))
-    else:
+    if json_to != "-":
         width = max(len(i.name) for i in items)
         for item in items:
             print(f"{MARKS[item.status]}  {item.name:<{width}}  {item.detail}")
+    if json_to:
+        doc = {"ok": healthy, "items": {i.name: {k: v for k, v in asdict(i).items() if k != "name"}
+                                        for i in items}}
+        storage.write_report(json_to, json.dumps(doc, indent=2))
     return healthy
 
 

@@ -220,6 +220,15 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, p)
 
 
+def write_report(path: str, text: str) -> None:
+    """A command's JSON result: on stdout for "-" (the commands' `--json` without a file), else
+    written whole into `path`."""
+    if path == "-":
+        print(text)
+    else:
+        write_bytes_atomic(path, text.encode() if text.endswith("\n") else (text + "\n").encode())
+
+
 def write_json_atomic(path: str, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 

@@ -304,3 +304,20 @@ def test_score_section_without_samples_or_scores():
     stats["stages"]["score"]["clip_score"] = {"threshold": -1.0, "scored": 0}
     assert "CLIP score distribution: no data" in report.render_html(stats)
     assert plots.plot_clip_scores(None) is None
+
+
+def test_json_goes_to_stdout_or_into_a_file_as_for_every_command(full_root, tmp_path, capsys):
+    """`stats --json` printed while `eval --json FILE` wrote a file: every command that reports
+    takes `--json [FILE]`, JSON on stdout instead of the lines, or into FILE beside them."""
+    root, _, _ = full_root
+    assert cli.main(["stats", str(root / "finalize"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["stages"]["finalize"]  # the JSON alone
+    target = tmp_path / "stats.json"
+    assert cli.main(["stats", str(root / "finalize"), "--json", str(target)]) == 0
+    assert "finalize" in capsys.readouterr().out and json.loads(target.read_text())["stages"]
+    parser = cli.build_parser()
+    for argv in (["stats", "OUT"], ["eval", "--checkpoint", "c.pt", "--retrieval", "v.tsv"],
+                 ["doctor"]):
+        assert parser.parse_args([*argv, "--json"]).json == "-"
+        assert parser.parse_args([*argv, "--json", "r.json"]).json == "r.json"
+        assert parser.parse_args(argv).json is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from wit_builder import storage
 from wit_builder.clip.checkpoint import load_for_eval
 from wit_builder.clip.data import (ImageFiles, expand_shards, iter_shard_classification,
                                    read_class_folders, read_tsv)
@@ -187,9 +188,10 @@ def evaluate_zeroshot(enc: Encoder, dataset: str, templates: list[str], classnam
 
 
 def evaluate(checkpoint: str, retrieval: str | None = None, zeroshot: str | None = None,
-             templates: str | None = None, classnames: str | None = None, json_out: str | None = None,
+             templates: str | None = None, classnames: str | None = None, json_to: str | None = None,
              device: str | None = None, batch_size: int = 256, workers: int = 2) -> dict:
-    """Run the asked-for tasks, print a short table, optionally write the results as JSON."""
+    """Run the asked-for tasks, print a short table, and the results as JSON into `json_to`
+    (on stdout instead of the table for "-")."""
     if not retrieval and not zeroshot:
         raise UserError("nothing to evaluate (give --retrieval captions.tsv and/or --zeroshot labels.tsv)")
     enc = Encoder(checkpoint, device, batch_size, workers)
@@ -200,10 +202,10 @@ def evaluate(checkpoint: str, retrieval: str | None = None, zeroshot: str | None
         names = load_classnames(classnames) if classnames else None
         results["zeroshot"] = {"data": str(zeroshot),
                                **evaluate_zeroshot(enc, zeroshot, load_templates(templates), names)}
-    print(format_table(results))
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(results, indent=2) + "\n")
+    if json_to != "-":
+        print(format_table(results))
+    if json_to:
+        storage.write_report(json_to, json.dumps(results, indent=2))
     return results
 
 

@@ -20,15 +20,18 @@ SAMPLE_IMAGES = 16  # random samples of the final shards shown in the HTML repor
 DROP_SAMPLES = 3  # and dropped samples per finalize drop reason
 
 
-def command(path: str, as_json: bool = False, html_file: str | None = None, top: int = 20) -> dict:
+def command(path: str, json_to: str | None = None, html_file: str | None = None,
+            top: int = 20) -> dict:
+    """`wit-builder stats`: the tables (unless the JSON goes to stdout: `json_to` "-"), the JSON
+    into `json_to`, the HTML report into `html_file`."""
     stats = collect(path, top, samples=SAMPLE_IMAGES if html_file else 0, drop_samples=DROP_SAMPLES)
-    if as_json:
-        print(to_json(stats))
-    else:
+    if json_to != "-":
         print_tables(stats)
+    if json_to:
+        storage.write_report(json_to, to_json(stats))
     if html_file:
         storage.write_bytes_atomic(html_file, render_html(stats).encode())
-        print(f"wrote {html_file}", file=sys.stderr if as_json else sys.stdout)
+        print(f"wrote {html_file}", file=sys.stderr if json_to == "-" else sys.stdout)
     return stats
 
 
