@@ -64,4 +64,3 @@ def test_the_caption_histogram_is_shown_where_it_changes():
     assert page.count('<img alt="Caption length"') == 3  # extract, filter, finalize
     assert page.count("Caption length: as in extract") == 1
     assert page.count("Caption length: as in filter") == 2
-
