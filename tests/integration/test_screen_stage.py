@@ -159,3 +159,16 @@ def test_an_interrupted_run_resumes_by_shard(screened):
     assert (again["rows_in"], again["rows_out"], again["drops"]) == (
         screened["manifest"]["rows_in"], screened["manifest"]["rows_out"],
         screened["manifest"]["drops"])
+
+
+def test_run_screens_when_enabled_or_when_out_holds_a_screened_output(screened, tmp_path):
+    """`run` passes over screen unless [screen] enabled, or unless OUT/screen exists: then it
+    runs it (up to date, skipped) and finalize reads the screened shards."""
+    from wit_builder.registry import DATA
+
+    names = list(DATA)
+    off = load_config(None, [])
+    assert "screen" not in pipeline.wanted(off, names, None, str(tmp_path))
+    assert "screen" in pipeline.wanted(load_config(None, ["screen.enabled=true"]), names)
+    chain = pipeline.wanted(off, names, None, str(screened["out"]))
+    assert chain[chain.index("download") + 1:chain.index("finalize")] == ["screen"]

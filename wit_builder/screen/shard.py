@@ -6,9 +6,8 @@ an output shard), its record (json and Parquet row, shard/samples.py) gaining `p
 `download_phash` (the image's hashes as it came, before any blurring, so a later list can be
 applied without downloading again), `nsfw_score` and `faces` ({"count", "boxes": [[x, y, w,
 h], ...]}). Beside it: `NNNNN.parquet`, `drops/NNNNN.parquet` (key, uid, reason, source shard),
-and
-`NNNNN_stats.json` (img2dataset's keys: `count` samples in, `successes` kept; then screen's
-own), written last: a shard with a whole stats file is done.
+and `NNNNN_stats.json` (img2dataset's keys: `count` samples in, `successes` kept; then
+screen's own), written last: a shard with a whole stats file is done.
 
 Drop reasons: `blocklisted` (a hash within distance of a listed one), `nsfw` (nsfw_score above
 `drop_nsfw_above`), `undecodable_image` and the image checks' reasons (images.py), and the tar
@@ -33,7 +32,7 @@ from wit_builder.shard.tars import TarWriter, read_samples
 
 DROPS = "drops"
 HISTOGRAM_EDGES = np.linspace(0, 1, 21)  # fixed bins, so shards' histograms add up
-_LISTS: dict = {}  # this process's hash lists, by their paths
+_LISTS: dict = {}  # this process's hash lists, by their paths and file stamps
 
 
 def drops_schema():
@@ -53,7 +52,7 @@ def task_options(section) -> dict:
 
 
 def _lists(paths: list[str]) -> list[hashes.HashList]:
-    key = tuple(paths)
+    key = tuple((p, storage.file_fingerprint(p)) for p in paths)  # an edited list is read again
     if key not in _LISTS:
         _LISTS.clear()
         _LISTS[key] = hashes.load_lists(paths)
