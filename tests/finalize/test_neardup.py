@@ -7,7 +7,8 @@ import imagehash
 from PIL import Image
 
 from shard_maker import jpeg, sample, variant, write_shards
-from wit_builder.finalize.hashing import image_facts, judge, phash_hex
+from wit_builder.finalize.hashing import judge
+from wit_builder.phash import image_facts, phash_hex
 from wit_builder.shard.tars import read_samples
 from wit_builder.finalize.neardup import band_layout, band_values
 

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from wit_builder.finalize.hashing import image_facts, image_facts_reference, phash_of_gray, sample_schema
+from wit_builder.finalize.hashing import sample_schema
+from wit_builder.phash import image_facts, image_facts_reference, phash_of_gray
 from wit_builder.finalize.neardup import close_pairs_np, components_np
 from wit_builder.finalize.stage import decide
 

@@ -15,7 +15,8 @@ import time
 import img2dataset.downloader  # noqa: F401
 import pytest
 
-from wit_builder.download.fetch import Policy, download_image
+from wit_builder.download.engine import download_image
+from wit_builder.download.fetch import Policy
 from wit_builder.safety import parse_networks
 
 DIRECTIVES = {"noai", "noimageai"}

@@ -12,7 +12,7 @@ from PIL import Image
 
 from shard_maker import make_download
 from wit_builder import cli
-from wit_builder.finalize.hashing import image_facts
+from wit_builder.phash import image_facts
 
 PER_SHARD = 7
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from wit_builder.errors import UserError
-from wit_builder.finalize.hashing import image_facts, phash_hex
+from wit_builder.phash import image_facts, phash_hex
 from wit_builder.screen import hashes
 
 PDQ = "f" * 32 + "0" * 32

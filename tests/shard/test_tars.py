@@ -91,7 +91,7 @@ def bomb() -> bytes:
 @pytest.mark.timeout(30)  # decoding it costs minutes
 def test_a_scan_bomb_is_refused_by_every_decoder_before_decoding(bomb):
     from wit_builder.clip.transforms import open_rgb
-    from wit_builder.finalize.hashing import image_facts
+    from wit_builder.phash import image_facts
     from wit_builder.stats.samples import thumbnail
 
     started = time.monotonic()
@@ -106,7 +106,7 @@ def test_a_scan_bomb_is_refused_by_every_decoder_before_decoding(bomb):
 @pytest.mark.timeout(30)
 def test_a_huge_png_is_refused_by_every_decoder_before_decoding():
     from wit_builder.clip.transforms import open_rgb
-    from wit_builder.finalize.hashing import image_facts
+    from wit_builder.phash import image_facts
     from wit_builder.stats.samples import thumbnail
 
     buf = io.BytesIO()

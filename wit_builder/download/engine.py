@@ -1,5 +1,5 @@
-"""One shard in an executor: many requests in flight on one event loop, politely, then resized on
-a small thread pool and written as img2dataset writes a shard.
+"""A task's shards in an executor: many requests in flight on one event loop, politely, then
+resized on a small thread pool and written as img2dataset writes a shard (output.py).
 
 img2dataset runs one thread per URL in flight and a new connection (and TLS handshake) per
 image; on a slow web most of its threads wait and its CPU goes to handshakes. Here one asyncio
@@ -20,13 +20,10 @@ The scheduler is polite per host (host name), as a crawler must be and img2datas
 
 Each URL has one deadline, `total_timeout` from the moment it starts: robots.txt (when it asks
 first), DNS, connects, TLS, every redirect hop, the body, retries, and the image checks and
-resize on the pool. What is still on the pool at the deadline is dropped as `timeout: total`;
-images.py bounds that work too (pixels, JPEG scans). Bodies held in the process are capped by
-`max_bytes_in_flight` (fetch.ByteBudget), whatever the servers send.
+resize on the pool (what is still there at the deadline is `timeout: total`). Bodies held in
+the process are capped by `max_bytes_in_flight` (fetch.ByteBudget).
 
-Outputs stay img2dataset's: its tar members and Parquet columns (writer.py, the caption stored
-as `text`), its sample keys and its `_stats.json` keys; the driver and, for JPEGs, the
-executors never import img2dataset.
+`download_image` is img2dataset's per-URL contract (one URL on a loop of its own).
 """
 
 from __future__ import annotations
@@ -34,24 +31,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import hashlib
 import heapq
 import io
-import math
 import os
 import time
 
-import pyarrow as pa
-
-from wit_builder import storage
 from wit_builder.download import robots
 from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
+from wit_builder.download.output import ShardOutput
 from wit_builder.download.resize import BoundedResizer
-from wit_builder.download.writer import SampleWriter, write_stats
 from wit_builder.safety import URL_DEADLINE
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
-PROGRESS_SECONDS = 2.0  # how often a running shard reports its counts to the driver
 _POOLS: dict = {}  # pid -> the resize pool of this executor process
 
 
@@ -299,6 +290,17 @@ class _OneUrl:
     max_crawl_delay = 10.0
 
 
+def download_image(row, timeout, user_agent_token, disallowed_header_directives, *_, policy,
+                   **__):
+    """img2dataset's `download_image` contract for one URL: (key, BytesIO | None, error), the
+    bytes checked as an image. Runs the engine's own per-URL path (robots.txt, retries, one
+    deadline) on a loop of its own."""
+    key, url = row
+    data, error = asyncio.run(one_url(url, policy, user_agent_token,
+                                      disallowed_header_directives))
+    return key, (io.BytesIO(data) if data is not None else None), error
+
+
 def download_shards(section, out_dir: str, column_list: list, pieces: list) -> None:
     """Download the shards' pieces (shards.Piece: rows of a shard's feather file, shards.py
     made them) in this executor, one after the other on one loop, each under way before the
@@ -326,96 +328,3 @@ async def _download_shards(section, out_dir: str, column_list: list, pieces: lis
         await engine.run(batches(), in_flight, done, section.samples_per_shard)
     finally:
         await fetcher.close()
-
-
-class ShardOutput:
-    """One shard's rows in (or a piece of them), and its files out: the tar and Parquet
-    (writer.py), then `_stats.json` once every row is recorded; the running counts for the
-    progress line."""
-
-    def __init__(self, section, out_dir: str, column_list: list, piece):
-        self.column_list, self.piece = column_list, piece
-        self.start_time = time.time()
-        with storage.open_file(piece.feather, "rb") as f:
-            table = pa.ipc.open_file(f).read_all()
-        columns = table.slice(piece.start, piece.stop - piece.start).select(column_list).to_pydict()
-        self.rows = list(zip(*(columns[c] for c in column_list)))
-        self.urls = columns["url"]
-        self.captions = columns["caption"]
-        self.left = len(self.rows)  # rows not recorded yet
-        self.writer = SampleWriter(piece.shard_id, piece.folder, True, storage.SHARD_DIGITS,
-                                   None, "jpg")  # the shard schema (shard/samples.py)
-        self.digits = math.ceil(math.log10(section.samples_per_shard))
-        self.status = collections.Counter()  # error messages are few by design (error_text)
-        self.counts = collections.Counter()
-        self.backoffs = 0
-        self.progress = _ProgressFile(out_dir, f"{piece.shard_id}-{piece.start}")
-        if not self.rows:
-            self.finish()
-
-    def record(self, index: int, result, backoffs: int) -> None:
-        data, resized, error = result
-        number = self.piece.shard_id * 10 ** self.digits + self.piece.start + index
-        key = f"{number:0{self.digits + storage.SHARD_DIGITS}d}"
-        meta = {**dict(zip(self.column_list, self.rows[index])), "key": key, "status": None,
-                "error_message": error, "width": None, "height": None,
-                "original_width": None, "original_height": None, "sha256": None}
-        image = None
-        if error is not None:
-            meta["status"] = "failed_to_download"
-        else:
-            image, width, height, original_width, original_height, error = resized
-            if error is not None:
-                image, meta["status"], meta["error_message"] = None, "failed_to_resize", error
-            else:
-                meta.update(status="success", width=width, height=height,
-                            original_width=original_width, original_height=original_height,
-                            sha256=hashlib.sha256(data).hexdigest())
-        self.counts[meta["status"]] += 1
-        self.status[error if error is not None else "success"] += 1
-        self.backoffs += backoffs
-        self.writer.write(image, key, self.captions[index], meta)
-        self.progress.update(self.counts, self.status)
-        self.left -= 1
-        if not self.left:
-            self.finish()
-
-    def finish(self) -> None:
-        self.writer.close()
-        write_stats(f"{self.piece.folder.rstrip('/')}/{storage.shard_name(self.piece.shard_id)}",
-                    {"count": len(self.rows), "successes": self.counts["success"],
-                     "failed_to_download": self.counts["failed_to_download"],
-                     "failed_to_resize": self.counts["failed_to_resize"],
-                     "host_backoffs": self.backoffs},
-                    dict(self.status), self.start_time, time.time())
-        self.progress.remove()
-        if self.piece.whole:
-            storage.remove(self.piece.feather)  # a part's: the driver's clean-up removes it
-
-
-class _ProgressFile:
-    """A running piece's counts in `OUT/download/_tmp/progress/ID-START.json`, rewritten every
-    PROGRESS_SECONDS, for the driver's progress line (progress.py)."""
-
-    def __init__(self, out_dir: str, name: str):
-        self.path = f"{out_dir.rstrip('/')}/_tmp/progress/{name}.json"
-        self.last = 0.0
-
-    def update(self, counts, status) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_SECONDS:
-            return
-        self.last = now
-        errors = {k: v for k, v in status.most_common(4) if k != "success"}
-        try:
-            storage.write_json_atomic(self.path, {"count": sum(counts.values()),
-                                                  "successes": counts["success"],
-                                                  "errors": errors})
-        except OSError:
-            pass  # progress is a courtesy: a failed write must not fail the shard
-
-    def remove(self) -> None:
-        try:
-            storage.remove(self.path)
-        except OSError:
-            pass

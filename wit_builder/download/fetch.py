@@ -17,15 +17,14 @@ host (`limit_per_host` is the hard cap on connections to one host); it must not 
 (`auto_decompress=False`: a gzip bomb would bypass `max_bytes`) nor read proxy variables
 (`trust_env=False`: a proxy would connect for us, unchecked).
 
-`download_image` keeps img2dataset's per-URL contract for one URL at a time (tests, scripts);
-the download stage runs many URLs at once through engine.py on one Fetcher.
+The download stage runs many URLs at once through engine.py on one Fetcher (engine.py's
+`download_image` keeps img2dataset's per-URL contract for one URL at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import io
 import socket
 import ssl
 import time
@@ -288,19 +287,6 @@ def transient(error: str) -> bool:
     """Worth another attempt: the network failed or the server said "later"."""
     return error.startswith(("timeout: socket", "connection_error", "tls_error", "http_5",
                              "http_429"))
-
-
-def download_image(row, timeout, user_agent_token, disallowed_header_directives, *_, policy,
-                   **__):
-    """img2dataset's `download_image` contract for one URL: (key, BytesIO | None, error), the
-    bytes checked as an image. Runs the engine's own per-URL path (robots.txt, retries, one
-    deadline) on a loop of its own."""
-    from wit_builder.download.engine import one_url
-
-    key, url = row
-    data, error = asyncio.run(one_url(url, policy, user_agent_token,
-                                      disallowed_header_directives))
-    return key, (io.BytesIO(data) if data is not None else None), error
 
 
 def image_error(data: bytes, policy: Policy) -> str | None:

@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from wit_builder import storage
-from wit_builder.finalize.hashing import phash_hex
+from wit_builder.phash import phash_hex
 from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
                                        sample_meta, shard_stats, write_card, write_sizes)
 from wit_builder.shard.tars import TarWriter, read_samples

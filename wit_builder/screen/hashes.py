@@ -21,7 +21,7 @@ import numpy as np
 
 from wit_builder import storage
 from wit_builder.errors import UserError
-from wit_builder.finalize.hashing import image_facts, phash_hex
+from wit_builder.phash import image_facts, phash_hex
 
 PDQ_HEX, PHASH_HEX = 64, 16
 _HEX = re.compile(r"[0-9a-fA-F]+")
