@@ -69,7 +69,7 @@ def test_reasons(status, message, expected):
 def test_alpha_counts_for_what_the_resizer_spends_on_it():
     """img2dataset mattes alpha in float64 (~72 bytes a pixel against ~6): a 4 Mpx RGBA PNG
     weighs like 48 Mpx; the same picture opaque passes."""
-    from wit_builder.config import DownloadConfig
+    from wit_builder.settings import DownloadConfig
     from wit_builder.images import ALPHA_COST
 
     limit = DownloadConfig().max_pixels

@@ -2,7 +2,7 @@
 
 Argument parsing only; the work lives in the modules. Flags that mirror a config key become
 `section.key=value` overrides, so the command line, `--set` and the TOML file go through the
-same validation in config.py, and help texts show the defaults config.py holds. The stage
+same validation in config.py, and help texts show the defaults settings.py holds. The stage
 commands are one generic parser; the tool commands' parsers are in cli_tools.py.
 """
 

@@ -20,7 +20,7 @@ import warnings
 
 from PIL import Image
 
-# The defaults of `[download] max_pixels` and `max_scans` (config.py), and the bounds wherever
+# The defaults of `[download] max_pixels` and `max_scans` (settings.py), and the bounds wherever
 # an image is decoded outside download (finalize, stats, score, train).
 MAX_PIXELS = 40_000_000
 MAX_SCANS = 100

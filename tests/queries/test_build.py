@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wit_builder.cli import main
-from wit_builder.config import QueriesConfig
+from wit_builder.settings import QueriesConfig
 from wit_builder.errors import UserError
 from wit_builder.queries import bigrams, build, listfile, titles, wikipedia, wordnet
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from shard_maker import sample, write_shards
-from wit_builder.config import ScreenConfig
+from wit_builder.settings import ScreenConfig
 from wit_builder.screen import faces, nsfw
 from wit_builder.screen.shard import screen_shard, task_options
 from wit_builder.shard.tars import read_samples

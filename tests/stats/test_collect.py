@@ -165,7 +165,7 @@ def test_drop_samples_fall_back_to_the_download_folder(full_root, tmp_path):
 
 
 def test_write_stats_writes_the_report_with_samples(full_root, tmp_path):
-    from wit_builder.config import Config
+    from wit_builder.settings import Config
 
     root, _, _ = full_root
     out = tmp_path / "OUT2"

@@ -1,4 +1,4 @@
-"""Training options: the config's `[train]` section (wit_builder/config.py holds the defaults,
+"""Training options: the config's `[train]` section (wit_builder/settings.py holds the defaults,
 so `wit-builder config` shows them and TOML files and `--set train.KEY=VALUE` set them) plus
 the two things every run names itself: the shards and the run folder.
 
@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from wit_builder.config import TrainSection
+from wit_builder.settings import TrainSection
 from wit_builder.errors import UserError
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")

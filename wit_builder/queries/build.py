@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Callable
 
-from wit_builder.config import QueriesConfig
+from wit_builder.settings import QueriesConfig
 from wit_builder.queries import bigrams, listfile, titles, wikipedia, wordnet
 
 PRIORITY = ("wordnet", "unigram", "bigram", "title")

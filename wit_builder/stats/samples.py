@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wit_builder import images, storage
-from wit_builder.config import ScreenConfig
+from wit_builder.settings import ScreenConfig
 from wit_builder.shard.samples import image_of, sample_meta
 from wit_builder.shard.tars import read_samples
 
