@@ -4,26 +4,22 @@ importing img2dataset: NNNNN.tar (KEY.jpg, KEY.json, KEY.txt for each image) and
 (shard/samples.py: img2dataset's columns, then `phash` and `source_shard`, null here).
 
 img2dataset's writer goes through webdataset's TarWriter, whose import pulls in torch (about 4
-s in each new executor process, before its first image). The members, their order (sorted by
-extension), names, bytes, owner ("bigdata") and mode (0444) are the same; the headers are plain
-ustar (webdataset means to write ustar but hands tarfile its default, PAX, which costs every
-member an extended header for its float mtime). The Parquet file is written in row groups of
-100, as its BufferedParquetWriter does. The caption is stored under our column name `text` in
+s in each new executor process, before its first image); shard/tars.py's TarWriter writes the
+same members without it. The Parquet file is written in row groups of 100, as its
+BufferedParquetWriter does. The caption is stored under our column name `text` in
 KEY.json and the Parquet (KEY.txt is the same text).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wit_builder import storage
 from wit_builder.shard.samples import SHARD_COLUMNS, parquet_schema, read_stats, shard_stats
+from wit_builder.shard.tars import TarWriter, read_samples
 
 PARQUET_ROWS = 100  # rows per row group, as img2dataset's BufferedParquetWriter
 COUNTS = ["count", "successes", "failed_to_download", "failed_to_resize", "host_backoffs"]
@@ -39,7 +35,7 @@ class SampleWriter:
         self.save_caption, self.encode_format = save_caption, encode_format
         name = f"{output_folder.rstrip('/')}/{storage.shard_name(shard_id, oom_shard_count)}"
         self.tar_file = storage.open_file(f"{name}.tar", "wb")
-        self.tar = tarfile.open(fileobj=self.tar_file, mode="w|", format=tarfile.USTAR_FORMAT)
+        self.tar = TarWriter(self.tar_file)
         self.parquet_file = storage.open_file(f"{name}.parquet", "wb")
         self.parquet = pq.ParquetWriter(self.parquet_file, self.schema)
         self.rows: list[dict] = []
@@ -48,21 +44,14 @@ class SampleWriter:
         meta = {("text" if k == "caption" else k): v for k, v in meta.items()}
         meta = {name: meta.get(name) for name, _ in SHARD_COLUMNS}
         if img_str is not None:
-            members = {self.encode_format: img_str, "json": json.dumps(meta, indent=4)}
+            members = {"__key__": key, self.encode_format: img_str,
+                       "json": json.dumps(meta, indent=4)}
             if self.save_caption:
                 members["txt"] = str(caption) if caption is not None else ""
-            for extension in sorted(members):
-                self._add(f"{key}.{extension}", members[extension])
+            self.tar.write(members)
         self.rows.append(meta)
         if len(self.rows) >= PARQUET_ROWS:
             self._flush()
-
-    def _add(self, name: str, value) -> None:
-        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), time.time(), 0o444
-        info.uname = info.gname = "bigdata"
-        self.tar.addfile(info, io.BytesIO(data))
 
     def _flush(self) -> None:
         if self.rows:
@@ -84,13 +73,12 @@ def join(folders: list, out_dir: str, shard_id: int) -> None:
     name = storage.shard_name(shard_id)
     stats = [read_stats(f"{folder.rstrip('/')}/{name}_stats.json") for folder in folders]
     base = f"{out_dir.rstrip('/')}/{name}"
-    with storage.open_file(f"{base}.tar", "wb") as tar_file, \
-            tarfile.open(fileobj=tar_file, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+    with storage.open_file(f"{base}.tar", "wb") as tar_file:
+        tar = TarWriter(tar_file)
         for folder in folders:
-            with storage.open_file(f"{folder.rstrip('/')}/{name}.tar", "rb") as part_file, \
-                    tarfile.open(fileobj=part_file, mode="r|") as part:
-                for member in part:
-                    tar.addfile(member, part.extractfile(member))
+            for sample in read_samples(f"{folder.rstrip('/')}/{name}.tar"):
+                tar.write({"__key__": sample.key, **sample.files})
+        tar.close()
     tables = []
     for folder in folders:
         with storage.open_file(f"{folder.rstrip('/')}/{name}.parquet", "rb") as handle:

@@ -284,15 +284,18 @@ def _checksum_ok(header: bytes) -> bool:
 
 
 class TarWriter:
-    """webdataset.TarWriter's members exactly (same tarfile stream, names, sorted extensions,
-    mode 0o444, user and group "bigdata", mtime now), for samples of bytes and str values,
-    without importing webdataset (which imports torch: seconds per executor process)."""
+    """webdataset.TarWriter's members (same tarfile stream, names, sorted extensions, mode 0o444,
+    user and group "bigdata", mtime now), for samples of bytes and str values, without
+    importing webdataset (which imports torch: seconds per executor process). The headers are
+    plain ustar, as img2dataset's shards (webdataset means to write ustar but hands tarfile its
+    default, PAX, which costs every member an extended header for its float mtime). The one
+    tar writer of every stage that writes shards."""
 
     def __init__(self, raw):
         import tarfile
 
         self._tarfile = tarfile
-        self._tar = tarfile.open(fileobj=raw, mode="w|")
+        self._tar = tarfile.open(fileobj=raw, mode="w|", format=tarfile.USTAR_FORMAT)
 
     def write(self, sample: dict) -> None:
         import io
