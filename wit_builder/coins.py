@@ -1,5 +1,6 @@
-"""The balancing coin: a uniform in [0, 1) per (pair, query entry) under a seed, and the keep
-rule built on it. Shared by balance and finalize's exact balance, so neither imports the other.
+"""The balancing coin: a uniform in [0, 1) per (pair, query entry) under a seed, the keep rule
+built on it, and the entry counts it needs. Shared by balance and finalize's exact balance, so
+neither imports the other.
 
 count[e] = pairs matching entry e; p[e] = min(1, t / count[e]); a pair is kept when any of its
 entries' coins is below p[e]. The coins depend on nothing but (uid, entry id, seed), so the
@@ -13,6 +14,8 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from wit_builder import runner
 
 ENTRY_IDS = "entry_ids"  # the matched entries' column: match writes it, balance and finalize read it
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -62,3 +65,29 @@ def keep_mask(uids: pa.Array, entry_ids: pa.Array, counts: np.ndarray, t: int, s
     p = np.minimum(1.0, t / np.maximum(counts[ids], 1))
     hit = coins(uid_hash(uids)[rows], ids, seed) < p
     return np.bincount(rows[hit], minlength=n) > 0
+
+
+_COUNTS = pa.schema([("entry_id", pa.int32()), ("n", pa.int64())])
+
+
+def entry_counts(rows: runner.Rows):
+    """pandas (entry_id, n), sorted: the rows matching each entry (rows with a drop reason,
+    where they have that column, do not count)."""
+    return runner.sum_by(runner.map_batches(rows, _batch_counts, _COUNTS), ["entry_id"], "n")
+
+
+def _batch_counts(batch: pa.RecordBatch, _shared=None) -> pa.RecordBatch:
+    if runner.REASON in batch.schema.names:
+        batch = batch.filter(pc.is_null(batch.column(runner.REASON)))
+    counts = pc.value_counts(pc.list_flatten(batch.column(ENTRY_IDS)))
+    return pa.RecordBatch.from_arrays([counts.field("values").cast(pa.int32()),
+                                       counts.field("counts").cast(pa.int64())], schema=_COUNTS)
+
+
+def counts_array(counts) -> np.ndarray:
+    """`entry_counts`' table as the array keep_mask takes: counts[entry id] = n."""
+    size = int(counts["entry_id"].max()) + 1 if len(counts) else 0
+    array = np.zeros(size, np.int64)
+    array[counts["entry_id"].to_numpy()] = counts["n"].to_numpy()
+    return array
+

@@ -14,6 +14,12 @@ pyspark:
 - `by_key(rows, key, fn, schema)`: `fn(table)` on whole groups of `key` (Spark: one shuffle by
   `key`, `fn` on each partition's rows at once; the driver: on the whole table);
 - `sum_by(rows, keys, value)`: the sums of `value` per distinct `keys`, as pandas;
+  `count_by(rows, key)`: the rows per value of `key`, as a dict;
+- `lookup(rows, key, other, other_key, columns)`: `columns` of the `other` row whose
+  `other_key` is the row's `key` (a left join on unique keys);
+- `materialize(rows)`: compute the rows now (Spark: a local checkpoint), so later steps read
+  them instead of recomputing the plan; `batches(rows)` and `table(rows)` bring them to the
+  driver, a batch at a time or at once;
 - `run_tasks(ctx, tasks, fn, schema, on_driver)`: `fn(task, i)` for every task (extract's
   files; `tasks_on_driver` decides from the files' bytes);
 - `write_with_drops(rows, out_dir)`: the rows whose `drop_reason` is null as Parquet, the others
@@ -71,15 +77,30 @@ def read(ctx: stages.Context, inputs: list[str], hint: str, required: list[str])
 
 def read_parquet(ctx: stages.Context, files: list[str], columns: list[str]) -> Rows:
     """`columns` of Parquet files (a stage's own files, such as download's shard rows), on the
-    driver under the same limit."""
+    driver under the same limit, local or remote (through fsspec: their footers first)."""
     import pyarrow.parquet as pq
 
-    limit = ctx.cfg.spark.driver_rows
-    if limit > 0 and not any(storage.is_remote(f) for f in files) and \
-            sum(pq.read_metadata(f).num_rows for f in files) <= limit:
-        return Rows(table=pa.concat_tables([pq.read_table(f, columns=columns) for f in files]))
+    def read(path: str) -> pa.Table:
+        with storage.open_file(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    if _rows_at_most(files, ctx.cfg.spark.driver_rows):
+        return Rows(table=pa.concat_tables([read(f) for f in files]))
     return Rows(frame=ctx.spark.read.parquet(*[storage.spark_path(f) for f in files])
                 .select(*columns))
+
+
+def _rows_at_most(files: list[str], limit: int) -> bool:
+    """Whether the Parquet files hold at most `limit` rows (> 0), reading footers until over."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in files if limit > 0 else []:
+        with storage.open_file(path, "rb") as f:
+            total += pq.read_metadata(f).num_rows
+        if total > limit:
+            return False
+    return limit > 0
 
 
 # A stage that reads raw files (extract) knows their bytes, not their rows: it runs them on the
@@ -156,11 +177,18 @@ def map_batches(rows: Rows, fn: Callable[[pa.RecordBatch, Any], pa.RecordBatch],
                 shipped=rows.shipped + ([bc] if bc is not None else []))
 
 
-def by_key(rows: Rows, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> Rows:
+def by_key(rows: Rows, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.Schema,
+           spread: stages.Context | None = None) -> Rows:
     """`fn(table)` on tables that hold every row of each `key` value they hold (nulls as one
-    value); its tables have `schema`."""
-    if rows.on_driver:
+    value); its tables have `schema`. `spread`: rows on the driver go to Spark tasks too, cut
+    at `key` boundaries (work that is heavy per row, such as writing shards, then uses every
+    core)."""
+    if rows.on_driver and spread is None:
         return Rows(table=fn(rows.table))
+    if rows.on_driver:
+        pieces = _pieces(rows.table, key, 4 * spread.spark.sparkContext.defaultParallelism)
+        return run_tasks(spread, pieces, lambda piece, _: fn(piece).to_batches(), schema,
+                         on_driver=False)
     from pyspark.sql.pandas.types import from_arrow_schema
 
     frame = rows.frame
@@ -178,6 +206,21 @@ def by_key(rows: Rows, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.
                 shipped=rows.shipped)
 
 
+def _pieces(table: pa.Table, key: str, n: int) -> list[pa.Table]:
+    """`table` sorted by `key` and cut into at most `n` pieces of about equal rows, each
+    holding every row of the `key` values it holds."""
+    import numpy as np
+
+    table = table.sort_by(key)
+    keys = table.column(key).to_numpy(zero_copy_only=False)
+    if not len(keys):
+        return []
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    wanted = np.searchsorted(starts, np.linspace(0, len(keys), n + 1)[1:-1])  # the next start
+    edges = np.unique(np.r_[0, starts[np.minimum(wanted, len(starts) - 1)], len(keys)])
+    return [table.slice(lo, hi - lo) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
 def sum_by(rows: Rows, keys: list[str], value: str):
     """pandas (keys..., value): the sum of `value` per distinct `keys` (nulls a key value of
     their own), sorted by `keys`."""
@@ -190,8 +233,68 @@ def sum_by(rows: Rows, keys: list[str], value: str):
     try:
         sums = rows.frame.groupBy(*keys).agg(F.sum(value).alias(value)).toPandas()
     finally:
-        _release(rows)
+        release(rows)
     return sums.sort_values(keys, ignore_index=True)
+
+
+def count_by(rows: Rows, key: str) -> dict:
+    """{value of `key`: rows with it} (null a value of its own)."""
+    if rows.on_driver:
+        return {r["values"]: r["counts"] for r in pc.value_counts(rows.table.column(key)).to_pylist()}
+    from pyspark.sql import functions as F
+
+    return {r[key]: r["n"] for r in rows.frame.groupBy(key).agg(F.count("*").alias("n")).collect()}
+
+
+def lookup(rows: Rows, key: str, other: Rows, other_key: str, columns: list[str]) -> Rows:
+    """`rows` plus `columns` of the `other` row whose `other_key` equals their `key` (`other`'s
+    keys are unique, its rows on the same side as `rows`; null where none is)."""
+    if rows.on_driver:
+        at = pc.index_in(rows.table.column(key), value_set=other.table.column(other_key))
+        table = rows.table
+        for name in columns:
+            table = table.append_column(name, other.table.column(name).take(at))
+        return Rows(table=table)
+    from pyspark.sql import functions as F
+
+    right = other.frame.select(F.col(other_key).alias(key), *columns)
+    joined = rows.frame.join(right, key, "left").select(*rows.frame.columns, *columns)
+    return Rows(frame=joined, shipped=rows.shipped + other.shipped)
+
+
+def materialize(rows: Rows) -> Rows:
+    """The rows computed now (Spark: a local checkpoint, its broadcasts then released)."""
+    if rows.on_driver:
+        return rows
+    frame = rows.frame.localCheckpoint()
+    release(rows)
+    return Rows(frame=frame)
+
+
+def batches(rows: Rows, batch_rows: int = 65_536) -> Iterator[pa.Table]:
+    """The rows on the driver, up to `batch_rows` at a time (Spark: a partition at a time)."""
+    if rows.on_driver:
+        yield from (pa.Table.from_batches([b]) for b in rows.table.to_batches(max_chunksize=batch_rows))
+        return
+    schema, chunk = rows.schema, []
+    for row in rows.frame.toLocalIterator():
+        chunk.append(row.asDict())
+        if len(chunk) == batch_rows:
+            yield pa.Table.from_pylist(chunk, schema)
+            chunk = []
+    if chunk:
+        yield pa.Table.from_pylist(chunk, schema)
+    release(rows)
+
+
+def table(rows: Rows) -> pa.Table:
+    """The rows as one Arrow table on the driver."""
+    if rows.on_driver:
+        return rows.table
+    try:
+        return rows.frame.toArrow()
+    finally:
+        release(rows)
 
 
 def write_with_drops(ctx: stages.Context, rows: Rows) -> tuple[stages.StageResult, Rows]:
@@ -200,10 +303,9 @@ def write_with_drops(ctx: stages.Context, rows: Rows) -> tuple[stages.StageResul
     if rows.on_driver:
         import pyarrow.parquet as pq
 
-        reasons = rows.table.column(REASON)
-        counts = {r["values"]: r["counts"] for r in pc.value_counts(reasons).to_pylist()
-                  if r["values"] is not None}
-        kept = rows.table.filter(pc.is_null(reasons)).drop_columns([REASON])
+        counts = count_by(rows, REASON)
+        counts.pop(None, 0)
+        kept = rows.table.filter(pc.is_null(rows.table.column(REASON))).drop_columns([REASON])
         fs, path = storage.filesystem(ctx.out)
         fs.makedirs(path, exist_ok=True)
         with storage.open_file(storage.join(ctx.out, "part-00000.parquet"), "wb") as f:
@@ -216,20 +318,19 @@ def write_with_drops(ctx: stages.Context, rows: Rows) -> tuple[stages.StageResul
     # Cached, so the rows are computed once for the counts and the write.
     frame = rows.frame.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {row[REASON]: row["n"] for row in
-                  frame.groupBy(REASON).agg(F.count("*").alias("n")).collect()}
+        counts = count_by(Rows(frame=frame), REASON)
         frame.where(F.col(REASON).isNull()).drop(REASON) \
             .write.mode("overwrite").parquet(storage.spark_path(ctx.out))
     finally:
         frame.unpersist()
-        _release(rows)
+        release(rows)
     kept = counts.pop(None, 0)
     written = Rows(frame=ctx.spark.read.parquet(storage.spark_path(ctx.out)))
     return stages.StageResult(rows_in=kept + sum(counts.values()), rows_out=kept,
                               drops=counts), written
 
 
-def _release(rows: Rows) -> None:
+def release(rows: Rows) -> None:
     """Destroy the broadcasts the rows' plan read, once they are computed."""
     for shipped in rows.shipped:
         shipped.destroy()

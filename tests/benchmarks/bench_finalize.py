@@ -142,12 +142,16 @@ def synthetic_hashes(n: int, seed: int = 0) -> np.ndarray:
 
 
 def _ours_search(h: np.ndarray):
+    import pyarrow as pa
+
+    from wit_builder import graph, runner
     from wit_builder.finalize import neardup
 
-    pairs = neardup.close_pairs_np(h, None, MAX_DISTANCE, MAX_DISTANCE + 1)
-    nodes = np.unique(h)
-    labels = neardup.components_np(nodes, pairs)
-    return pairs, labels
+    buckets = pa.Table.from_batches([neardup.bucket_rows(h, MAX_DISTANCE + 1)])
+    pairs = neardup.pairs_in_buckets(buckets, MAX_DISTANCE)
+    labels = graph.components(runner.Rows(table=pairs)).table.column("label").to_numpy()
+    return np.unique(np.stack([pairs.column("a").to_numpy(), pairs.column("b").to_numpy()], 1),
+                     axis=0), labels
 
 
 def neardup_scale(n: int, full_baseline_max: int, sampled_chunks: int = 6) -> dict:
@@ -163,7 +167,7 @@ def neardup_scale(n: int, full_baseline_max: int, sampled_chunks: int = 6) -> di
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     ours_set = {(int(a), int(b)) for a, b in pairs}
-    clusters = len(np.unique(labels[np.isin(np.unique(h), pairs.ravel())]))
+    clusters = len(np.unique(labels))  # the labels of the hashes with a close pair
 
     unique = np.unique(h)
     u = unique.view(np.uint64)

@@ -1,6 +1,8 @@
-"""Finalize's fast paths agree with the simple references: the numpy banded search with
-all-pairs Hamming, the bit-exact pHash with imagehash.phash on the shared real photos, and the
-driver's decisions with the rules (the Spark plan is compared in tests/integration/test_finalize.py)."""
+"""Finalize's fast paths agree with the simple references: the banded search (as one call and
+bucket by bucket, as the stage runs it) with all-pairs Hamming, the connected components on the
+driver and on Spark with union-find, the bit-exact pHash with imagehash.phash on the shared real
+photos, and the decisions with the rules, on the driver and on Spark (the whole stage both ways
+is compared in tests/integration/test_finalize.py)."""
 
 import imagehash
 import numpy as np
@@ -10,7 +12,8 @@ from PIL import Image
 
 from wit_builder.finalize.hashing import sample_schema
 from wit_builder.phash import image_facts, image_facts_reference, phash_of_gray
-from wit_builder.finalize.neardup import close_pairs_np, components_np
+from wit_builder import graph, runner
+from wit_builder.finalize.neardup import bucket_rows, close_pairs, pairs_in_buckets
 from wit_builder.finalize.stage import decide
 
 
@@ -36,19 +39,27 @@ def _all_pairs(a, b, max_distance):
 @pytest.mark.parametrize("max_distance,bands", [(0, 1), (2, 3), (4, 5), (4, 8), (6, 7)])
 def test_banded_search_finds_exactly_the_all_pairs_pairs(max_distance, bands):
     h = _planted(3000, max_distance, max_distance)
-    got = close_pairs_np(h, None, max_distance, bands)
+    got = close_pairs(h, None, max_distance, bands)
     want = {(x, y) for x, y in _all_pairs(h, h, max_distance) if x < y}
     assert {tuple(p) for p in got.tolist()} == want
     assert len(got) == len(want) and (len(want) > 0 or max_distance == 0)  # each pair once
+    # bucket by bucket: the hashes split into batches, their buckets cut into groups of whole
+    # buckets (as Spark partitions them), every pair found
+    buckets = pa.Table.from_batches([bucket_rows(part, bands) for part in np.array_split(h, 3)])
+    bucket = buckets.column("bucket").to_numpy()
+    found = [pairs_in_buckets(buckets.filter(pa.array(bucket % 4 == k)), max_distance)
+             for k in range(4)]
+    assert {(a, b) for t in found for a, b in zip(t.column("a").to_pylist(),
+                                                   t.column("b").to_pylist())} == want
     # left against right (decontamination): left values first
     left, right = h[:2000], h[1000:] ^ 1
-    cross = close_pairs_np(left, right, max_distance, bands)
+    cross = close_pairs(left, right, max_distance, bands)
     assert {tuple(p) for p in cross.tolist()} == _all_pairs(left, right, max_distance)
 
 
-def test_components_are_union_find_with_the_smallest_hash():
+def test_components_are_union_find_with_the_smallest_hash(spark):
     h = np.unique(_planted(2000, 7, 4))
-    pairs = close_pairs_np(h, None, 4, 5)
+    pairs = close_pairs(h, None, 4, 5)
     # chain a few clusters together through extra edges
     pairs = np.concatenate([pairs, np.array([[h[0], h[1]], [h[1], h[2]], [h[5], h[9]]])])
     parent = {int(v): int(v) for v in h}
@@ -61,9 +72,14 @@ def test_components_are_union_find_with_the_smallest_hash():
     for a, b in pairs.tolist():
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
-    labels = components_np(h, pairs)
-    assert labels.tolist() == [find(int(v)) for v in h]
-    assert labels[1] == labels[2] == min(h[0], h[1], h[2])
+    want = {int(v): find(int(v)) for v in np.unique(pairs)}
+    assert len({v for v in want.values()}) < len(want)  # some components have several nodes
+    edges = pa.table({"a": pairs[:, 0], "b": pairs[:, 1]})
+    on_driver = graph.components(runner.Rows(table=edges)).table
+    on_spark = graph.components(runner.Rows(frame=spark.createDataFrame(edges.to_pandas()))).frame
+    for labels in (on_driver.to_pylist(), [r.asDict() for r in on_spark.collect()]):
+        assert {r["node"]: r["label"] for r in labels} == want
+        assert len(labels) == len(want)
 
 
 def test_fast_phash_is_imagehash_bit_for_bit_on_the_shared_photos(shared_data):
@@ -87,7 +103,7 @@ def _table(rows):
     return pa.Table.from_pylist(full, schema=sample_schema())
 
 
-def test_decisions_follow_the_rules():
+def test_decisions_follow_the_rules(spark):
     sha = lambda c: c * 64
     rows = [
         {"uid": "b", "sha256": sha("1"), "phash": 2**20 | 0b1111, "entry_ids": [1]},        # near a (1 bit), a has the smaller uid
@@ -98,10 +114,40 @@ def test_decisions_follow_the_rules():
         {"uid": "f", "sha256": sha("5"), "phash": -1, "entry_ids": []},
         {"uid": "g", "sha256": sha("6"), "phash": 2**30 | 2**31 | 2**32},
     ]
-    reasons, counts = decide(_table(rows), np.array([2**40 | 1]), 4, 5, t=10, seed=0)
-    assert reasons == ["near_duplicate", None, "duplicate_image", "eval_contamination", "too_small",
-                       None, None]
-    assert counts.to_pylist() == [{"entry_id": 1, "count_before": 1, "count_after": 1}]
+    want = ["near_duplicate", None, "duplicate_image", "eval_contamination", "too_small", None, None]
+    table = _table(rows)
+    on_driver = runner.Rows(table=table)
+    on_spark = runner.Rows(frame=spark.createDataFrame(table.to_pandas(), schema=_spark_schema()))
+    for samples in (on_driver, on_spark):
+        judged, counts = decide(samples, np.array([2**40 | 1]), 4, 5, t=10, seed=0)
+        got = runner.table(judged).sort_by("rid")
+        assert got.column("drop_reason").to_pylist() == want
+        assert counts.to_pylist() == [{"entry_id": 1, "count_before": 1, "count_after": 1}]
+
+
+def test_balance_cuts_to_t_the_same_on_both_sides(spark):
+    hashes = np.random.default_rng(0).integers(-2**63, 2**63 - 1, 300)  # ~32 bits apart
+    rows = [{"uid": f"{i:016x}", "sha256": f"{i:064x}", "phash": int(h),
+             "entry_ids": [1] if i % 3 else [1, 2]} for i, h in enumerate(hashes)]
+    table = _table(rows)
+    results = []
+    for samples in (runner.Rows(table=table),
+                    runner.Rows(frame=spark.createDataFrame(table.to_pandas(), schema=_spark_schema()))):
+        judged, counts = decide(samples, None, 4, 5, t=50, seed=3)
+        results.append((runner.table(judged).sort_by("rid").column("drop_reason").to_pylist(),
+                        counts.to_pylist()))
+    assert results[0] == results[1]
+    reasons, counts = results[0]
+    assert counts[0]["count_before"] == 300 and 20 < counts[0]["count_after"] < 150
+    assert reasons.count("balanced_out") == 300 - counts[0]["count_after"]
+
+
+def _spark_schema():
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(sample_schema())
+
+
 
 
 def _tarfile_files(data: bytes):

@@ -16,16 +16,13 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import runner, stages, storage
-from wit_builder.coins import ENTRY_IDS, keep_mask
+from wit_builder import coins, runner, stages, storage
 
 BALANCED_OUT = "balanced_out"
 COUNTS_DIR = "entry_counts"
 HINT = "give the output of match or filter"
-_COUNTS = pa.schema([("entry_id", pa.int32()), ("n", pa.int64())])
 
 
 def check(cfg, inputs: list[str]) -> stages.Plan:
@@ -38,13 +35,15 @@ def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     import pyarrow.parquet as pq
 
     t, seed = ctx.cfg.balance.t, ctx.cfg.balance.seed
-    rows = runner.read(ctx, plan.inputs, HINT, ["uid", ENTRY_IDS])
-    before = _entry_counts(rows, "count_before")
+    rows = runner.read(ctx, plan.inputs, HINT, ["uid", coins.ENTRY_IDS])
+    before = coins.entry_counts(rows)
     schema = runner.with_columns(rows.schema, [(runner.REASON, pa.string())])
     marked = runner.map_batches(rows, partial(_with_reasons, t, seed), schema,
-                                shared=_counts_array(before))
+                                shared=coins.counts_array(before))
     result, kept = runner.write_with_drops(ctx, marked)
-    table = before.merge(_entry_counts(kept, "count_after"), on="entry_id", how="left")
+    table = before.merge(coins.entry_counts(kept), on="entry_id", how="left",
+                         suffixes=("_before", "_after"))
+    table = table.rename(columns={"n_before": "count_before", "n_after": "count_after"})
     table = table.fillna({"count_after": 0})
     table = table.astype({"entry_id": "int32", "count_before": "int64", "count_after": "int64"})
     table = table.sort_values("entry_id", ignore_index=True)
@@ -58,28 +57,9 @@ def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     return result
 
 
-def _entry_counts(rows: runner.Rows, name: str):
-    """pandas (entry_id, `name`): the pairs matching each entry."""
-    counted = runner.map_batches(rows, _batch_counts, _COUNTS)
-    return runner.sum_by(counted, ["entry_id"], "n").rename(columns={"n": name})
-
-
-def _batch_counts(batch: pa.RecordBatch, _shared=None) -> pa.RecordBatch:
-    counts = pc.value_counts(pc.list_flatten(batch.column(ENTRY_IDS)))
-    return pa.RecordBatch.from_arrays([counts.field("values").cast(pa.int32()),
-                                       counts.field("counts").cast(pa.int64())], schema=_COUNTS)
-
-
-def _counts_array(before) -> np.ndarray:
-    size = int(before["entry_id"].max()) + 1 if len(before) else 0
-    counts = np.zeros(size, np.int64)
-    counts[before["entry_id"].to_numpy()] = before["count_before"].to_numpy()
-    return counts
-
-
 def _with_reasons(t: int, seed: int, batch: pa.RecordBatch, counts: np.ndarray) -> pa.RecordBatch:
     batch = batch.select([n for n in batch.schema.names if n != runner.REASON])
-    kept = keep_mask(batch.column("uid"), batch.column(ENTRY_IDS), counts, t, seed)
+    kept = coins.keep_mask(batch.column("uid"), batch.column(coins.ENTRY_IDS), counts, t, seed)
     reason = pa.array(np.where(kept, None, BALANCED_OUT), pa.string())
     return pa.RecordBatch.from_arrays(batch.columns + [reason],
                                       names=batch.schema.names + [runner.REASON])

@@ -85,7 +85,7 @@ def _hash_to_parquet(part, folder: str, min_side: int, max_aspect_ratio: float):
     for shard, path in part:
         table = pa.Table.from_pylist(list(_shard_rows(shard, path, min_side, max_aspect_ratio)),
                                      schema=schema)
-        with storage.open_file(storage.join(folder, f"part-{shard:06d}.parquet"), "wb") as f:
+        with storage.open_file(_part_file(folder, shard), "wb") as f:
             pq.write_table(table, f)
         yield shard, table.num_rows
 
@@ -106,16 +106,13 @@ def hash_shards_to(spark, tars: list[str], min_side: int, max_aspect_ratio: floa
     return sum(n for _, n in counts)
 
 
-def read_hashed(folder: str, tars: list[str]):
-    """The rows `hash_shards_to` wrote, as one Arrow table in shard order (driver side)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def hashed_files(folder: str, tars: list[str]) -> list[str]:
+    """The Parquet files `hash_shards_to` wrote, in shard order."""
+    return [_part_file(folder, shard) for shard in range(len(tars))]
 
-    tables = []
-    for shard in range(len(tars)):
-        with storage.open_file(storage.join(folder, f"part-{shard:06d}.parquet"), "rb") as f:
-            tables.append(pq.read_table(f))
-    return pa.concat_tables(tables) if tables else sample_schema().empty_table()
+
+def _part_file(folder: str, shard: int) -> str:
+    return storage.join(folder, f"part-{shard:06d}.parquet")
 
 
 def _eval_task(batches):

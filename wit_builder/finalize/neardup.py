@@ -1,16 +1,21 @@
-"""Near-duplicate search on 64-bit perceptual hashes with banded hashing, in Spark.
+"""Near-duplicate search on 64-bit perceptual hashes with banded hashing.
 
 Split the 64 bits into `bands` bands. Two hashes within Hamming distance d differ in at most d
-bits, so when bands > d at least one band is bit-for-bit equal (pigeonhole): joining on
-(band index, band value) finds every close pair while comparing only hashes that share a band,
-never all pairs. Fewer, wider bands give smaller buckets; `bands = d + 1` is the widest choice
-that still finds every pair.
+bits, so when bands > d at least one band is bit-for-bit equal (pigeonhole): comparing the
+hashes that share a bucket (band index, band value) finds every close pair while never
+comparing all pairs. Fewer, wider bands give smaller buckets; `bands = d + 1` is the widest
+choice that still finds every pair.
+
+The stage runs it through the runner, the same functions on the driver or on Spark:
+`bucket_rows` gives each hash its buckets (per batch), `pairs_in_buckets` compares the hashes
+of whole buckets (per group of `bucket`); `close_pairs` does both at once for two arrays (the
+evaluation sets against a batch).
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+import numpy as np
+import pyarrow as pa
 
 from wit_builder.errors import UserError
 
@@ -33,73 +38,12 @@ def check_bands(bands: int, max_distance: int) -> None:
 
 
 def band_values(phash: int, bands: int) -> list[int]:
-    """The band values of one hash (the Python twin of `_banded`, for tests and baselines)."""
+    """The band values of one hash, one at a time (for tests and baselines)."""
     unsigned = phash & (2**HASH_BITS - 1)
     return [(unsigned >> shift) & ((1 << width) - 1) for shift, width in band_layout(bands)]
 
 
-def _banded(df: DataFrame, bands: int) -> DataFrame:
-    """One row per (row of df, band): adds `band` and `value` columns."""
-    parts = []
-    for i, (shift, width) in enumerate(band_layout(bands)):
-        mask = F.lit(-1 if width == HASH_BITS else (1 << width) - 1).cast("long")
-        value = F.shiftrightunsigned(F.col("phash"), shift).bitwiseAND(mask)
-        parts.append(F.struct(F.lit(i).alias("band"), value.alias("value")))
-    return df.withColumn("_b", F.explode(F.array(*parts))).select("*", "_b.band", "_b.value").drop("_b")
-
-
-def close_pairs(left: DataFrame, right: DataFrame | None, max_distance: int, bands: int) -> DataFrame:
-    """Distinct pairs (a, b) of hash values within `max_distance` bits.
-
-    `left` and `right` are frames with a non-null `phash` column. Without `right`, pairs are
-    within `left` and each unordered pair appears once, with a < b.
-    """
-    check_bands(bands, max_distance)
-    a = _banded(left.select(F.col("phash")).distinct(), bands).withColumnRenamed("phash", "a")
-    b = _banded((right if right is not None else left).select(F.col("phash")).distinct(), bands) \
-        .withColumnRenamed("phash", "b")
-    pairs = a.join(b, ["band", "value"])
-    close = F.bit_count(F.col("a").bitwiseXOR(F.col("b"))) <= max_distance
-    if right is None:
-        close = close & (F.col("a") < F.col("b"))
-    return pairs.where(close).select("a", "b").distinct()
-
-
-def components(edges: DataFrame) -> DataFrame:
-    """(node, label) for every node of an undirected edge list (a, b): label = smallest node
-    of its connected component (min-label propagation; one round per step of the diameter)."""
-    labels = edges.select(F.col("a").alias("node")).union(edges.select(F.col("b").alias("node"))) \
-        .distinct().withColumn("label", F.col("node")).localCheckpoint()
-    while True:
-        to_b = edges.join(labels.withColumnRenamed("node", "a"), "a").select(F.col("b").alias("node"), "label")
-        to_a = edges.join(labels.withColumnRenamed("node", "b"), "b").select(F.col("a").alias("node"), "label")
-        new = labels.union(to_b).union(to_a).groupBy("node").agg(F.min("label").alias("label")) \
-            .localCheckpoint()
-        changed = new.alias("n").join(labels.alias("o"), "node") \
-            .where(F.col("n.label") != F.col("o.label")).count()
-        labels = new
-        if changed == 0:
-            return labels
-
-
-def cluster_ids(rows: DataFrame, max_distance: int, bands: int) -> DataFrame:
-    """`rows` (with `phash`) plus `cluster`: rows whose hashes chain within `max_distance`
-    bits share a cluster id (the smallest hash of the chain)."""
-    labels = components(close_pairs(rows, None, max_distance, bands))
-    return rows.join(labels.withColumnRenamed("node", "phash"), "phash", "left") \
-        .withColumn("cluster", F.coalesce(F.col("label"), F.col("phash"))).drop("label")
-
-
-# --- the same search on the driver, in numpy (small and medium inputs) -------------------------
-#
-# The stage decides on the driver when the metadata is small (`[spark] driver_rows`); these are
-# the numpy twins of close_pairs and components, with the same results: the same pigeonhole
-# bands, every hash sharing a band value compared, pairs checked by popcount.
-
-
 def _band_column(unsigned, shift: int, width: int):
-    import numpy as np
-
     mask = np.uint64((1 << width) - 1) if width < HASH_BITS else np.uint64(2**HASH_BITS - 1)
     return (unsigned >> np.uint64(shift)) & mask
 
@@ -110,8 +54,6 @@ def _bucket_pairs(values, tags, max_distance: int, hashes, cross: bool):
     Sorts by bucket value and compares each element with the ones after it in its bucket:
     step k pairs i with i + k, for the elements whose bucket has more than k left. Memory is
     O(n) per step plus the pairs kept. `cross`: only pairs with tags[i] != tags[j]."""
-    import numpy as np
-
     order = np.argsort(values, kind="stable")
     v = values[order]
     n = len(v)
@@ -137,12 +79,10 @@ def _bucket_pairs(values, tags, max_distance: int, hashes, cross: bool):
     return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
 
 
-def close_pairs_np(left, right=None, max_distance: int = 4, bands: int = 5):
-    """numpy twin of `close_pairs`: int64 array (k, 2) of distinct hash-value pairs (a, b)
+def close_pairs(left, right=None, max_distance: int = 4, bands: int = 5):
+    """int64 array (k, 2) of the distinct hash-value pairs (a, b)
     within `max_distance` bits, a from `left` and b from `right`; without `right`, pairs within
     `left`, each unordered pair once with a < b. Inputs: int64 arrays (signed pHash values)."""
-    import numpy as np
-
     check_bands(bands, max_distance)
     a = np.unique(np.asarray(left, np.int64))
     cross = right is not None
@@ -163,23 +103,28 @@ def close_pairs_np(left, right=None, max_distance: int = 4, bands: int = 5):
     return signed[pairs]
 
 
-def components_np(nodes, pairs):
-    """numpy twin of `components`: for each of `nodes` (int64 hash values, unique), the smallest
-    node of its connected component under the edges `pairs` (k, 2); isolated nodes get themselves."""
-    import numpy as np
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+BUCKETS = pa.schema([("bucket", pa.int64()), ("phash", pa.int64())])
+PAIRS = pa.schema([("a", pa.int64()), ("b", pa.int64())])
 
-    nodes = np.asarray(nodes, np.int64)
-    order = np.argsort(nodes, kind="stable")
-    sorted_nodes = nodes[order]
-    if len(pairs) == 0:
-        return nodes.copy()
-    i = order[np.searchsorted(sorted_nodes, pairs[:, 0])]
-    j = order[np.searchsorted(sorted_nodes, pairs[:, 1])]
-    n = len(nodes)
-    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    smallest = np.full(comp.max() + 1, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(smallest, comp, nodes)
-    return smallest[comp]
+
+def bucket_rows(hashes: np.ndarray, bands: int) -> pa.RecordBatch:
+    """`BUCKETS` rows: each distinct hash once per band, `bucket` naming (band, band value)
+    exactly (value << 6 | band; one band of 64 bits is the hash itself)."""
+    hashes = np.unique(np.asarray(hashes, np.int64))
+    unsigned = hashes.view(np.uint64)
+    buckets = [unsigned if width == HASH_BITS else
+               (_band_column(unsigned, shift, width) << np.uint64(6)) | np.uint64(band)
+               for band, (shift, width) in enumerate(band_layout(bands))]
+    return pa.RecordBatch.from_arrays([pa.array(np.concatenate(buckets).view(np.int64)),
+                                       pa.array(np.tile(hashes, len(buckets)))], schema=BUCKETS)
+
+
+def pairs_in_buckets(table: pa.Table, max_distance: int) -> pa.Table:
+    """`PAIRS` rows (a < b): the hashes within `max_distance` bits that share a bucket of
+    `table` (`BUCKETS` rows holding whole buckets; a pair found in several buckets is repeated)."""
+    table = table.group_by(["bucket", "phash"]).aggregate([])  # a hash from several batches
+    buckets = table.column("bucket").to_numpy()
+    hashes = table.column("phash").to_numpy().view(np.uint64)
+    found = _bucket_pairs(buckets, np.zeros(len(buckets), np.int8), max_distance, hashes, False)
+    a, b = hashes.view(np.int64)[found[:, 0]], hashes.view(np.int64)[found[:, 1]]
+    return pa.table({"a": np.minimum(a, b), "b": np.maximum(a, b)}, schema=PAIRS)

@@ -2,54 +2,78 @@
 
 Kept samples keep their input order (source shard, then position) and sample i of that order
 goes to output shard i // samples_per_shard, so an output shard reads a contiguous run of
-source shards, each once. One Spark task writes one output shard: `NNNNN.tar` (webdataset's own
-TarWriter, as img2dataset uses), `NNNNN.parquet` (the samples' metadata, one row each) and
-`NNNNN_stats.json`. The driver then writes `sizes.json` (open_clip's convention).
+source shards, each once. A Spark task writes whole output shards: `NNNNN.tar` (plain ustar,
+shard/tars.py), `NNNNN.parquet` (the samples' metadata, one row each) and `NNNNN_stats.json`.
+The driver then writes `sizes.json` (open_clip's convention).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
-from pyspark.sql import DataFrame, Window
-from pyspark.sql import functions as F
+import numpy as np
+import pyarrow as pa
 
-from wit_builder import storage
+from wit_builder import runner, storage
 from wit_builder.phash import phash_hex
 from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
                                        sample_meta, shard_stats, write_card, write_sizes)
 from wit_builder.shard.tars import TarWriter, read_samples
 
-WRITTEN_SCHEMA = "out_shard int, name string, count long, tar_bytes long, image_bytes long"
+KEPT = pa.schema([("shard", pa.int32()), ("pos", pa.int32()), ("sha256", pa.string()),
+                  ("phash", pa.int64())])
+PLACED = pa.schema([*KEPT, pa.field("out_shard", pa.int64()), pa.field("out_pos", pa.int64())])
+WRITTEN = pa.schema([("out_shard", pa.int64()), ("name", pa.string()), ("count", pa.int64()),
+                     ("tar_bytes", pa.int64()), ("image_bytes", pa.int64())])
 
 
-def plan(kept: DataFrame, samples_per_shard: int) -> tuple[DataFrame, int]:
-    """Kept rows (shard, pos, ...) plus out_shard and out_pos; and the number of output shards.
+def write(ctx, kept: runner.Rows, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
+    """Write the output shards of the `KEPT` rows and sizes.json; return one dict per shard
+    (name, count, bytes). Only one row per source shard (its kept count) comes to the driver
+    to place them; the shards are written by Spark tasks, whole output shards each."""
+    counts = np.zeros(len(tars), np.int64)
+    for shard, n in runner.count_by(kept, "shard").items():
+        counts[shard] = n
+    offsets = np.cumsum(counts) - counts  # the kept samples of the source shards before
+    n_shards = -(-int(counts.sum()) // samples_per_shard)
+    if n_shards == 0:
+        return _finish([], out_dir)
+    placed = runner.by_key(kept, "shard", partial(_place, offsets, samples_per_shard), PLACED)
+    written = runner.by_key(placed, "out_shard", partial(
+        _write_shards, tars, out_dir, *_layout(n_shards, samples_per_shard)), WRITTEN, spread=ctx)
+    return _finish(runner.table(written).to_pylist(), out_dir)
 
-    Only one row per source shard (its kept count) comes to the driver."""
-    counts = sorted((r["shard"], r["n"]) for r in kept.groupBy("shard").agg(F.count("*").alias("n")).collect())
-    offsets, total = [], 0
-    for shard, n in counts:
-        offsets.append((shard, total))
-        total += n
-    spark = kept.sparkSession
-    offsets_df = spark.createDataFrame(offsets or [(0, 0)], "shard int, offset long")
-    index = F.col("offset") + F.row_number().over(Window.partitionBy("shard").orderBy("pos")) - 1
-    placed = kept.join(F.broadcast(offsets_df), "shard").withColumn("_i", index) \
-        .withColumn("out_shard", F.floor(F.col("_i") / samples_per_shard).cast("int")) \
-        .withColumn("out_pos", (F.col("_i") % samples_per_shard).cast("int")).drop("_i", "offset")
-    return placed, -(-total // samples_per_shard)
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal values of sorted `keys`."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
+    return starts, np.diff(np.r_[starts, len(keys)])
 
 
-def _write_shard(group, tars: list[str], out_dir: str, digits: int, pos_digits: int):
-    """applyInPandas body: write one output shard from its planned rows."""
-    import pandas as pd
+def _place(offsets: np.ndarray, samples_per_shard: int, table: pa.Table) -> pa.Table:
+    """Whole source shards: sample i of the kept order (source shard, then position) goes to
+    output shard i // samples_per_shard, at i % samples_per_shard."""
+    table = table.sort_by([("shard", "ascending"), ("pos", "ascending")])
+    shard = table.column("shard").to_numpy()
+    starts, lengths = _runs(shard)
+    index = offsets[shard] + np.arange(len(shard)) - np.repeat(starts, lengths)
+    return table.append_column("out_shard", pa.array(index // samples_per_shard)) \
+        .append_column("out_pos", pa.array(index % samples_per_shard))
 
-    group = group.sort_values(["shard", "pos"])
-    rows = zip(group["shard"], group["pos"], group["out_pos"], group["sha256"], group["phash"])
-    return pd.DataFrame([_write_rows(int(group["out_shard"].iloc[0]), rows, tars, out_dir, digits,
-                                     pos_digits)])
+
+def _write_shards(tars: list[str], out_dir: str, digits: int, pos_digits: int,
+                  table: pa.Table) -> pa.Table:
+    """Whole output shards: write each one's tar, Parquet and stats; their `WRITTEN` rows."""
+    table = table.sort_by([("out_shard", "ascending"), ("shard", "ascending"), ("pos", "ascending")])
+    columns = [table.column(c).to_pylist() for c in ("shard", "pos", "out_pos", "sha256", "phash")]
+    written = []
+    for start, length in zip(*_runs(table.column("out_shard").to_numpy())):
+        rows = zip(*[c[start:start + length] for c in columns])
+        written.append(_write_rows(table.column("out_shard")[start].as_py(), rows, tars, out_dir,
+                                   digits, pos_digits))
+    return pa.Table.from_pylist(written, schema=WRITTEN)
 
 
 def _write_rows(out_shard: int, planned_rows, tars: list[str], out_dir: str, digits: int,
@@ -113,43 +137,3 @@ def _finish(written: list[dict], out_dir: str) -> list[dict]:
 
 def _layout(n_shards: int, samples_per_shard: int) -> tuple[int, int]:
     return max(5, len(str(max(n_shards - 1, 0)))), len(str(samples_per_shard - 1))
-
-
-def write_planned(spark, kept, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
-    """`write` for kept rows already on the driver: `kept` holds (shard, pos, sha256, phash)
-    columns (Arrow table or dict of arrays) of every kept sample in (shard, pos) order. Output
-    shard i gets samples [i * samples_per_shard, (i + 1) * samples_per_shard) of that order, as
-    `plan` places them; one Spark job writes every shard, nothing is shuffled."""
-    cols = {c: kept[c] for c in ("shard", "pos", "sha256", "phash")}
-    cols = {c: v.to_pylist() if hasattr(v, "to_pylist") else list(v) for c, v in cols.items()}
-    total = len(cols["shard"])
-    n_shards = -(-total // samples_per_shard)
-    digits, pos_digits = _layout(n_shards, samples_per_shard)
-    tasks = []
-    for out_shard in range(n_shards):
-        lo, hi = out_shard * samples_per_shard, min(total, (out_shard + 1) * samples_per_shard)
-        tasks.append((out_shard, list(zip(cols["shard"][lo:hi], cols["pos"][lo:hi],
-                                          range(hi - lo), cols["sha256"][lo:hi],
-                                          cols["phash"][lo:hi]))))
-    if not tasks:
-        return _finish([], out_dir)
-
-    def body(part):
-        for out_shard, rows in part:
-            yield _write_rows(out_shard, rows, tars, out_dir, digits, pos_digits)
-
-    slices = min(len(tasks), 4 * spark.sparkContext.defaultParallelism)
-    written = spark.sparkContext.parallelize(tasks, slices).mapPartitions(body).collect()
-    return _finish(written, out_dir)
-
-
-def write(kept: DataFrame, tars: list[str], out_dir: str, samples_per_shard: int) -> list[dict]:
-    """Write the output shards and sizes.json; return one dict per shard (name, count, bytes)."""
-    placed, n_shards = plan(kept, samples_per_shard)
-    digits, pos_digits = _layout(n_shards, samples_per_shard)
-    def body(group):
-        return _write_shard(group, tars, out_dir, digits, pos_digits)
-
-    written = [r.asDict() for r in placed.select("out_shard", "out_pos", "shard", "pos", "phash", "sha256")
-               .groupBy("out_shard").applyInPandas(body, WRITTEN_SCHEMA).collect()]
-    return _finish(written, out_dir)
