@@ -17,16 +17,8 @@ def phash_hex(value: int) -> str:
     return format(value & 0xFFFF_FFFF_FFFF_FFFF, "016x")
 
 
-def _dct_rows():
-    """The first 8 rows of scipy.fftpack's unnormalised 32-point DCT-II matrix."""
-    global _DCT8
-    if _DCT8 is None:
-        k, n = np.arange(8)[:, None], np.arange(32)[None, :]
-        _DCT8 = 2.0 * np.cos(np.pi * k * (2 * n + 1) / 64)
-    return _DCT8
-
-
-_DCT8 = None
+# The first 8 rows of scipy.fftpack's unnormalised 32-point DCT-II matrix.
+_DCT8 = 2.0 * np.cos(np.pi * np.arange(8)[:, None] * (2 * np.arange(32)[None, :] + 1) / 64)
 _TIE = 1e-6  # a low-frequency coefficient this close to the median takes imagehash's own path
 
 
@@ -39,7 +31,7 @@ def phash_of_gray(gray) -> int:
     (where a rounding difference could flip its bit) the hash is computed with scipy.fftpack
     exactly as imagehash does."""
     pixels = np.asarray(gray.resize((32, 32), _LANCZOS), dtype=np.float64)
-    c = _dct_rows()
+    c = _DCT8
     low = c @ pixels @ c.T
     middle = np.partition(low.ravel(), (31, 32))  # np.median's two middle values, its mean
     med = (middle[31] + middle[32]) / 2

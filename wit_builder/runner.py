@@ -8,25 +8,13 @@ is most of a small stage's time; a command whose stages all stay on the driver n
 Spark); anything larger or remote is a Spark DataFrame. Each operation then runs the same
 function on either side, as img2dataset's distributor runs one downloader in processes or in
 pyspark:
+`map_batches` and `by_key` (Arrow functions per batch or per whole group of a key), `lookup` (a
+left join), `sum_by` and `count_by`, `run_tasks` (a function per task, such as extract's files),
+`materialize`, `batches` and `table` (compute the rows, or bring them to the driver) and
+`write_with_drops` (the kept rows written, the others counted by reason).
 
-- `map_batches(rows, fn, schema, shared)`: `fn(batch, shared)` on every batch (Spark:
-  `mapInArrow`, `shared` broadcast once);
-- `by_key(rows, key, fn, schema)`: `fn(table)` on whole groups of `key` (Spark: one shuffle by
-  `key`, `fn` on each partition's rows at once; the driver: on the whole table);
-- `sum_by(rows, keys, value)`: the sums of `value` per distinct `keys`, as pandas;
-  `count_by(rows, key)`: the rows per value of `key`, as a dict;
-- `lookup(rows, key, other, other_key, columns)`: `columns` of the `other` row whose
-  `other_key` is the row's `key` (a left join on unique keys);
-- `materialize(rows)`: compute the rows now (Spark: a local checkpoint), so later steps read
-  them instead of recomputing the plan; `batches(rows)` and `table(rows)` bring them to the
-  driver, a batch at a time or at once;
-- `run_tasks(ctx, tasks, fn, schema, on_driver)`: `fn(task, i)` for every task (extract's
-  files; `tasks_on_driver` decides from the files' bytes);
-- `write_with_drops(rows, out_dir)`: the rows whose `drop_reason` is null as Parquet, the others
-  counted by reason; returns the result and the kept rows.
-
-tests/integration/test_small_inputs.py runs each stage both ways on the same input and checks
-the same rows and drops.
+tests/integration/test_small_inputs.py (and each stage's own tests) run a stage both ways on
+the same input and check the same rows and drops.
 """
 
 from __future__ import annotations
@@ -181,14 +169,15 @@ def by_key(rows: Rows, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.
            spread: stages.Context | None = None) -> Rows:
     """`fn(table)` on tables that hold every row of each `key` value they hold (nulls as one
     value); its tables have `schema`. `spread`: rows on the driver go to Spark tasks too, cut
-    at `key` boundaries (work that is heavy per row, such as writing shards, then uses every
-    core)."""
+    at `key` boundaries, and their results come back to the driver (work that is heavy per
+    row, such as writing shards, then uses every core)."""
     if rows.on_driver and spread is None:
         return Rows(table=fn(rows.table))
     if rows.on_driver:
-        pieces = _pieces(rows.table, key, 4 * spread.spark.sparkContext.defaultParallelism)
-        return run_tasks(spread, pieces, lambda piece, _: fn(piece).to_batches(), schema,
-                         on_driver=False)
+        context = spread.spark.sparkContext
+        pieces = _pieces(rows.table, key, 4 * context.defaultParallelism)
+        done = context.parallelize(pieces, len(pieces)).map(fn).collect() if pieces else []
+        return Rows(table=pa.concat_tables([schema.empty_table(), *done]))
     from pyspark.sql.pandas.types import from_arrow_schema
 
     frame = rows.frame

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ipaddress
-import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver
 
+from wit_builder import per_process
 from wit_builder.errors import UserError
 
 SCHEMES = {"http": 80, "https": 443}
@@ -148,7 +148,6 @@ def address_problem(address: str, allowed: tuple = ()) -> str | None:
     return None
 
 
-_RESOLVERS: dict = {}  # pid -> thread pool (a forked worker needs threads of its own)
 # getaddrinfo cannot be stopped: a lookup given up on keeps its thread until the system resolver
 # answers (its own timeouts and retries: up to a minute). So the pool is wide (threads are made
 # only when needed), and a name whose lookup is still running is not looked up again (PENDING):
@@ -159,11 +158,8 @@ _PENDING: dict = {}  # (host, port) -> the running lookup's future
 
 def _resolver() -> ThreadPoolExecutor:
     """getaddrinfo has no timeout of its own: lookups run here so that a fetch can stop waiting."""
-    pid = os.getpid()
-    if pid not in _RESOLVERS:
-        _RESOLVERS[pid] = ThreadPoolExecutor(max_workers=LOOKUP_THREADS,
-                                             thread_name_prefix="resolve")
-    return _RESOLVERS[pid]
+    return per_process.get("resolver threads", None, lambda: ThreadPoolExecutor(
+        max_workers=LOOKUP_THREADS, thread_name_prefix="resolve"))
 
 
 def _lookup(host: str, port: int):

@@ -3,14 +3,14 @@
 Part 1, real photos: the 1,000 Flickr8k dev photos in their 8 orientations (flips and
 rotations: distinct images, distinct pHashes) plus resized/re-compressed variants of every
 fourth, up to --images samples, written as img2dataset shards. Ours: the finalize stage as
-`wit-builder finalize` runs it (pHash + sha256 in Spark tasks, decisions on the driver below
-`[spark] driver_rows`, resharding in one job) on local[2]. Baseline in the same run: a
+`wit-builder finalize` runs it (pHash + sha256 in Spark tasks, decisions through the runner,
+on the driver up to `[spark] driver_rows`, resharding in one job) on local[2]. Baseline in the same run: a
 single-process loop of `imagehash.phash(Image.open(...))` + sha256 over the same tars, then
 all-pairs Hamming distances (numpy) and union-find clusters.
 
 Part 2, scale of the near-dup search alone: N synthetic 64-bit hashes with planted
-near-duplicates; ours = neardup.close_pairs_np + components_np (banded, numpy: what the stage
-runs on the driver), baseline = numpy all-pairs XOR/popcount, chunked. Where all pairs would take
+near-duplicates; ours = neardup.bucket_rows + pairs_in_buckets + graph.components (banded,
+numpy and scipy: what the stage runs on the driver), baseline = numpy all-pairs XOR/popcount, chunked. Where all pairs would take
 too long (N > --full-baseline-max) it is timed on a sample of its chunks and extrapolated (its
 cost is linear in the chunks), and the pairs of the sampled rows are checked against ours.
 Peak memory of ours is measured with tracemalloc in a second run.

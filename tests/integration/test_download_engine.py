@@ -14,7 +14,7 @@ import pytest
 from image_bombs import scan_bomb
 from polite_server import PoliteServer, Site
 from wit_builder.config import load_config
-from wit_builder import safety
+from wit_builder import per_process
 from wit_builder.download import engine
 from wit_builder.download.shards import COLUMN_LIST, Piece
 
@@ -162,7 +162,7 @@ def test_slow_dns_does_not_starve_quick_names(tmp_path, photo, sites, monkeypatc
             return real("127.0.0.1", port, *args, **kwargs)
         return real(host, port, *args, **kwargs)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(safety, "_RESOLVERS", {})  # a pool of its own (64 threads starved)
+    per_process.forget("resolver threads")  # a pool of its own (64 threads starved)
     slow = [f"http://slow-{i}.test:{server.port}/photo.jpg" for i in range(100)]
     quick = [f"http://quick-{i}.test:{server.port}/photo.jpg?i={i}" for i in range(50)]
     stats, rows = _shard(tmp_path, slow + quick, "download.timeout=1",

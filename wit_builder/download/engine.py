@@ -33,9 +33,9 @@ import collections
 import concurrent.futures
 import heapq
 import io
-import os
 import time
 
+from wit_builder import per_process
 from wit_builder.download import robots
 from wit_builder.download.fetch import Fetcher, HttpRefused, Policy, error_text, image_error, transient
 from wit_builder.download.output import ShardOutput
@@ -43,7 +43,6 @@ from wit_builder.download.resize import BoundedResizer
 from wit_builder.safety import URL_DEADLINE
 
 ROBOTS_DIRECTIVES = ["noai", "noimageai"]
-_POOLS: dict = {}  # pid -> the resize pool of this executor process
 
 
 class Host:
@@ -245,11 +244,9 @@ def _loop_time(deadline: float) -> float:
 
 
 def _pool(section) -> concurrent.futures.ThreadPoolExecutor:
-    pid = os.getpid()
-    if pid not in _POOLS:
-        _POOLS[pid] = concurrent.futures.ThreadPoolExecutor(
-            max_workers=section.resize_threads, thread_name_prefix="resize")
-    return _POOLS[pid]
+    return per_process.get("resize threads", section.resize_threads, lambda: (
+        concurrent.futures.ThreadPoolExecutor(max_workers=section.resize_threads,
+                                              thread_name_prefix="resize")))
 
 
 def _resizer(section) -> BoundedResizer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder import per_process
 from wit_builder.errors import UserError
 
 # Candidate columns that travel into every sample's json and the shard Parquet, for finalize
@@ -84,15 +85,11 @@ def with_uids(batches):
         yield pa.RecordBatch.from_arrays(list(cols.values()), names=list(cols))
 
 
-_QUERY_ARRAYS: dict = {}  # per process: query list key -> Arrow array of its strings
-
-
 def with_entries(batches, queries, queries_key):
     """The entry strings of each row's entry ids (empty lists without a query list);
     `queries()` gives the list, called once per process and list."""
-    if queries_key is not None and queries_key not in _QUERY_ARRAYS:
-        _QUERY_ARRAYS[queries_key] = pa.array(queries(), pa.string())
-    strings = _QUERY_ARRAYS.get(queries_key)
+    strings = None if queries_key is None else per_process.get(
+        "query strings", queries_key, lambda: pa.array(queries(), pa.string()), keep=1)
     for batch in batches:
         ids = batch.column("entry_ids")  # never null (see column_plan's users)
         if strings is None:

@@ -23,11 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder import per_process
 from wit_builder.errors import UserError
 
 LABEL_PREFIX = "__label__"
 MAX_CHARS = 1000
-_MODELS: dict[str, object] = {}
 SHIPPED = "sparkfiles:"  # a model file sent to the executors with the job
 
 
@@ -80,18 +80,18 @@ def _local_file(ref: str) -> str:
 
 def load_model(path: str):
     """The fastText model at `path` (or what `ship` returned), loaded once per process."""
-    model = _MODELS.get(path)
-    if model is None:
-        import fasttext  # fasttext-predict
+    return per_process.get("language-ID model", path, lambda: _load(path))
 
-        file = _local_file(path)
-        try:
-            model = fasttext.load_model(file)
-        except ValueError as exc:  # what fastText raises for a file that is not a model
-            raise UserError(f"cannot load language-ID model {file}: {exc} "
-                            "(give a fastText lid.176 model)") from None
-        _MODELS[path] = model
-    return model
+
+def _load(path: str):
+    import fasttext  # fasttext-predict
+
+    file = _local_file(path)
+    try:
+        return fasttext.load_model(file)
+    except ValueError as exc:  # what fastText raises for a file that is not a model
+        raise UserError(f"cannot load language-ID model {file}: {exc} "
+                        "(give a fastText lid.176 model)") from None
 
 
 def predict(texts: pa.Array, model_path: str) -> tuple[pa.Array, pa.Array]:

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from wit_builder import per_process
 from wit_builder.coins import ENTRY_IDS
 from wit_builder.match import spacing
 
@@ -281,15 +282,10 @@ class Matcher:
         return pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(ids.astype(np.int32)))
 
 
-_MATCHERS: dict[tuple[str, str], Matcher] = {}
-
-
 def get_matcher(key: tuple[str, str], entries) -> Matcher:
     """This process's matcher for list `key` = (fingerprint, mode); `entries()` loads the list."""
-    if key not in _MATCHERS:
-        _MATCHERS.clear()  # one list at a time: an automaton is hundreds of MB
-        _MATCHERS[key] = Matcher(entries(), key[1])
-    return _MATCHERS[key]
+    # one list at a time: an automaton is hundreds of MB
+    return per_process.get("matcher", key, lambda: Matcher(entries(), key[1]), keep=1)
 
 
 def annotate(batch: pa.RecordBatch, matcher: Matcher) -> pa.RecordBatch:

@@ -17,7 +17,7 @@ import zlib
 
 import orjson
 
-from wit_builder import storage
+from wit_builder import per_process, storage
 from wit_builder.errors import UserError
 from wit_builder.stages import MANIFEST
 
@@ -50,16 +50,13 @@ def read_document(path: str):
         raise UserError(f"query list {path} is not valid (gzipped) JSON: {exc}") from None
 
 
-_LOADED: dict = {}  # (path, file fingerprint) -> entries: stages of one run read the same list
-
-
 def load_queries(path: str) -> list[str]:
     """The entries of a query list, entry id = position."""
-    key = (path, storage.file_fingerprint(path)) if storage.exists(path) else None
-    if key not in _LOADED:
-        _LOADED.clear()  # one list at a time: bounded memory
-        _LOADED[key] = _load(path)
-    return _LOADED[key]
+    if not storage.exists(path):
+        return _load(path)  # its one-line error
+    # stages of one run read the same list; one list at a time: bounded memory
+    return per_process.get("query list", (path, storage.file_fingerprint(path)),
+                           lambda: _load(path), keep=1)
 
 
 def _load(path: str) -> list[str]:

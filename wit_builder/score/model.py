@@ -11,12 +11,9 @@ from __future__ import annotations
 import os
 import tempfile
 
-from wit_builder import storage
+from wit_builder import per_process, storage
 from wit_builder.devices import pick_device
 from wit_builder.errors import UserError
-
-_CACHE: dict = {}
-
 
 def is_hf_folder(path: str) -> bool:
     return storage.exists(storage.join(path, "config.json"))
@@ -52,22 +49,23 @@ def _local(path: str) -> str:
 def scorer(model: str, device: str = "auto", batch_size: int = 256, threads: int = 0):
     """The process's scorer for this model (built on first use); UserError when the model does
     not load (an unreadable checkpoint, a damaged Hugging Face folder)."""
-    key = (model, device, batch_size, threads)
-    if key not in _CACHE:
-        import torch
+    return per_process.get("scorer", (model, device, batch_size, threads),
+                           lambda: _load(model, device, batch_size, threads), keep=1)
 
-        if threads > 0:
-            torch.set_num_threads(threads)
-        _CACHE.clear()  # one model per process
-        local = _local(model)
-        cls = HFScorer if os.path.isfile(os.path.join(local, "config.json")) else OurScorer
-        try:
-            _CACHE[key] = cls(local, pick_device(device), batch_size)
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 - torch and transformers raise many types on a bad model
-            raise UserError(f"cannot load the score model {model}: {str(e)[:300]}") from None
-    return _CACHE[key]
+
+def _load(model: str, device: str, batch_size: int, threads: int):
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    local = _local(model)
+    cls = HFScorer if os.path.isfile(os.path.join(local, "config.json")) else OurScorer
+    try:
+        return cls(local, pick_device(device), batch_size)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch and transformers raise many types on a bad model
+        raise UserError(f"cannot load the score model {model}: {str(e)[:300]}") from None
 
 
 class _Scorer:

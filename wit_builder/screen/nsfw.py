@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from wit_builder import per_process
+
 SIZE = 320
 MODEL_FILE = "320n.onnx"
 LABELS = ("FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED",
@@ -32,7 +34,6 @@ NSFW_CLASSES = ("BUTTOCKS_EXPOSED", "FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_E
 FACE_CLASSES = ("FACE_FEMALE", "FACE_MALE")
 _NSFW_ROWS = np.array([4 + LABELS.index(c) for c in NSFW_CLASSES])  # output rows: 4 box values first
 _FACE_ROWS = np.array([4 + LABELS.index(c) for c in FACE_CLASSES])
-_DETECTOR = None
 
 
 def model_path() -> str:
@@ -106,7 +107,4 @@ def _clip(box: list[float], shape: tuple[int, int]) -> list[int]:
 
 def detector() -> Detector:
     """This process's detector, built on first use."""
-    global _DETECTOR
-    if _DETECTOR is None:
-        _DETECTOR = Detector()
-    return _DETECTOR
+    return per_process.get("nsfw detector", None, Detector)

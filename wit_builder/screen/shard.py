@@ -24,7 +24,7 @@ from collections import Counter
 
 import numpy as np
 
-from wit_builder import images, storage
+from wit_builder import images, per_process, storage
 from wit_builder.screen import faces, hashes, nsfw
 from wit_builder.shard.samples import (STATS_SUFFIX, image_of, meta_row, parquet_schema,
                                        sample_meta, shard_stats)
@@ -32,7 +32,6 @@ from wit_builder.shard.tars import TarWriter, read_samples
 
 DROPS = "drops"
 HISTOGRAM_EDGES = np.linspace(0, 1, 21)  # fixed bins, so shards' histograms add up
-_LISTS: dict = {}  # this process's hash lists, by their paths and file stamps
 
 
 def drops_schema():
@@ -53,10 +52,7 @@ def task_options(section) -> dict:
 
 def _lists(paths: list[str]) -> list[hashes.HashList]:
     key = tuple((p, storage.file_fingerprint(p)) for p in paths)  # an edited list is read again
-    if key not in _LISTS:
-        _LISTS.clear()
-        _LISTS[key] = hashes.load_lists(paths)
-    return _LISTS[key]
+    return per_process.get("screen hash lists", key, lambda: hashes.load_lists(paths), keep=1)
 
 
 def _decoded(files: dict):
