@@ -145,4 +145,4 @@ def test_what_the_driver_leaves_to_spark(tmp_path, case, monkeypatch):
         pq.write_table(pa.table({"url": ["http://a.test/%d.jpg" % i for i in range(5)],
                                  "text": ["t"] * 5}), folder / "c.parquet")
     cfg = load_config(None, ["spark.driver_rows=4"])
-    assert prepare.prepare_on_driver(cfg, [str(folder)], str(tmp_path / "o"), 4) is None
+    assert prepare.prepare_on_driver(cfg, [str(folder)], "", str(tmp_path / "o"), 4) is None

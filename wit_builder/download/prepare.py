@@ -31,30 +31,27 @@ _CONTENT_KEYS = ("image_size", "resize_mode", "resize_only_if_bigger", "encode_q
                  "allow_networks", "user_agent", "honor_robots_tag", "honor_robots_txt")
 
 
-def extra_inputs(cfg, inputs: list[str]) -> list[str]:
-    """The query list names the entries written into every sample's json."""
-    return [path] if (path := query_list(cfg, inputs)) else []
-
-
-def _resume_key(cfg, inputs) -> str:
+def _resume_key(cfg, inputs: list[str], queries: str) -> str:
     section = cfg.section("download")
-    state = {"inputs": [stages.fingerprint(p) for p in inputs + extra_inputs(cfg, inputs)],
+    state = {"inputs": [stages.fingerprint(p) for p in inputs + ([queries] if queries else [])],
              "columns": ROW_COLUMNS,  # shards of another layout cannot be resumed
              "download": {k: section[k] for k in _CONTENT_KEYS}}
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare(spark, cfg, inputs, out_dir) -> dict:
-    """Write (or find from an interrupted run) the candidates img2dataset will read."""
+def prepare(spark, cfg, inputs, out_dir, queries: str | None = None) -> dict:
+    """Write (or find from an interrupted run) the candidates img2dataset will read. `queries`:
+    the query list naming the entries ("" for none; by default `rows.query_list`'s)."""
+    queries = query_list(cfg, inputs) if queries is None else queries
     marker = storage.join(out_dir, INPUT_DIR, "_prepared.json")
-    key = _resume_key(cfg, inputs)
+    key = _resume_key(cfg, inputs, queries)
     if storage.exists(marker) and storage.read_json(marker).get("key") == key:
         return storage.read_json(marker)
     storage.remove(out_dir)  # another input or setting: nothing here can be reused
     input_dir = storage.join(out_dir, INPUT_DIR)
     per_file = cfg.download.samples_per_shard * SHARDS_PER_INPUT_FILE  # as write_input splits
-    counts = (prepare_on_driver(cfg, inputs, input_dir, per_file)
-              or _prepare_with_spark(spark, cfg, inputs, input_dir))
+    counts = (prepare_on_driver(cfg, inputs, queries, input_dir, per_file)
+              or _prepare_with_spark(spark, cfg, inputs, queries, input_dir))
     rows_in, missing, n = counts
     prepared = {"key": key, "rows_in": rows_in, "rows": n,
                 "shards": shard_count(input_dir, cfg.download.samples_per_shard),
@@ -64,7 +61,7 @@ def prepare(spark, cfg, inputs, out_dir) -> dict:
     return prepared
 
 
-def _prepare_with_spark(spark, cfg, inputs, input_dir) -> tuple[int, int, int]:
+def _prepare_with_spark(spark, cfg, inputs, queries: str, input_dir) -> tuple[int, int, int]:
     """(rows in, rows without a URL, unique rows written) of any input, at any size."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -90,8 +87,8 @@ def _prepare_with_spark(spark, cfg, inputs, input_dir) -> tuple[int, int, int]:
                             F.count(F.when(has_url, 1)).alias("unique"),
                             F.max(F.array_max("r.entry_ids")).alias("max_id")).first()
         n = counts["unique"]
-        queries, queries_key = queries_for(query_list(cfg, inputs), counts["max_id"])
-        bc = spark.sparkContext.broadcast(queries)
+        entries, queries_key = queries_for(queries, counts["max_id"])
+        bc = spark.sparkContext.broadcast(entries)
         unique = groups.where(has_url).select("uid", *[F.col(f"r.{c}").alias(c) for c in others])
         write_input(unique, n, cfg.download.samples_per_shard, input_dir,
                     lambda batches: with_entries(batches, lambda: bc.value, queries_key))

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from wit_builder import inputs as stage_inputs
 from wit_builder import stages, storage
-from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, query_list, with_entries, with_uids
+from wit_builder.download.rows import ROW_COLUMNS, column_plan, queries_for, with_entries, with_uids
 from wit_builder.download.spark_hash import partitions_of
 
 _STRING = (pa.string(), pa.large_string())
@@ -33,7 +33,7 @@ _STRING = (pa.string(), pa.large_string())
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9/._+=,@~ -]+$")
 
 
-def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
+def prepare_on_driver(cfg, inputs: list[str], queries: str, input_dir: str,
                       per_file: int) -> tuple[int, int, int] | None:
     """(rows in, rows without a URL, unique rows written), or None when Spark must do it.
     `per_file`: the rows one input file holds (prepare.write_input's split)."""
@@ -56,8 +56,8 @@ def prepare_on_driver(cfg, inputs: list[str], input_dir: str,
     unique = _one_per_uid(rows.filter(has_url))
     unique = unique.take(pc.sort_indices(unique, [("uid", "ascending")]))
     max_id = pc.max(pc.list_flatten(unique.column("entry_ids"))).as_py() if unique.num_rows else None
-    queries, queries_key = queries_for(query_list(cfg, inputs), max_id)
-    batches = list(with_entries(unique.to_batches(), lambda: queries, queries_key))
+    entries, queries_key = queries_for(queries, max_id)
+    batches = list(with_entries(unique.to_batches(), lambda: entries, queries_key))
     schema = pa.schema([(c, pa.list_(pa.int32()) if c == "entry_ids" else
                          pa.list_(pa.string()) if c == "entries" else pa.string())
                         for c in ROW_COLUMNS])

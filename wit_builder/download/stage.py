@@ -34,8 +34,8 @@ from wit_builder import inputs as stage_inputs
 from wit_builder import runner, stages, storage
 from wit_builder.download import shards
 from wit_builder.download.fetch import Policy
-from wit_builder.download.prepare import INPUT_DIR, extra_inputs, prepare, write_input
-from wit_builder.download.rows import CARRIED
+from wit_builder.download.prepare import INPUT_DIR, prepare, write_input
+from wit_builder.download.rows import CARRIED, query_list
 from wit_builder.download.progress import Progress
 from wit_builder.errors import UserError
 
@@ -56,13 +56,14 @@ def check_config(cfg) -> None:
 def check(cfg, inputs: list[str]) -> stages.Plan:
     """The inputs, and the query list (it names the entries in every sample's json)."""
     stage_inputs.check(inputs, "give OUT/balance (any stage output) or candidate lists")
-    return stages.Plan(inputs, extra=extra_inputs(cfg, inputs))
+    queries = query_list(cfg, inputs)
+    return stages.Plan(inputs, extra=[queries] if queries else [])
 
 
 def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     spark, cfg, out_dir = ctx.spark, ctx.cfg, ctx.out
     section = cfg.download
-    prepared = prepare(spark, cfg, plan.inputs, out_dir)
+    prepared = prepare(spark, cfg, plan.inputs, out_dir, queries=next(iter(plan.extra), ""))
     input_dir = storage.join(out_dir, INPUT_DIR)
     _remove_unfinished(out_dir)
     if prepared["rows"]:
