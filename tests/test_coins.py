@@ -87,9 +87,8 @@ def test_rows_without_entries_are_not_kept():
 
 
 def test_summary_head_and_tail():
-    import pandas as pd
-    table = pd.DataFrame({"entry_id": [0, 1, 2], "count_before": [1000, 50, 10],
-                          "count_after": [100, 50, 10]})
+    table = pa.table({"entry_id": [0, 1, 2], "count_before": [1000, 50, 10],
+                      "count_after": [100, 50, 10]})
     s = summary(table, 100)
     assert s["head_entries"] == 1 and s["pairs_before"] == 1060 and s["pairs_after"] == 160
     assert s["head_share_before"] == round(1000 / 1060, 6) and s["head_share_after"] == round(100 / 160, 6)

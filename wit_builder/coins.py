@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from wit_builder import runner
+from wit_builder import runner, storage
 
 ENTRY_IDS = "entry_ids"  # the matched entries' column: match writes it, balance and finalize read it
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -70,9 +70,9 @@ def keep_mask(uids: pa.Array, entry_ids: pa.Array, counts: np.ndarray, t: int, s
 _COUNTS = pa.schema([("entry_id", pa.int32()), ("n", pa.int64())])
 
 
-def entry_counts(rows: runner.Rows):
-    """pandas (entry_id, n), sorted: the rows matching each entry (rows with a drop reason,
-    where they have that column, do not count)."""
+def entry_counts(rows: runner.Rows) -> pa.Table:
+    """(entry_id, n) on the driver, sorted: the rows matching each entry (rows with a drop
+    reason, where they have that column, do not count)."""
     return runner.sum_by(runner.map_batches(rows, _batch_counts, _COUNTS), ["entry_id"], "n")
 
 
@@ -84,10 +84,28 @@ def _batch_counts(batch: pa.RecordBatch, _shared=None) -> pa.RecordBatch:
                                        counts.field("counts").cast(pa.int64())], schema=_COUNTS)
 
 
-def counts_array(counts) -> np.ndarray:
+def counts_array(counts: pa.Table) -> np.ndarray:
     """`entry_counts`' table as the array keep_mask takes: counts[entry id] = n."""
-    size = int(counts["entry_id"].max()) + 1 if len(counts) else 0
-    array = np.zeros(size, np.int64)
-    array[counts["entry_id"].to_numpy()] = counts["n"].to_numpy()
+    ids = counts.column("entry_id").to_numpy()
+    array = np.zeros(int(ids.max()) + 1 if len(ids) else 0, np.int64)
+    array[ids] = counts.column("n").to_numpy()
     return array
 
+
+def before_and_after(before: pa.Table, after: pa.Table) -> pa.Table:
+    """(entry_id, count_before, count_after) of two `entry_counts` tables, by entry id."""
+    joined = before.join(after.rename_columns(["entry_id", "after"]), "entry_id").sort_by("entry_id")
+    return pa.table({"entry_id": joined.column("entry_id").cast(pa.int32()),
+                     "count_before": joined.column("n").cast(pa.int64()),
+                     "count_after": joined.column("after").fill_null(0).cast(pa.int64())})
+
+
+def write_entry_counts(table: pa.Table, out_dir: str) -> None:
+    """OUT_DIR/entry_counts/part-00000.parquet (small, on the driver: through fsspec, no s3a)."""
+    import pyarrow.parquet as pq
+
+    folder = storage.join(out_dir, "entry_counts")
+    fs, path = storage.filesystem(folder)
+    fs.makedirs(path, exist_ok=True)
+    with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
+        pq.write_table(table, f)

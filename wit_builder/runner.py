@@ -210,20 +210,20 @@ def _pieces(table: pa.Table, key: str, n: int) -> list[pa.Table]:
     return [table.slice(lo, hi - lo) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
 
 
-def sum_by(rows: Rows, keys: list[str], value: str):
-    """pandas (keys..., value): the sum of `value` per distinct `keys` (nulls a key value of
-    their own), sorted by `keys`."""
+def sum_by(rows: Rows, keys: list[str], value: str) -> pa.Table:
+    """(keys..., value) on the driver: the sum of `value` per distinct `keys` (nulls a key value
+    of their own), sorted by `keys`."""
     if rows.on_driver:
         sums = rows.table.group_by(keys).aggregate([(value, "sum")])
-        table = pa.table({**{k: sums.column(k) for k in keys}, value: sums.column(f"{value}_sum")})
-        return table.to_pandas().sort_values(keys, ignore_index=True)
-    from pyspark.sql import functions as F
+        sums = pa.table({**{k: sums.column(k) for k in keys}, value: sums.column(f"{value}_sum")})
+    else:
+        from pyspark.sql import functions as F
 
-    try:
-        sums = rows.frame.groupBy(*keys).agg(F.sum(value).alias(value)).toPandas()
-    finally:
-        release(rows)
-    return sums.sort_values(keys, ignore_index=True)
+        try:
+            sums = rows.frame.groupBy(*keys).agg(F.sum(value).alias(value)).toArrow()
+        finally:
+            release(rows)
+    return sums.sort_by([(k, "ascending") for k in keys])
 
 
 def count_by(rows: Rows, key: str) -> dict:

@@ -16,12 +16,12 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wit_builder import inputs as stage_inputs
-from wit_builder import coins, runner, stages, storage
+from wit_builder import coins, runner, stages
 
 BALANCED_OUT = "balanced_out"
-COUNTS_DIR = "entry_counts"
 HINT = "give the output of match or filter"
 
 
@@ -31,9 +31,6 @@ def check(cfg, inputs: list[str]) -> stages.Plan:
 
 
 def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     t, seed = ctx.cfg.balance.t, ctx.cfg.balance.seed
     rows = runner.read(ctx, plan.inputs, HINT, ["uid", coins.ENTRY_IDS])
     before = coins.entry_counts(rows)
@@ -41,18 +38,10 @@ def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     marked = runner.map_batches(rows, partial(_with_reasons, t, seed), schema,
                                 shared=coins.counts_array(before))
     result, kept = runner.write_with_drops(ctx, marked)
-    table = before.merge(coins.entry_counts(kept), on="entry_id", how="left",
-                         suffixes=("_before", "_after"))
-    table = table.rename(columns={"n_before": "count_before", "n_after": "count_after"})
-    table = table.fillna({"count_after": 0})
-    table = table.astype({"entry_id": "int32", "count_before": "int64", "count_after": "int64"})
-    table = table.sort_values("entry_id", ignore_index=True)
-    table["p"] = np.minimum(1.0, t / table["count_before"])
-    counts_dir = storage.join(ctx.out, COUNTS_DIR)  # small, on the driver: through fsspec
-    fs, path = storage.filesystem(counts_dir)
-    fs.makedirs(path, exist_ok=True)
-    with storage.open_file(storage.join(counts_dir, "part-00000.parquet"), "wb") as f:
-        pq.write_table(pa.Table.from_pandas(pd.DataFrame(table), preserve_index=False), f)
+    table = coins.before_and_after(before, coins.entry_counts(kept))
+    table = table.append_column("p", pc.min_element_wise(
+        1.0, pc.divide(float(t), table.column("count_before").cast(pa.float64()))))
+    coins.write_entry_counts(table, ctx.out)
     result.extra = {"balance": summary(table, t)}
     return result
 
@@ -65,14 +54,16 @@ def _with_reasons(t: int, seed: int, batch: pa.RecordBatch, counts: np.ndarray) 
                                       names=batch.schema.names + [runner.REASON])
 
 
-def summary(table, t: int) -> dict:
+def summary(table: pa.Table, t: int) -> dict:
     """Head (count > t) vs tail: how many entries, and their share of matches before and after."""
-    head = table["count_before"] > t
-    total_before, total_after = int(table["count_before"].sum()), int(table["count_after"].sum())
-    share = lambda col, total: round(float(table.loc[head, col].sum()) / total, 6) if total else 0.0
-    return {"t": t, "entries_matched": int(len(table)), "head_entries": int(head.sum()),
+    before = table.column("count_before").to_numpy()
+    after = table.column("count_after").to_numpy()
+    head = before > t
+    total_before, total_after = int(before.sum()), int(after.sum())
+    share = lambda counts, total: round(float(counts[head].sum()) / total, 6) if total else 0.0
+    return {"t": t, "entries_matched": len(before), "head_entries": int(head.sum()),
             "pairs_before": total_before, "pairs_after": total_after,
-            "head_share_before": share("count_before", total_before),
-            "head_share_after": share("count_after", total_after),
-            "max_count_before": int(table["count_before"].max()) if len(table) else 0,
-            "max_count_after": int(table["count_after"].max()) if len(table) else 0}
+            "head_share_before": share(before, total_before),
+            "head_share_after": share(after, total_after),
+            "max_count_before": int(before.max()) if len(before) else 0,
+            "max_count_after": int(after.max()) if len(after) else 0}

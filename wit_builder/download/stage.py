@@ -157,8 +157,7 @@ def _outcome_counts(ctx: stages.Context) -> list[tuple]:
     rows = runner.read_parquet(ctx, _shard_parquets(ctx.out), _ATTEMPT_COLUMNS)
     counts = runner.sum_by(runner.by_key(rows, "uid", _last_attempts, _OUTCOMES),
                            ["ok", "status", "error"], "n")
-    return [(int(r.ok), r.status, r.error, int(r.n))
-            for r in counts.astype(object).where(counts.notna(), None).itertuples()]
+    return [(r["ok"], r["status"], r["error"], r["n"]) for r in counts.to_pylist()]
 
 
 def _last_attempts(attempts: pa.Table) -> pa.Table:

@@ -144,7 +144,8 @@ def run(ctx: stages.Context, plan: stages.Plan) -> stages.StageResult:
     on_driver = runner.tasks_on_driver(ctx, [[f.path for f in task] for task in tasks])
     tallies = runner.run_tasks(ctx, tasks, partial(_run_task, opts, out_dir), TALLY_SCHEMA,
                                on_driver)
-    tally = {k: int(n) for k, n in runner.sum_by(tallies, ["tally"], "n").itertuples(index=False)}
+    sums = runner.sum_by(tallies, ["tally"], "n")
+    tally = dict(zip(sums.column("tally").to_pylist(), sums.column("n").to_pylist()))
     skipped = {k.split(":", 1)[1]: v for k, v in tally.items() if k.startswith("skip:")}
     if skipped.get("missing_columns"):
         raise _missing_columns(skipped["missing_columns"], section)

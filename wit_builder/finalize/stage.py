@@ -66,7 +66,8 @@ def run(ctx: Context, plan: Plan) -> StageResult:
         got = hashing.hash_files(spark, evals).where("phash is not null").toArrow()
         eval_hashes = got.column("phash").to_numpy(zero_copy_only=False).astype(np.int64)
     judged, entry_counts = decide(samples, eval_hashes, c.hamming_distance, c.bands, c.t, c.seed)
-    _write_entry_counts(entry_counts, out_dir)
+    if entry_counts is not None:
+        coins.write_entry_counts(entry_counts, out_dir)
     _write_drops(judged, tars, out_dir)
     drops = runner.count_by(judged, REASON)
     written = reshard.write(ctx, runner.map_batches(judged, _kept, reshard.KEPT), tars, out_dir,
@@ -169,17 +170,12 @@ def _balance(samples: runner.Rows, t: int, seed: int) -> tuple[runner.Rows, pa.T
     survived the steps before; also (entry_id, count_before, count_after), or None when no
     sample carries entry ids (a plain candidate list, never matched)."""
     before = coins.entry_counts(samples)
-    if not len(before):
+    if not before.num_rows:
         return samples, None
-    if before["n"].max() > t:
+    if pc.max(before.column("n")).as_py() > t:
         samples = runner.materialize(runner.map_batches(
             samples, partial(_balanced, t, seed), samples.schema, shared=coins.counts_array(before)))
-    after = coins.entry_counts(samples)
-    table = before.merge(after, on="entry_id", how="left", suffixes=("_before", "_after"))
-    return samples, pa.table({
-        "entry_id": pa.array(table["entry_id"], pa.int32()),
-        "count_before": pa.array(table["n_before"], pa.int64()),
-        "count_after": pa.array(table["n_after"].fillna(0).astype("int64"), pa.int64())})
+    return samples, coins.before_and_after(before, coins.entry_counts(samples))
 
 
 def _balanced(t: int, seed: int, batch: pa.RecordBatch, counts: np.ndarray) -> pa.RecordBatch:
@@ -223,15 +219,6 @@ def _write_drops(samples: runner.Rows, tars: list[str], out_dir: str) -> None:
         writer.write_table(DROPS_SCHEMA.empty_table())
         for table in runner.batches(dropped):
             writer.write_table(table)
-
-
-def _write_entry_counts(entry_counts: pa.Table | None, out_dir: str) -> None:
-    if entry_counts is not None:  # already on the driver: written through fsspec, no s3a needed
-        folder = storage.join(out_dir, "entry_counts")
-        fs, path = storage.filesystem(folder)
-        fs.makedirs(path, exist_ok=True)
-        with storage.open_file(storage.join(folder, "part-00000.parquet"), "wb") as f:
-            pq.write_table(entry_counts, f)
 
 
 def _result(drops: dict, written: list[dict], tars: list[str], evals: list[str]) -> StageResult:
