@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -65,30 +66,23 @@ def read(ctx: stages.Context, inputs: list[str], hint: str, required: list[str])
 
 def read_parquet(ctx: stages.Context, files: list[str], columns: list[str]) -> Rows:
     """`columns` of Parquet files (a stage's own files, such as download's shard rows), on the
-    driver under the same limit, local or remote (through fsspec: their footers first)."""
+    driver under the same limit, local or remote (through fsspec: their footers first, until
+    the rows are over the limit)."""
     import pyarrow.parquet as pq
+
+    def rows_of(path: str) -> int:
+        with storage.open_file(path, "rb") as f:
+            return pq.read_metadata(f).num_rows
 
     def read(path: str) -> pa.Table:
         with storage.open_file(path, "rb") as f:
             return pq.read_table(f, columns=columns)
 
-    if _rows_at_most(files, ctx.cfg.spark.driver_rows):
+    limit = ctx.cfg.spark.driver_rows
+    if limit > 0 and all(n <= limit for n in accumulate(map(rows_of, files))):
         return Rows(table=pa.concat_tables([read(f) for f in files]))
     return Rows(frame=ctx.spark.read.parquet(*[storage.spark_path(f) for f in files])
                 .select(*columns))
-
-
-def _rows_at_most(files: list[str], limit: int) -> bool:
-    """Whether the Parquet files hold at most `limit` rows (> 0), reading footers until over."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for path in files if limit > 0 else []:
-        with storage.open_file(path, "rb") as f:
-            total += pq.read_metadata(f).num_rows
-        if total > limit:
-            return False
-    return limit > 0
 
 
 # A stage that reads raw files (extract) knows their bytes, not their rows: it runs them on the
@@ -107,17 +101,14 @@ def tasks_on_driver(ctx: stages.Context, paths: list[list[str]]) -> bool:
     if limit <= 0 or not ctx.spark.master.startswith("local") or \
             any(storage.is_remote(f) for f in files):
         return False
-    if len(paths) == 1:
-        return True
-    total = 0
-    for f in files:
-        try:
-            total += os.path.getsize(f)
-        except OSError:  # a *.paths entry that is not there: its task counts it
-            pass
-        if total > limit:
-            return False
-    return True
+    return len(paths) == 1 or all(n <= limit for n in accumulate(map(_size, files)))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # a *.paths entry that is not there: its task counts it
+        return 0
 
 
 def run_tasks(ctx: stages.Context, tasks: list, fn: Callable[[Any, int], Iterator[pa.RecordBatch]],
@@ -195,6 +186,14 @@ def by_key(rows: Rows, key: str, fn: Callable[[pa.Table], pa.Table], schema: pa.
                 shipped=rows.shipped)
 
 
+def runs(keys) -> tuple:
+    """Start and length of each run of equal values of sorted `keys` (a numpy array)."""
+    import numpy as np
+
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
+    return starts, np.diff(np.r_[starts, len(keys)])
+
+
 def _pieces(table: pa.Table, key: str, n: int) -> list[pa.Table]:
     """`table` sorted by `key` and cut into at most `n` pieces of about equal rows, each
     holding every row of the `key` values it holds."""
@@ -204,10 +203,10 @@ def _pieces(table: pa.Table, key: str, n: int) -> list[pa.Table]:
     keys = table.column(key).to_numpy(zero_copy_only=False)
     if not len(keys):
         return []
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    starts, _ = runs(keys)
     wanted = np.searchsorted(starts, np.linspace(0, len(keys), n + 1)[1:-1])  # the next start
     edges = np.unique(np.r_[0, starts[np.minimum(wanted, len(starts) - 1)], len(keys)])
-    return [table.slice(lo, hi - lo) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    return [table.slice(lo, hi - lo) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
 def sum_by(rows: Rows, keys: list[str], value: str) -> pa.Table:

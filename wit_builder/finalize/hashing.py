@@ -91,19 +91,18 @@ def _hash_to_parquet(part, folder: str, min_side: int, max_aspect_ratio: float):
 
 
 def hash_shards_to(spark, tars: list[str], min_side: int, max_aspect_ratio: float,
-                   folder: str) -> int:
+                   folder: str) -> None:
     """Hash every sample of `tars` in one Spark job (a few tasks per core) into `sample_schema()`
-    Parquet files under `folder` (part-SHARD.parquet, one per tar); return the number of rows.
+    Parquet files under `folder` (part-SHARD.parquet, one per tar).
     The rows are stored once, so the driver can read them when they are few and Spark when
     they are many, without hashing twice and without caching them in executor memory."""
     fs, path = storage.filesystem(folder)
     fs.makedirs(path, exist_ok=True)
     # a few tasks per core, several tars each: a task costs tens of milliseconds to launch
     slices = max(1, min(len(tars), 4 * spark.sparkContext.defaultParallelism))
-    counts = spark.sparkContext.parallelize(list(enumerate(tars)), slices) \
+    spark.sparkContext.parallelize(list(enumerate(tars)), slices) \
         .mapPartitions(partial(_hash_to_parquet, folder=folder, min_side=min_side,
                                max_aspect_ratio=max_aspect_ratio)).collect()
-    return sum(n for _, n in counts)
 
 
 def hashed_files(folder: str, tars: list[str]) -> list[str]:

@@ -46,18 +46,12 @@ def write(ctx, kept: runner.Rows, tars: list[str], out_dir: str, samples_per_sha
     return _finish(runner.table(written).to_pylist(), out_dir)
 
 
-def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and length of each run of equal values of sorted `keys`."""
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, int)
-    return starts, np.diff(np.r_[starts, len(keys)])
-
-
 def _place(offsets: np.ndarray, samples_per_shard: int, table: pa.Table) -> pa.Table:
     """Whole source shards: sample i of the kept order (source shard, then position) goes to
     output shard i // samples_per_shard, at i % samples_per_shard."""
     table = table.sort_by([("shard", "ascending"), ("pos", "ascending")])
     shard = table.column("shard").to_numpy()
-    starts, lengths = _runs(shard)
+    starts, lengths = runner.runs(shard)
     index = offsets[shard] + np.arange(len(shard)) - np.repeat(starts, lengths)
     return table.append_column("out_shard", pa.array(index // samples_per_shard)) \
         .append_column("out_pos", pa.array(index % samples_per_shard))
@@ -69,7 +63,7 @@ def _write_shards(tars: list[str], out_dir: str, digits: int, pos_digits: int,
     table = table.sort_by([("out_shard", "ascending"), ("shard", "ascending"), ("pos", "ascending")])
     columns = [table.column(c).to_pylist() for c in ("shard", "pos", "out_pos", "sha256", "phash")]
     written = []
-    for start, length in zip(*_runs(table.column("out_shard").to_numpy())):
+    for start, length in zip(*runner.runs(table.column("out_shard").to_numpy())):
         rows = zip(*[c[start:start + length] for c in columns])
         written.append(_write_rows(table.column("out_shard")[start].as_py(), rows, tars, out_dir,
                                    digits, pos_digits))

@@ -97,21 +97,21 @@ def _hashes(batch, rows: np.ndarray) -> np.ndarray:
     return batch.column("phash").take(pa.array(rows, pa.int64())).to_numpy()
 
 
-def _with_reasons(batch, reasons: np.ndarray):
-    """`batch` with its drop_reason column replaced by `reasons` (object array, None = kept)."""
-    at = batch.schema.get_field_index(REASON)
-    return batch.set_column(at, REASON, pa.array(reasons, pa.string()))
+def _mark(batch, rows: np.ndarray, reason: str):
+    """`batch` (or table) with `reason` as the drop reason of `rows` (indices)."""
+    hit = np.zeros(len(batch), bool)
+    hit[rows] = True
+    marked = pc.if_else(hit, pa.scalar(reason, pa.string()), batch.column(REASON))
+    return batch.set_column(batch.schema.get_field_index(REASON), REASON, marked)
 
 
 def _contaminated(hamming_distance: int, bands: int, batch: pa.RecordBatch,
                   eval_hashes: np.ndarray) -> pa.RecordBatch:
     """Step 2 on a batch: kept samples near an evaluation image get `eval_contamination`."""
-    reasons = np.array(batch.column(REASON).to_pylist(), dtype=object)
     alive = np.flatnonzero(_alive(batch))
     phash = _hashes(batch, alive)
     hits = neardup.close_pairs(phash, eval_hashes, hamming_distance, bands)
-    reasons[alive[np.isin(phash, hits[:, 0])]] = "eval_contamination"
-    return _with_reasons(batch, reasons)
+    return _mark(batch, alive[np.isin(phash, hits[:, 0])], "eval_contamination")
 
 
 def _duplicates(samples: runner.Rows, hamming_distance: int, bands: int) -> runner.Rows:
@@ -120,7 +120,7 @@ def _duplicates(samples: runner.Rows, hamming_distance: int, bands: int) -> runn
     buckets = runner.map_batches(samples, partial(_buckets, bands), neardup.BUCKETS)
     pairs = runner.by_key(buckets, "bucket", partial(neardup.pairs_in_buckets,
                                                     max_distance=hamming_distance), neardup.PAIRS)
-    labels = graph.components(runner.materialize(pairs))
+    labels = graph.components(pairs)
     labelled = runner.lookup(samples, "phash", labels, "node", ["label"])
     clustered = runner.map_batches(labelled, _cluster_column,
                                    runner.with_columns(samples.schema, [("label", pa.int64()),
@@ -149,8 +149,7 @@ def _first_of_group(keys: np.ndarray) -> np.ndarray:
 def _first_of_each(table: pa.Table) -> pa.Table:
     """Whole clusters: of the kept samples, all but the smallest (uid, rid) of each sha256 are
     `duplicate_image`, then all but the smallest of each cluster `near_duplicate`."""
-    reasons = np.array(table.column(REASON).to_pylist(), dtype=object)
-    rows = np.flatnonzero(table.column(REASON).is_null().to_numpy(zero_copy_only=False))
+    rows = np.flatnonzero(_alive(table))
     alive = table.take(pa.array(rows, pa.int64()))
     order = pc.sort_indices(alive, sort_keys=[("uid", "ascending"), ("rid", "ascending")]).to_numpy()
     ordered = rows[order]
@@ -158,11 +157,8 @@ def _first_of_each(table: pa.Table) -> pa.Table:
     cluster = alive.column("cluster").to_numpy()[order]
     dup = ~_first_of_group(sha)
     near = ~dup & ~_first_of_group(cluster)
-    reasons[ordered[dup]] = "duplicate_image"
-    reasons[ordered[near]] = "near_duplicate"
-    table = table.drop_columns(["label", "cluster"])
-    return table.set_column(table.schema.get_field_index(REASON), REASON,
-                            pa.array(reasons, pa.string()))
+    table = _mark(table.drop_columns(["label", "cluster"]), ordered[dup], "duplicate_image")
+    return _mark(table, ordered[near], "near_duplicate")
 
 
 def _balance(samples: runner.Rows, t: int, seed: int) -> tuple[runner.Rows, pa.Table | None]:
@@ -179,14 +175,12 @@ def _balance(samples: runner.Rows, t: int, seed: int) -> tuple[runner.Rows, pa.T
 
 
 def _balanced(t: int, seed: int, batch: pa.RecordBatch, counts: np.ndarray) -> pa.RecordBatch:
-    reasons = np.array(batch.column(REASON).to_pylist(), dtype=object)
     rows = np.flatnonzero(_alive(batch) & batch.column(coins.ENTRY_IDS).is_valid()
                           .to_numpy(zero_copy_only=False))
     take = pa.array(rows, pa.int64())
     keep = coins.keep_mask(batch.column("uid").take(take), batch.column(coins.ENTRY_IDS).take(take),
                            counts, t, seed)
-    reasons[rows[~keep]] = "balanced_out"
-    return _with_reasons(batch, reasons)
+    return _mark(batch, rows[~keep], "balanced_out")
 
 
 def _kept(batch: pa.RecordBatch, _shared=None) -> pa.RecordBatch:
